@@ -1,0 +1,38 @@
+# Hyperlift — set-up and entry points. Every target creates .venv and installs on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+LAUNCH := $(BIN)/python -m infra.launch --
+
+.PHONY: install demo test serve dagster mlflow feast-apply clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project
+
+demo: install  ## run the whole loop on the simulated shop and print the uplift it achieved
+	$(BIN)/python -m demo
+
+test: install  ## run the test suite (starts its own redis-server unless REDIS_URL is set)
+	$(BIN)/python -m pytest
+
+serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
+	$(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000}
+
+dagster: install  ## open the Dagster UI on :3000
+	$(LAUNCH) $(BIN)/dagster dev -m dagster_project.definitions -p $${PORT:-3000}
+
+mlflow: install  ## open the MLflow UI on :5000 over the project's tracking store
+	$(LAUNCH) sh -c '$(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port $${PORT:-5000}'
+
+feast-apply: install  ## `feast apply` from the shell, with the project's registry and Redis
+	$(LAUNCH) $(BIN)/feast -c feature_repo apply
+
+clean:  ## remove runtime state (.hyperlift) and reports; keeps .venv
+	rm -rf .hyperlift reports

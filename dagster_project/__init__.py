@@ -1,0 +1,1 @@
+"""Dagster assets, checks, resources and jobs of the Hyperlift loop."""

@@ -1,0 +1,1 @@
+"""Assets grouped by stage: ingestion → validation → features → online store → training."""

@@ -1,0 +1,1 @@
+"""The Feast feature repository and the pure feature transforms that batch, streaming and serving all call."""

@@ -1,0 +1,203 @@
+"""Versioned event contracts and the row-level validation that splits raw events into accepted and quarantined.
+
+A contract lists, per (event_type, event_version), the fields an event must carry, their types, allowed values,
+ranges and units. `validate_events` applies them row by row (vectorised) and records the *first* rule each bad row
+broke; `feature_repo.expectations` derives a Great Expectations suite from the same contracts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.transforms import DEVICES, N_CATEGORIES, REGIONS
+
+FieldType = Literal["string", "int", "float", "timestamp"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of an event: its type, whether it is required, allowed values, inclusive/exclusive range, unit."""
+
+    name: str
+    dtype: FieldType
+    required: bool = True
+    allowed: tuple[object, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class EventContract:
+    """The schema of one version of one event type."""
+
+    event_type: str
+    event_version: int
+    fields: tuple[FieldSpec, ...]
+    description: str = ""
+
+    def field_names(self) -> list[str]:
+        """Names of the fields of this contract, in order."""
+        return [f.name for f in self.fields]
+
+
+_ENVELOPE = (
+    FieldSpec("event_id", "string"),
+    FieldSpec("event_type", "string"),
+    FieldSpec("event_version", "int"),
+    FieldSpec("ts", "timestamp", unit="UTC event time"),
+    FieldSpec("user_id", "int", min=0),
+    FieldSpec("session_id", "string"),
+    FieldSpec("device", "string", required=False, allowed=DEVICES),
+    FieldSpec("region", "string", required=False, allowed=REGIONS),
+)
+_ITEM = (
+    FieldSpec("item_id", "int", min=0),
+    FieldSpec("category_id", "int", min=0, max=N_CATEGORIES - 1),
+    FieldSpec("price", "float", min=0, min_exclusive=True, unit="currency (list price)"),
+)
+
+CONTRACTS: dict[tuple[str, int], EventContract] = {
+    (c.event_type, c.event_version): c
+    for c in (
+        EventContract("page_view", 1, _ENVELOPE + _ITEM, "A user viewed an item page."),
+        EventContract("add_to_cart", 1, _ENVELOPE + _ITEM, "A user put an item in the cart."),
+        EventContract(
+            "purchase",
+            1,
+            _ENVELOPE
+            + _ITEM
+            + (
+                FieldSpec("revenue", "float", min=0, unit="currency paid, after discount"),
+                FieldSpec("action_id", "string", required=False),
+            ),
+            "A completed order line; revenue may arrive days after the exposure that caused it.",
+        ),
+        EventContract(
+            "promo_exposure",
+            1,
+            _ENVELOPE
+            + (
+                FieldSpec("action_id", "string"),
+                FieldSpec("propensity", "float", min=0, max=1, min_exclusive=True, unit="probability"),
+                FieldSpec("surface", "string"),
+            ),
+            "The logging policy showed an action (or no_action) with the logged probability.",
+        ),
+    )
+}
+EVENT_TYPES = tuple(sorted({t for t, _ in CONTRACTS}))
+RAW_COLUMNS = (
+    "event_id", "event_type", "event_version", "ts", "user_id", "session_id", "item_id", "category_id",
+    "price", "revenue", "action_id", "propensity", "surface", "device", "region",
+)
+"""Columns of the raw event table (a union over event types; fields not in an event's contract are null)."""
+
+MAX_FUTURE = timedelta(minutes=5)
+"""Clock-skew tolerance: an event stamped later than `as_of + MAX_FUTURE` is quarantined as from the future."""
+
+
+@dataclass
+class ValidationResult:
+    """Accepted rows, quarantined rows (with `rule` and `reason`), and counts per rule."""
+
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    rule_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_in(self) -> int:
+        """Rows that came in; always accepted + quarantined."""
+        return len(self.accepted) + len(self.quarantined)
+
+
+def _coerce(values: pd.Series, dtype: FieldType) -> pd.Series:
+    if dtype == "string":
+        return values.astype("string")
+    if dtype == "timestamp":
+        return pd.to_datetime(values, utc=True, errors="coerce")
+    numeric = pd.to_numeric(values, errors="coerce")
+    return numeric.astype("Int64") if dtype == "int" and numeric.dropna().mod(1).eq(0).all() else numeric
+
+
+def _field_violations(spec: FieldSpec, values: pd.Series) -> list[tuple[str, pd.Series, str]]:
+    """(rule, broken-mask, reason) for one field over the rows of one contract, in the order they are checked."""
+    present = values.notna()
+    coerced = _coerce(values, spec.dtype)
+    checks = [(f"{spec.name}.required", ~present if spec.required else present & False, f"{spec.name} is missing")]
+    checks.append((f"{spec.name}.type", present & coerced.isna(), f"{spec.name} is not a {spec.dtype}"))
+    if spec.dtype == "int":
+        as_float = pd.to_numeric(values, errors="coerce")
+        checks.append((f"{spec.name}.type", present & as_float.notna() & (as_float % 1 != 0), f"{spec.name} is not an integer"))
+    if spec.allowed is not None:
+        checks.append(
+            (f"{spec.name}.allowed", coerced.notna() & ~coerced.isin(spec.allowed), f"{spec.name} not in {list(spec.allowed)}")
+        )
+    if spec.min is not None:
+        low = coerced <= spec.min if spec.min_exclusive else coerced < spec.min
+        op = ">" if spec.min_exclusive else ">="
+        checks.append((f"{spec.name}.range", low.fillna(False).astype(bool), f"{spec.name} must be {op} {spec.min}"))
+    if spec.max is not None:
+        checks.append((f"{spec.name}.range", (coerced > spec.max).fillna(False).astype(bool), f"{spec.name} must be <= {spec.max}"))
+    return checks
+
+
+def validate_events(raw: pd.DataFrame, as_of: pd.Timestamp) -> ValidationResult:
+    """Split raw events into accepted (typed, deduplicated by event_id) and quarantined rows with the rule broken."""
+    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"raw events lack columns {missing}; expected the union schema {list(RAW_COLUMNS)}")
+    raw = raw.reset_index(drop=True)
+    rule = pd.Series(pd.NA, index=raw.index, dtype="string")
+    reason = pd.Series(pd.NA, index=raw.index, dtype="string")
+
+    def mark(mask: pd.Series, name: str, why: str) -> None:
+        hit = mask.reindex(raw.index, fill_value=False).astype(bool) & rule.isna()
+        rule[hit] = name
+        reason[hit] = why
+
+    mark(raw["event_id"].isna(), "event_id.required", "event_id is missing")
+    mark(~raw["event_type"].isin(EVENT_TYPES), "event_type.known", f"event_type not in {list(EVENT_TYPES)}")
+    version = pd.to_numeric(raw["event_version"], errors="coerce")
+    for event_type in EVENT_TYPES:
+        rows = raw["event_type"] == event_type
+        versions = [v for t, v in CONTRACTS if t == event_type]
+        mark(rows & ~version.isin(versions), "event_version.supported", f"{event_type} versions supported: {versions}")
+        for (t, v), contract in CONTRACTS.items():
+            if t != event_type:
+                continue
+            scope = raw.index[rows & (version == v)]
+            for spec in contract.fields:
+                for name, broken, why in _field_violations(spec, raw.loc[scope, spec.name]):
+                    mark(broken, name, why)
+    ts = pd.to_datetime(raw["ts"], utc=True, errors="coerce")
+    limit = pd.Timestamp(as_of).tz_convert("UTC") + MAX_FUTURE
+    mark(ts > limit, "ts.not_future", f"ts is later than as_of + {MAX_FUTURE} ({limit.isoformat()})")
+    # Exactly one copy of an event id is accepted; later copies (retries, replays) are kept in quarantine.
+    ok = rule.isna()
+    mark(ok & raw["event_id"].duplicated(keep="first") & raw["event_id"].notna(), "event_id.unique", "duplicate event_id")
+
+    bad = rule.notna()
+    accepted = _typed(raw.loc[~bad]).reset_index(drop=True)
+    quarantined = raw.loc[bad].assign(rule=rule[bad], reason=reason[bad]).reset_index(drop=True)
+    counts = quarantined["rule"].value_counts().sort_index()
+    return ValidationResult(accepted, quarantined, {str(k): int(v) for k, v in counts.items()})
+
+
+def _typed(accepted: pd.DataFrame) -> pd.DataFrame:
+    """Cast accepted rows to the canonical dtypes of the validated event table."""
+    out = accepted[list(RAW_COLUMNS)].copy()
+    out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    for name in ("event_version", "user_id", "item_id", "category_id"):
+        out[name] = pd.to_numeric(out[name]).astype("Int64")
+    for name in ("price", "revenue", "propensity"):
+        out[name] = pd.to_numeric(out[name]).astype("float64")
+    for name in ("event_id", "event_type", "session_id", "action_id", "surface", "device", "region"):
+        out[name] = out[name].astype("string")
+    return out.sort_values(["ts", "event_id"], kind="stable")

@@ -1,0 +1,91 @@
+"""Feast objects in dependency order: entity → sources → feature views → feature service.
+
+`build_repo(data_dir)` is the one definition; the module-level objects below are what `feast apply` picks up,
+bound to the data folder of the current environment (HYPERLIFT_HOME).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32, Int64
+
+from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
+from infra.settings import HyperliftSettings
+
+UPLIFT_FEATURE_SERVICE = "uplift_v1"
+"""The feature service shared by training and serving; models record it in their MLflow tags."""
+
+ACTIVITY_TABLE = "features/user_activity.parquet"
+PROFILE_TABLE = "features/user_profile.parquet"
+
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    """Every Feast object of the project, ready for `FeatureStore.apply`."""
+
+    user: Entity
+    activity_source: FileSource
+    profile_source: FileSource
+    user_activity_fv: FeatureView
+    user_profile_fv: FeatureView
+    uplift_v1: FeatureService
+
+    def objects(self) -> list[object]:
+        """All objects in apply order."""
+        return [
+            self.user, self.activity_source, self.profile_source,
+            self.user_activity_fv, self.user_profile_fv, self.uplift_v1,
+        ]
+
+
+def build_repo(data_dir: Path) -> FeatureRepo:
+    """Build the Feast objects whose offline sources live under `data_dir`."""
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="A shopper.")
+    activity_source = FileSource(
+        name="user_activity_source",
+        path=str(Path(data_dir) / ACTIVITY_TABLE),
+        timestamp_field="event_timestamp",
+        description="Daily user activity snapshots written by the user_activity_features asset.",
+    )
+    profile_source = FileSource(
+        name="user_profile_source",
+        path=str(Path(data_dir) / PROFILE_TABLE),
+        timestamp_field="event_timestamp",
+        description="CRM profile rows stamped at sign-up, written by the user_profile_features asset.",
+    )
+    user_activity_fv = FeatureView(
+        name="user_activity_fv",
+        entities=[user],
+        # Snapshots are daily; two days of TTL tolerates one missed run without serving older values.
+        ttl=timedelta(days=2),
+        schema=[Field(name=name, dtype=Float32) for name in ACTIVITY_FEATURES],
+        source=activity_source,
+        online=True,
+        tags={"owner": "hyperlift", "cadence": "daily"},
+    )
+    user_profile_fv = FeatureView(
+        name="user_profile_fv",
+        entities=[user],
+        ttl=timedelta(0),  # profile rows are stamped at sign-up and stay valid until replaced
+        schema=[Field(name=name, dtype=Int64) for name in PROFILE_FEATURES],
+        source=profile_source,
+        online=True,
+        tags={"owner": "hyperlift"},
+    )
+    uplift_v1 = FeatureService(
+        name=UPLIFT_FEATURE_SERVICE,
+        features=[user_activity_fv, user_profile_fv],
+        description="Features of the uplift models: activity snapshots and CRM profile.",
+    )
+    return FeatureRepo(user, activity_source, profile_source, user_activity_fv, user_profile_fv, uplift_v1)
+
+
+_repo = build_repo(HyperliftSettings().data_dir)
+user = _repo.user
+user_activity_fv = _repo.user_activity_fv
+user_profile_fv = _repo.user_profile_fv
+uplift_v1 = _repo.uplift_v1

@@ -1,0 +1,47 @@
+"""Run a command with the project's environment, starting the embedded Redis first when REDIS_URL is unset.
+
+Usage: python -m infra.launch -- COMMAND [ARGS...]
+Example: python -m infra.launch -- feast -c feature_repo apply
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from infra.redis_server import EmbeddedRedis
+from infra.settings import HyperliftSettings
+
+
+@contextlib.contextmanager
+def project_environment(settings: HyperliftSettings | None = None, persist: bool = True) -> Iterator[dict[str, str]]:
+    """Yield the environment for child processes; owns the embedded redis-server for the duration if one is needed."""
+    settings = settings or HyperliftSettings()
+    if settings.redis_url:
+        yield settings.environment(settings.redis_url)
+        return
+    with EmbeddedRedis(settings.redis_dir, persist=persist) as server:
+        yield settings.environment(server.url)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: run argv (after `--`) inside the project environment and return its exit code."""
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with project_environment() as env:
+        print(f"[hyperlift] REDIS_URL={env['REDIS_URL']} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}", file=sys.stderr)
+        child_env = {**os.environ, **env}
+        try:
+            return subprocess.call(argv, env=child_env)
+        except KeyboardInterrupt:
+            return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""Runtime settings read once from the environment; every path of runtime state lives under one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class HyperliftSettings(BaseSettings):
+    """Where runtime state lives and which services to use; defaults work on one machine with nothing pre-started."""
+
+    model_config = SettingsConfigDict(env_prefix="HYPERLIFT_", extra="ignore")
+
+    home: Path = Field(default=REPO_ROOT / ".hyperlift", description="Root of all runtime state (git-ignored).")
+    reports_dir: Path = Field(default=REPO_ROOT / "reports", description="Where demo and evaluation reports go.")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description="An existing Redis server; when unset the project starts an embedded redis-server.",
+    )
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    dagster_home: Path | None = Field(default=None, validation_alias="DAGSTER_HOME")
+
+    @property
+    def data_dir(self) -> Path:
+        """Parquet data: raw, validated and quarantined events, feature tables, training sets."""
+        return self.home / "data"
+
+    @property
+    def redis_dir(self) -> Path:
+        """Working directory (dump file, log) of the embedded redis-server."""
+        return self.home / "redis"
+
+    @property
+    def feast_registry_path(self) -> Path:
+        """The Feast file registry."""
+        return self.home / "feast" / "registry.db"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """MLflow tracking URI: the given one, or a SQLite store under the home folder."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Artifact root for experiments created by the project."""
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def resolved_dagster_home(self) -> Path:
+        """DAGSTER_HOME: the given one, or a folder under the home folder (SQLite run and event storage)."""
+        return self.dagster_home or self.home / "dagster"
+
+    def environment(self, redis_url: str) -> dict[str, str]:
+        """Variables that child processes (dagster, feast CLI, uvicorn) need to see the same state and services."""
+        return {
+            "HYPERLIFT_HOME": str(self.home),
+            "HYPERLIFT_REPORTS_DIR": str(self.reports_dir),
+            "REDIS_URL": redis_url,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "DAGSTER_HOME": str(self.resolved_dagster_home),
+            "HYPERLIFT_FEAST_REGISTRY": str(self.feast_registry_path),
+            "HYPERLIFT_FEAST_REDIS": feast_redis_connection_string(redis_url),
+        }
+
+
+def feast_redis_connection_string(redis_url: str) -> str:
+    """Translate redis://[:password@]host:port[/db] into Feast's "host:port,db=N[,password=...]" form."""
+    parsed = urlparse(redis_url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ValueError(
+            f"REDIS_URL={redis_url!r} is not a redis:// URL; set it like redis://127.0.0.1:6379/0 or unset it "
+            "to use the embedded server."
+        )
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
+    db = parsed.path.lstrip("/")
+    parts.append(f"db={int(db) if db else 0}")
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)

@@ -1,0 +1,1 @@
+"""The FastAPI decision service: settings, feature client, model client, policy, decision log, routes."""

@@ -1,0 +1,34 @@
+"""Serving settings, typed and read from the environment once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings import HyperliftSettings
+
+
+class ServingSettings(BaseSettings):
+    """What the decision service connects to and how it explores."""
+
+    model_config = SettingsConfigDict(env_prefix="HYPERLIFT_SERVING_", extra="ignore", protected_namespaces=())
+
+    redis_url: str = Field(validation_alias="REDIS_URL", description="The Redis server of the Feast online store.")
+    model_name: str = "hyperlift_uplift"
+    model_alias: str = "champion"
+    control_action: str = Field(default="no_action", description="Served when no model can be used.")
+    epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
+    seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
+    decision_stream: str = "hyperlift:decisions"
+    decision_stream_maxlen: int = 1_000_000
+
+    def platform(self) -> HyperliftSettings:
+        """The shared platform settings (home folder, MLflow store)."""
+        return HyperliftSettings()
+
+    @property
+    def home(self) -> Path:
+        """Runtime state folder shared with the pipeline."""
+        return self.platform().home

@@ -1,0 +1,46 @@
+"""FastAPI application: assembly only (`uvicorn serving.main:app`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import redis
+from fastapi import FastAPI
+
+from feature_repo.store import feature_store
+from serving.champion import load_champion
+from serving.config import ServingSettings
+from serving.decision_log import DecisionLog
+from serving.routes import decisions, health
+from serving.service import DecisionService
+
+
+def build_service(settings: ServingSettings) -> DecisionService:
+    """Open the feature store, load the champion, and wire the decision service."""
+    platform = settings.platform()
+    store = feature_store(settings.redis_url, platform)
+    champion = load_champion(platform.mlflow_uri, settings.model_name, settings.model_alias, store)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.05, socket_connect_timeout=0.05)
+    decision_log = DecisionLog(client, settings.decision_stream, settings.decision_stream_maxlen)
+    return DecisionService(
+        champion, decision_log, settings.epsilon, settings.control_action, np.random.default_rng(settings.seed)
+    )
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    """The decision service app; settings from the environment unless given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = build_service(settings or ServingSettings())
+        yield
+
+    app = FastAPI(title="Hyperlift decision service", version="0.1.0", lifespan=lifespan)
+    app.include_router(decisions.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

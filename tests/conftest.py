@@ -1,0 +1,44 @@
+"""Shared fixtures: an isolated HYPERLIFT_HOME, a real Redis server, a real MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before any project module reads settings: all runtime state of the test session goes to a throw-away folder.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="hyperlift-test-"))
+os.environ["HYPERLIFT_HOME"] = str(_SESSION_HOME)
+os.environ["HYPERLIFT_REPORTS_DIR"] = str(_SESSION_HOME / "reports")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("DAGSTER_HOME", None)
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from infra.redis_server import EmbeddedRedis  # noqa: E402
+from infra.settings import HyperliftSettings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set (its database is flushed: point it at a scratch db), else an embedded redis-server."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedRedis(_SESSION_HOME / "redis") as server:
+        yield server.url
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh runtime-state folder for one test."""
+    return tmp_path / "hyperlift"
+
+
+@pytest.fixture
+def settings(home: Path) -> HyperliftSettings:
+    """Settings whose state (data, registry, MLflow SQLite store) lives in the test's own folder."""
+    return HyperliftSettings(home=home, reports_dir=home / "reports")

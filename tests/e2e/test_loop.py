@@ -1,0 +1,63 @@
+"""End to end: the Dagster graph in-process on a tiny shop, then decisions through the service's test client."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from dagster_project.definitions import build_definitions
+from dagster_project.resources import build_resources
+from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, VALIDATED_EVENTS
+from serving.config import ServingSettings
+from serving.main import create_app
+from simulator import ShopConfig
+
+pytestmark = pytest.mark.e2e
+
+TINY_SHOP = ShopConfig(n_users=1500, n_items=120, n_days=10, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pipeline(redis_url, tmp_path_factory):
+    """Run hyperlift_job once for the module; yields (settings, job result)."""
+    from infra.settings import HyperliftSettings
+
+    home = tmp_path_factory.mktemp("e2e") / "hyperlift"
+    settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    defs = build_definitions(build_resources(settings, redis_url, TINY_SHOP))
+    result = defs.resolve_job_def("hyperlift_job").execute_in_process(
+        run_config={"ops": {"uplift_model": {"config": {"n_estimators": 40}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    return settings, result
+
+
+def test_job_succeeds_and_accounts_for_every_event(pipeline):
+    settings, result = pipeline
+    assert result.success
+    raw = pd.read_parquet(settings.data_dir / RAW_EVENTS)
+    accepted = pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)
+    quarantined = pd.read_parquet(settings.data_dir / QUARANTINE)
+    assert len(raw) == len(accepted) + len(quarantined)
+    assert len(quarantined) > 0 and quarantined["rule"].notna().all()
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"validated_events_conform": True, "events_accounted_for": True}
+
+
+def test_service_decides_with_the_registered_champion(pipeline, redis_url, monkeypatch):
+    settings, _ = pipeline
+    monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
+    app = create_app(ServingSettings(redis_url=redis_url, seed=1, epsilon=0.1))
+    with TestClient(app) as client:
+        health = client.get("/healthz").json()
+        assert health == {"status": "ok", "model": {"name": "hyperlift_uplift", "version": "1"}, "feature_service": "uplift_v1"}
+        body = client.post("/v1/decisions", json={"user_id": 5, "surface": "home"}).json()
+        assert body["model"] == {"name": "hyperlift_uplift", "version": "1"}
+        assert body["feature_service"] == "uplift_v1"
+        assert body["fallback"] is None
+        assert len(body["actions"]) == 1 and 0 < body["actions"][0]["propensity"] <= 1
+        cold = client.post("/v1/decisions", json={"user_id": 10_000_000, "surface": "home"}).json()
+        assert cold["fallback"] == "cold_start_unknown_user"
+        assert cold["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]

@@ -1,0 +1,1 @@
+"""Uplift learners, uplift metrics, training-set labels and MLflow logging/registry helpers."""

@@ -1,0 +1,94 @@
+"""Log an uplift model run to MLflow, register it, and resolve the champion by alias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from training.pyfunc import UpliftModel
+
+CHAMPION_ALIAS = "champion"
+FEATURE_SERVICE_TAG = "feature_service"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model version and the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+def ensure_experiment(tracking_uri: str, experiment: str, artifact_dir: Path) -> str:
+    """Get or create the experiment (artifacts under `artifact_dir`); returns its id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(experiment, artifact_location=artifact_dir.resolve().as_uri())
+
+
+def log_and_register(
+    *,
+    model: UpliftModel,
+    tracking_uri: str,
+    experiment: str,
+    artifact_dir: Path,
+    model_name: str,
+    feature_service: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    input_example: pd.DataFrame,
+    figures: dict[str, Any] | None = None,
+    alias: str = CHAMPION_ALIAS,
+) -> RegisteredModel:
+    """Log params, metrics, figures and the pyfunc; register it under `model_name` and point `alias` at it."""
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_dir)
+    run_tags = {**tags, FEATURE_SERVICE_TAG: feature_service}
+    with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict({"action_costs": model.action_costs, "features": model.feature_names}, "model_card.json")
+        for name, figure in (figures or {}).items():
+            mlflow.log_figure(figure, f"plots/{name}.png")
+        example = input_example[model.feature_names].head(5)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=infer_signature(example, model.predict(None, example)),
+            input_example=example,
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri)
+    client.set_model_version_tag(model_name, version, FEATURE_SERVICE_TAG, feature_service)
+    client.set_registered_model_alias(model_name, alias, version)
+    return RegisteredModel(model_name, version, run.info.run_id)
+
+
+def load_alias(tracking_uri: str, model_name: str, alias: str = CHAMPION_ALIAS) -> tuple[UpliftModel, RegisteredModel, str]:
+    """Load the model version behind `alias`: (python model, its identity, the feature service it was trained with)."""
+    client = MlflowClient(tracking_uri)
+    version = client.get_model_version_by_alias(model_name, alias)
+    feature_service = version.tags.get(FEATURE_SERVICE_TAG)
+    if not feature_service:
+        raise ValueError(
+            f"model {model_name} v{version.version} has no '{FEATURE_SERVICE_TAG}' tag; register it with "
+            "training.registry.log_and_register so serving knows which features it needs"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+    python_model = loaded.unwrap_python_model()
+    if not isinstance(python_model, UpliftModel):
+        raise TypeError(f"{model_name}@{alias} is a {type(python_model).__name__}, not a training.pyfunc.UpliftModel")
+    return python_model, RegisteredModel(model_name, str(version.version), version.run_id), feature_service
+
