@@ -180,8 +180,9 @@ def validate_events(raw: pd.DataFrame, as_of: pd.Timestamp) -> ValidationResult:
     limit = pd.Timestamp(as_of).tz_convert("UTC") + MAX_FUTURE
     mark(ts > limit, "ts.not_future", f"ts is later than as_of + {MAX_FUTURE} ({limit.isoformat()})")
     # Exactly one copy of an event id is accepted; later copies (retries, replays) are kept in quarantine.
+    # Only valid rows compete, so a malformed copy never shadows a good one.
     ok = rule.isna()
-    mark(ok & raw["event_id"].duplicated(keep="first") & raw["event_id"].notna(), "event_id.unique", "duplicate event_id")
+    mark(raw.loc[ok, "event_id"].duplicated(keep="first"), "event_id.unique", "duplicate event_id")
 
     bad = rule.notna()
     accepted = _typed(raw.loc[~bad]).reset_index(drop=True)

@@ -56,7 +56,7 @@ class EmbeddedRedis:
             "--appendonly", "no",
             "--protected-mode", "yes",
         ]
-        args += ["--save", "300 1", "--dbfilename", "dump.rdb"] if self.persist else ["--save", ""]
+        args += ["--save", "300", "1", "--dbfilename", "dump.rdb"] if self.persist else ["--save", ""]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()
         log.info("embedded redis-server %s listening on %s (dir %s)", REDIS_SERVER_PATH, self.url, self.workdir)
@@ -73,7 +73,8 @@ class EmbeddedRedis:
                     f"see {self.workdir / 'redis.log'}. {stderr.strip()}"
                 )
             try:
-                if client.ping():
+                # Another server may already hold the port: only our own process counts as ready.
+                if self._process is not None and client.info("server")["process_id"] == self._process.pid:
                     client.close()
                     return
             except redis.exceptions.ConnectionError:
@@ -89,16 +90,12 @@ class EmbeddedRedis:
         if self._process is None:
             return
         if self._process.poll() is None:
-            try:
-                client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-                client.shutdown(save=self.persist, nosave=not self.persist)
-            except redis.exceptions.ConnectionError:
-                # SHUTDOWN closes the connection before replying; that is the expected outcome.
-                pass
+            # SIGTERM is redis-server's graceful shutdown: it saves the dump first when save points are configured.
+            self._process.terminate()
             try:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                log.warning("redis-server on port %s ignored SHUTDOWN; killing it", self.port)
+                log.warning("redis-server on port %s ignored SIGTERM; killing it", self.port)
                 self._process.kill()
                 self._process.wait(timeout=5)
         if self._process.stderr:

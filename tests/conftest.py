@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 # Before any project module reads settings: all runtime state of the test session goes to a throw-away folder.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="hyperlift-test-"))
@@ -30,6 +31,37 @@ def redis_url() -> Iterator[str]:
         return
     with EmbeddedRedis(_SESSION_HOME / "redis") as server:
         yield server.url
+
+
+class RedisDatabases:
+    """Hands out a flushed Redis database per user, so tests that write Feast keys never see each other's."""
+
+    def __init__(self, base_url: str):
+        self.base = base_url.rsplit("/", 1)[0] if base_url.count("/") > 2 else base_url
+        self.next_db = 1
+
+    def fresh(self) -> str:
+        """URL of the next database (1..15), flushed."""
+        if self.next_db > 15:
+            self.next_db = 1
+        url = f"{self.base}/{self.next_db}"
+        self.next_db += 1
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+        return url
+
+
+@pytest.fixture(scope="session")
+def redis_databases(redis_url: str) -> RedisDatabases:
+    """Allocator of flushed Redis databases on the session's server."""
+    return RedisDatabases(redis_url)
+
+
+@pytest.fixture
+def online_redis_url(redis_databases: RedisDatabases) -> str:
+    """A flushed Redis database for one test."""
+    return redis_databases.fresh()
 
 
 @pytest.fixture

@@ -20,13 +20,19 @@ TINY_SHOP = ShopConfig(n_users=1500, n_items=120, n_days=10, seed=3)
 
 
 @pytest.fixture(scope="module")
-def pipeline(redis_url, tmp_path_factory):
+def e2e_redis_url(redis_databases):
+    """This module's own flushed Redis database."""
+    return redis_databases.fresh()
+
+
+@pytest.fixture(scope="module")
+def pipeline(e2e_redis_url, tmp_path_factory):
     """Run hyperlift_job once for the module; yields (settings, job result)."""
     from infra.settings import HyperliftSettings
 
     home = tmp_path_factory.mktemp("e2e") / "hyperlift"
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
-    defs = build_definitions(build_resources(settings, redis_url, TINY_SHOP))
+    defs = build_definitions(build_resources(settings, e2e_redis_url, TINY_SHOP))
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         run_config={"ops": {"uplift_model": {"config": {"n_estimators": 40}}}},
         instance=dg.DagsterInstance.ephemeral(),
@@ -46,10 +52,10 @@ def test_job_succeeds_and_accounts_for_every_event(pipeline):
     assert checks == {"validated_events_conform": True, "events_accounted_for": True}
 
 
-def test_service_decides_with_the_registered_champion(pipeline, redis_url, monkeypatch):
+def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, monkeypatch):
     settings, _ = pipeline
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
-    app = create_app(ServingSettings(redis_url=redis_url, seed=1, epsilon=0.1))
+    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1, epsilon=0.1))
     with TestClient(app) as client:
         health = client.get("/healthz").json()
         assert health == {"status": "ok", "model": {"name": "hyperlift_uplift", "version": "1"}, "feature_service": "uplift_v1"}

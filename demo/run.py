@@ -1,0 +1,155 @@
+"""The demo: run the whole Dagster graph, start the decision service, send traffic, score it, write a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import redis
+
+from dagster_project.definitions import build_definitions
+from dagster_project.resources import build_resources
+from demo.evaluate import incremental_value
+from demo.traffic import send_decisions, wait_healthy
+from infra.launch import project_environment
+from infra.redis_server import free_port
+from infra.settings import HyperliftSettings
+from serving.decision_log import drain_to_parquet
+from simulator import ShopConfig, build_shop
+
+ATTRIBUTION_WINDOW_HOURS = 72.0  # the training_set asset's default; the ground truth is scored on the same window
+
+
+def _stage(name: str) -> float:
+    print(f"\n=== {name}", flush=True)
+    return time.perf_counter()
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Metadata of every materialized asset, by asset name, as plain values."""
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) -> dict[str, dict]:
+    """Run hyperlift_job in this process on a persistent Dagster instance (runs show up in `make dagster`)."""
+    settings.resolved_dagster_home.mkdir(parents=True, exist_ok=True)
+    defs = build_definitions(build_resources(settings, redis_url, shop))
+    result = defs.resolve_job_def("hyperlift_job").execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+    if not result.success:
+        raise RuntimeError("hyperlift_job failed; see the Dagster log above")
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    if failed:
+        raise RuntimeError(f"asset checks failed: {failed}")
+    return _materializations(result)
+
+
+def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> tuple:
+    """Start uvicorn with the champion, send one decision per user id, stop it; returns (served, health)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        env={**os.environ, **env},
+    )
+    try:
+        health = wait_healthy(base_url)
+        print(f"  service up at {base_url}: {health}", flush=True)
+        return send_decisions(base_url, user_ids), health
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> int:
+    """Run the demo; prints the summary and writes reports/demo_summary.json."""
+    settings = HyperliftSettings()
+    shop_config = ShopConfig.from_env()
+    n_decisions = int(os.environ.get("HYPERLIFT_DEMO_DECISIONS", "3000"))
+    timings: dict[str, float] = {}
+    with project_environment(settings) as env:
+        os.environ.update(env)  # this process is the top-level program: dagster/mlflow read these
+        print(f"Hyperlift demo: {shop_config.n_users} users × {shop_config.n_days} days, REDIS_URL={env['REDIS_URL']}")
+
+        started = _stage("1/3 Dagster: hyperlift_job (ingest → validate → features → Feast/Redis → train → register)")
+        assets = run_pipeline(settings, env["REDIS_URL"], shop_config)
+        timings["pipeline_s"] = time.perf_counter() - started
+
+        started = _stage(f"2/3 Decision service: {n_decisions} requests")
+        rng = np.random.default_rng(shop_config.seed + 1)
+        known = rng.choice(shop_config.n_users, size=n_decisions, replace=True)
+        unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
+        served, _ = serve_and_query(env, np.concatenate([known, unknown]))
+        timings["serving_s"] = time.perf_counter() - started
+
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        log_path = settings.data_dir / "decisions" / "decisions.parquet"
+        drain_to_parquet(client, "hyperlift:decisions", log_path)
+        decisions = pd.read_parquet(log_path).tail(len(served.actions))
+
+        started = _stage("3/3 Ground truth: expected incremental value of the served decisions")
+        shop = build_shop(shop_config)
+        n_known = len(known)
+        value = incremental_value(shop, known, served.actions[:n_known], ATTRIBUTION_WINDOW_HOURS)
+        timings["evaluation_s"] = time.perf_counter() - started
+
+    summary = _summary(shop_config, assets, served, decisions, value, timings, log_path)
+    report = settings.reports_dir / "demo_summary.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(summary, indent=2))
+    print("\n" + json.dumps(summary, indent=2))
+    print(f"\nwrote {report}")
+    return 0
+
+
+def _summary(shop, assets, served, decisions, value, timings, log_path: Path) -> dict:
+    validated = assets["validated_events"]
+    model = assets["uplift_model"]
+    fallbacks = pd.Series([f for f in served.fallbacks if f]).value_counts().to_dict()
+    server_ms = decisions["latency_ms"].to_numpy()
+    return {
+        "shop": {"users": shop.n_users, "days": shop.n_days, "items": shop.n_items, "seed": shop.seed},
+        "events": {
+            "in": validated["events_in"],
+            "accepted": validated["accepted"],
+            "quarantined": validated["quarantined"],
+            "quarantined_by_rule": validated["quarantined_by_rule"],
+        },
+        "users_materialized": assets["online_features"]["users_materialized"],
+        "training_rows": assets["training_set"]["rows"],
+        "model": {
+            "name": model["model"],
+            "version": model["version"],
+            "holdout_qini": round(model["holdout_qini_mean"], 4),
+            "feature_service": served.feature_service,
+        },
+        "decisions": {
+            "served": len(served.actions),
+            "fallbacks": {str(k): int(v) for k, v in fallbacks.items()},
+            "chosen": pd.Series(served.actions).value_counts().to_dict(),
+            "latency_ms": {
+                "service_p50": round(float(np.percentile(server_ms, 50)), 3),
+                "service_p99": round(float(np.percentile(server_ms, 99)), 3),
+                "round_trip_p50": round(float(np.percentile(served.round_trip_ms, 50)), 3),
+                "round_trip_p99": round(float(np.percentile(served.round_trip_ms, 99)), 3),
+            },
+            "log": str(log_path),
+        },
+        "expected_incremental_revenue_per_user": {k: round(v, 4) for k, v in value["revenue"].items()},
+        "expected_incremental_net_value_per_user": {k: round(v, 4) for k, v in value["net_value"].items()},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
