@@ -1,0 +1,52 @@
+"""Faults in dependencies degrade to the documented fallbacks and are counted."""
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from feature_repo.store import feature_store
+from infra.redis_server import free_port
+from serving.champion import FeatureServiceMissing, load_champion
+from serving.decision_log import DecisionLog
+from serving.main import build_service, create_app
+from serving.service import FEATURES_UNAVAILABLE, NO_MODEL, DecisionService
+from serving.schemas import DecisionRequest
+from tests.serving.conftest import register_model
+
+
+def test_redis_down_answers_with_the_control_and_counts_it(serving_settings, served_world):
+    service = build_service(serving_settings)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    service.champion.features.store = feature_store(dead, served_world[0])
+    service.decision_log = DecisionLog(redis.Redis.from_url(dead, socket_connect_timeout=0.05), "s", 10)
+    response = service.decide(DecisionRequest(user_id=1, surface="home"))
+    assert response.fallback == FEATURES_UNAVAILABLE
+    assert [a.action_id for a in response.actions] == ["no_action"]
+    assert response.model is not None  # the champion is still named: only its inputs were missing
+    assert service.metrics.fallbacks == {FEATURES_UNAVAILABLE: 1}
+    assert service.decision_log.failures == 1
+
+
+def test_no_champion_serves_the_control_and_reports_degraded(serving_settings):
+    serving_settings.model_name = "no_such_model"
+    with TestClient(create_app(serving_settings)) as client:
+        assert client.get("/healthz").json() == {"status": "degraded", "model": None, "feature_service": None}
+        body = client.post("/v1/decisions", json={"user_id": 1, "surface": "home"}).json()
+        assert body["fallback"] == NO_MODEL and body["model"] is None
+        assert body["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]
+
+
+def test_model_whose_feature_service_is_not_registered_is_refused(served_world):
+    settings, redis_url, _ = served_world
+    register_model(settings, "model_on_future_features", "uplift_v9")
+    with pytest.raises(FeatureServiceMissing, match=r"trained with feature service 'uplift_v9', which the Feast registry does not have"):
+        load_champion(settings.mlflow_uri, "model_on_future_features", "champion", feature_store(redis_url, settings))
+
+
+def test_decision_log_failure_never_fails_the_decision():
+    log = DecisionLog(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.05), "s", 10)
+    service = DecisionService(None, log, 0.1, "no_action", np.random.default_rng(0))
+    response = service.decide(DecisionRequest(user_id=1, surface="home"))
+    assert response.fallback == NO_MODEL
+    assert log.failures == 1

@@ -1,0 +1,33 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.tlearner import TLearner
+from training.train import holdout_mask, train_uplift
+
+
+def test_holdout_is_user_level_deterministic_and_sized():
+    users = np.arange(20_000)
+    mask = holdout_mask(users, 0.2, seed=0)
+    assert abs(mask.mean() - 0.2) < 0.01
+    np.testing.assert_array_equal(mask, holdout_mask(users, 0.2, seed=0))
+    assert (mask != holdout_mask(users, 0.2, seed=1)).any()
+    repeated = np.repeat(users[:50], 3)
+    assert (holdout_mask(repeated, 0.2).reshape(50, 3).std(axis=1) == 0).all()
+
+
+def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({
+        "user_id": np.arange(n), "event_timestamp": pd.Timestamp("2026-10-02", tz="UTC"),
+        "action_id": rng.choice(["no_action", "p"], size=n), "propensity": 0.5, "f": rng.normal(size=n),
+    })
+    frame["label_revenue"] = np.maximum(0, frame["f"]) * (frame["action_id"] == "p") + rng.exponential(size=n)
+    trained = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), holdout_fraction=0.25)
+    assert set(trained.metrics) >= {"holdout_qini_p", "holdout_qini_mean", "n_train_rows", "n_holdout_rows"}
+    assert trained.metrics["n_train_rows"] + trained.metrics["n_holdout_rows"] == n
+    assert trained.metrics["holdout_qini_p"] > 0
+    assert "holdout_qini_curves" in trained.figures
+    with pytest.raises(ValueError, match=r"actions \['p'\] were logged but are not in the action catalogue"):
+        train_uplift(frame, ["f"], {}, TLearner(n_estimators=5))
