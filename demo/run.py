@@ -43,7 +43,6 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) -> dict[str, dict]:
     """Run hyperlift_job in this process on a persistent Dagster instance (runs show up in `make dagster`)."""
-    settings.resolved_dagster_home.mkdir(parents=True, exist_ok=True)
     defs = build_definitions(build_resources(settings, redis_url, shop))
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         instance=dg.DagsterInstance.get(),

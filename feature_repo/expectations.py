@@ -11,6 +11,7 @@ from feature_repo.contracts import CONTRACTS, MAX_FUTURE, EventContract
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage telemetry from a pipeline run
 import great_expectations as gx  # noqa: E402  (must follow the telemetry switch)
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 
 def suite_for(contract: EventContract) -> gx.ExpectationSuite:
@@ -46,6 +47,7 @@ class SuiteOutcome:
 def run_suites(accepted: pd.DataFrame, as_of: pd.Timestamp) -> list[SuiteOutcome]:
     """Validate accepted events with the suite of their contract; also checks no event is later than as_of."""
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one line per suite, not per metric
     source = context.data_sources.add_pandas("validated_events")
     outcomes = []
     for (event_type, version), contract in sorted(CONTRACTS.items()):

@@ -11,15 +11,31 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from infra.redis_server import EmbeddedRedis
 from infra.settings import HyperliftSettings
+
+
+DAGSTER_YAML = """# Written by infra.launch: SQLite storage under this folder (the default), no usage telemetry.
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(path: Path) -> None:
+    """Create DAGSTER_HOME with a dagster.yaml (kept if one exists), so runs persist and show in the UI."""
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
 
 
 @contextlib.contextmanager
 def project_environment(settings: HyperliftSettings | None = None, persist: bool = True) -> Iterator[dict[str, str]]:
     """Yield the environment for child processes; owns the embedded redis-server for the duration if one is needed."""
     settings = settings or HyperliftSettings()
+    ensure_dagster_home(settings.resolved_dagster_home)
     if settings.redis_url:
         yield settings.environment(settings.redis_url)
         return

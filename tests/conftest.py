@@ -74,3 +74,14 @@ def home(tmp_path: Path) -> Path:
 def settings(home: Path) -> HyperliftSettings:
     """Settings whose state (data, registry, MLflow SQLite store) lives in the test's own folder."""
     return HyperliftSettings(home=home, reports_dir=home / "reports")
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_globals() -> Iterator[None]:
+    """mlflow.set_tracking_uri/set_registry_uri also write MLFLOW_*_URI into os.environ; drop them between tests
+    so one test's store never becomes the next test's default (our settings read MLFLOW_TRACKING_URI)."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+    yield
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)

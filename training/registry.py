@@ -26,9 +26,19 @@ class RegisteredModel:
     run_id: str
 
 
+def use_store(tracking_uri: str) -> None:
+    """Point MLflow's process-wide tracking *and* registry URIs at one store.
+
+    MLflow resolves the registry from global state first; setting only the tracking URI lets a registry URI set
+    earlier in the process (another store) win.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
 def ensure_experiment(tracking_uri: str, experiment: str, artifact_dir: Path) -> str:
     """Get or create the experiment (artifacts under `artifact_dir`); returns its id."""
-    mlflow.set_tracking_uri(tracking_uri)
+    use_store(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
@@ -69,7 +79,7 @@ def log_and_register(
             registered_model_name=model_name,
         )
     version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     client.set_model_version_tag(model_name, version, FEATURE_SERVICE_TAG, feature_service)
     client.set_registered_model_alias(model_name, alias, version)
     return RegisteredModel(model_name, version, run.info.run_id)
@@ -77,7 +87,7 @@ def log_and_register(
 
 def load_alias(tracking_uri: str, model_name: str, alias: str = CHAMPION_ALIAS) -> tuple[UpliftModel, RegisteredModel, str]:
     """Load the model version behind `alias`: (python model, its identity, the feature service it was trained with)."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     version = client.get_model_version_by_alias(model_name, alias)
     feature_service = version.tags.get(FEATURE_SERVICE_TAG)
     if not feature_service:
@@ -85,7 +95,7 @@ def load_alias(tracking_uri: str, model_name: str, alias: str = CHAMPION_ALIAS) 
             f"model {model_name} v{version.version} has no '{FEATURE_SERVICE_TAG}' tag; register it with "
             "training.registry.log_and_register so serving knows which features it needs"
         )
-    mlflow.set_tracking_uri(tracking_uri)
+    use_store(tracking_uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
     python_model = loaded.unwrap_python_model()
     if not isinstance(python_model, UpliftModel):

@@ -59,7 +59,7 @@ def test_pyfunc_predict_names_missing_features(model):
 def test_model_without_feature_service_tag_is_refused(model, tmp_path):
     uplift_model, X = model
     ref = register(uplift_model, X, tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}", registry_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     client.delete_model_version_tag("m", ref.version, FEATURE_SERVICE_TAG)
     with pytest.raises(ValueError, match="has no 'feature_service' tag"):
         load_alias(f"sqlite:///{tmp_path / 'mlflow.db'}", "m")
