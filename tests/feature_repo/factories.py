@@ -29,3 +29,26 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     for name in ("price", "revenue", "propensity"):
         df[name] = df[name].astype("float64")
     return df
+
+
+def materialize_shop(settings, redis_url: str, shop_config):
+    """Feature tables of a simulated shop written, applied and materialized; returns (store, activity, profile, shop)."""
+    from feature_repo.contracts import validate_events
+    from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, build_repo
+    from feature_repo.store import feature_store
+    from feature_repo.transforms import SnapshotWindow, user_activity_snapshots, user_profile_rows
+    from simulator import build_shop, simulate_events
+
+    shop = build_shop(shop_config)
+    accepted = validate_events(simulate_events(shop), pd.Timestamp(shop_config.end)).accepted
+    window = SnapshotWindow(pd.Timestamp(shop_config.start), shop_config.n_days)
+    activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
+    profile = user_profile_rows(shop.users)
+    for table, table_frame in ((ACTIVITY_TABLE, activity), (PROFILE_TABLE, profile)):
+        (settings.data_dir / table).parent.mkdir(parents=True, exist_ok=True)
+        table_frame.to_parquet(settings.data_dir / table, index=False)
+    store = feature_store(redis_url, settings)
+    store.apply(build_repo(settings.data_dir).objects())
+    end = window.stamps()[-1] + pd.Timedelta(seconds=1)
+    store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime())
+    return store, activity, profile, shop

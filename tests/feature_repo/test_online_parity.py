@@ -4,11 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, UPLIFT_FEATURE_SERVICE, build_repo
-from feature_repo.store import feature_store
-from feature_repo.transforms import SnapshotWindow, user_activity_snapshots, user_profile_rows
-from feature_repo.contracts import validate_events
-from simulator import ShopConfig, build_shop, simulate_events
+from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from simulator import ShopConfig
+from tests.feature_repo.factories import materialize_shop
 
 SHOP = ShopConfig(n_users=300, n_items=60, n_days=6, seed=11)
 
@@ -16,18 +14,7 @@ SHOP = ShopConfig(n_users=300, n_items=60, n_days=6, seed=11)
 @pytest.fixture
 def materialized(settings, online_redis_url):
     """Feature tables of a small shop written, applied and materialized; yields (store, activity, profile)."""
-    shop = build_shop(SHOP)
-    accepted = validate_events(simulate_events(shop), pd.Timestamp(SHOP.end)).accepted
-    window = SnapshotWindow(pd.Timestamp(SHOP.start), SHOP.n_days)
-    activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
-    profile = user_profile_rows(shop.users)
-    for table, frame in ((ACTIVITY_TABLE, activity), (PROFILE_TABLE, profile)):
-        (settings.data_dir / table).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(settings.data_dir / table, index=False)
-    store = feature_store(online_redis_url, settings)
-    store.apply(build_repo(settings.data_dir).objects())
-    end = window.stamps()[-1] + pd.Timedelta(seconds=1)
-    store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime())
+    store, activity, profile, _ = materialize_shop(settings, online_redis_url, SHOP)
     return store, activity, profile
 
 

@@ -6,13 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.contracts import validate_events
-from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, build_repo
-from feature_repo.store import feature_store
-from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES, SnapshotWindow, user_activity_snapshots, user_profile_rows
+from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 from serving.config import ServingSettings
-from simulator import ShopConfig, build_shop, simulate_events
+from simulator import ShopConfig
+from tests.feature_repo.factories import materialize_shop
 from training.pyfunc import UpliftModel
 from training.registry import log_and_register
 from training.tlearner import TLearner
@@ -42,18 +40,7 @@ def served_world(tmp_path_factory, redis_databases):
     home = tmp_path_factory.mktemp("serving") / "hyperlift"
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
     redis_url = redis_databases.fresh()
-    shop = build_shop(SHOP)
-    accepted = validate_events(simulate_events(shop), pd.Timestamp(SHOP.end)).accepted
-    window = SnapshotWindow(pd.Timestamp(SHOP.start), SHOP.n_days)
-    activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
-    profile = user_profile_rows(shop.users)
-    for table, frame in ((ACTIVITY_TABLE, activity), (PROFILE_TABLE, profile)):
-        (settings.data_dir / table).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(settings.data_dir / table, index=False)
-    store = feature_store(redis_url, settings)
-    store.apply(build_repo(settings.data_dir).objects())
-    store.materialize(profile["event_timestamp"].min().to_pydatetime(),
-                      (window.stamps()[-1] + pd.Timedelta(seconds=1)).to_pydatetime())
+    _, _, _, shop = materialize_shop(settings, redis_url, SHOP)
     register_model(settings, "hyperlift_uplift", "uplift_v1")
     return settings, redis_url, shop.users
 
