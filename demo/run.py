@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from dagster_project.assets.training import TrainingSetConfig
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from demo.evaluate import incremental_value
@@ -24,7 +25,8 @@ from infra.settings import HyperliftSettings
 from serving.decision_log import drain_to_parquet
 from simulator import ShopConfig, build_shop
 
-ATTRIBUTION_WINDOW_HOURS = 72.0  # the training_set asset's default; the ground truth is scored on the same window
+# The ground truth is scored on the same attribution window the training labels use.
+ATTRIBUTION_WINDOW_HOURS = TrainingSetConfig().attribution_window_hours
 
 
 def _stage(name: str) -> float:

@@ -1,4 +1,9 @@
-"""Outcome labels for logged exposures: purchase revenue within an attribution window."""
+"""Outcome labels for logged exposures: attributed purchase revenue within an attribution window.
+
+A purchase is attributed to the latest exposure of the same session at or before it (last touch), if it happened
+within `window` of that exposure. Revenue from the user's other sessions belongs to the exposures of those
+sessions; counting it here would bury each action's effect under unrelated purchases.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +11,33 @@ import numpy as np
 import pandas as pd
 
 
-def attributed_revenue(
-    exposures: pd.DataFrame, purchases: pd.DataFrame, window: pd.Timedelta
-) -> pd.Series:
-    """Sum of the user's purchase revenue in [exposure ts, ts + window) for each exposure row (index preserved).
+def attributed_revenue(exposures: pd.DataFrame, purchases: pd.DataFrame, window: pd.Timedelta) -> pd.Series:
+    """Revenue attributed to each exposure row (index preserved); 0 where nothing was bought in time.
 
-    `exposures` needs user_id, ts; `purchases` needs user_id, ts, revenue.
+    `exposures` needs session_id, ts; `purchases` needs session_id, ts, revenue.
     """
-    out = np.zeros(len(exposures))
-    if len(exposures) == 0 or len(purchases) == 0:
-        return pd.Series(out, index=exposures.index, name="label_revenue")
-    p = purchases.sort_values(["user_id", "ts"], kind="stable")
-    p_user = p["user_id"].to_numpy(dtype=np.int64)
-    p_ts = p["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    cum = np.concatenate([[0.0], np.cumsum(p["revenue"].to_numpy(dtype=float))])
-    # Order purchases by (user, ts) as one sortable key so a single searchsorted serves every user.
-    key = _compound(p_user, p_ts)
-    e_user = exposures["user_id"].to_numpy(dtype=np.int64)
-    e_ts = exposures["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    lo = np.searchsorted(key, _compound(e_user, e_ts), side="left")
-    hi = np.searchsorted(key, _compound(e_user, e_ts + window.value), side="left")
-    out = cum[hi] - cum[lo]
-    return pd.Series(out, index=exposures.index, name="label_revenue")
-
-
-def _compound(user: np.ndarray, ts_ns: np.ndarray) -> np.ndarray:
-    """(user, ts) as a structured array that sorts lexicographically."""
-    arr = np.empty(len(user), dtype=[("u", np.int64), ("t", np.int64)])
-    arr["u"], arr["t"] = user, ts_ns
-    return arr
+    labels = pd.Series(0.0, index=exposures.index, name="label_revenue")
+    if exposures.empty or purchases.empty:
+        return labels
+    touch = pd.DataFrame(
+        {"session_id": exposures["session_id"].astype(str).to_numpy(), "ts": exposures["ts"].reset_index(drop=True),
+         "exposure": np.arange(len(exposures))}
+    ).sort_values("ts", kind="stable")
+    bought = pd.DataFrame(
+        {"session_id": purchases["session_id"].astype(str).to_numpy(), "ts": purchases["ts"].reset_index(drop=True),
+         "revenue": purchases["revenue"].to_numpy(dtype=float)}
+    ).sort_values("ts", kind="stable")
+    # For each purchase, the latest exposure of its session at or before it, no older than the window.
+    matched = pd.merge_asof(
+        bought, touch, on="ts", by="session_id", direction="backward", tolerance=window, allow_exact_matches=True
+    ).dropna(subset=["exposure"])
+    matched["exposure"] = matched["exposure"].astype(np.int64)
+    # merge_asof's tolerance is inclusive; the window is half-open [exposure, exposure + window).
+    exposure_ts = touch.set_index("exposure")["ts"].reindex(matched["exposure"]).to_numpy()
+    matched = matched[matched["ts"].to_numpy() < exposure_ts + window]
+    sums = matched.groupby("exposure")["revenue"].sum()
+    labels.iloc[sums.index.to_numpy()] = sums.to_numpy()
+    return labels
 
 
 def mature_exposures(exposures: pd.DataFrame, data_end: pd.Timestamp, window: pd.Timedelta) -> pd.Series:

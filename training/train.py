@@ -46,12 +46,18 @@ def train_uplift(
     holdout_fraction: float = 0.2,
     seed: int = 0,
 ) -> TrainedUplift:
-    """Fit `learner` with inverse-propensity weights on the training users; score the Qini on the holdout users."""
+    """Fit `learner` with inverse-propensity weights on the training users; score the Qini on the holdout users.
+
+    Exposures logged with propensity 1 (the logging policy had no choice, e.g. no marketing consent) say nothing
+    about what another action would have done; they are left out of fitting and evaluation.
+    """
     missing = [c for c in (*TRAINING_COLUMNS, *feature_names) if c not in training_set.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
-    holdout = holdout_mask(training_set["user_id"].to_numpy(), holdout_fraction, seed)
-    train, test = training_set.loc[~holdout], training_set.loc[holdout]
+    randomised = training_set["propensity"] < 1.0
+    data = training_set.loc[randomised]
+    holdout = holdout_mask(data["user_id"].to_numpy(), holdout_fraction, seed)
+    train, test = data.loc[~holdout], data.loc[holdout]
     learner.fit(
         train[feature_names],
         train["action_id"].to_numpy(),
@@ -68,6 +74,7 @@ def train_uplift(
     metrics = {f"holdout_qini_{k}": v for k, v in qini.items()}
     metrics.update(
         n_train_rows=float(len(train)),
+        n_deterministic_rows_skipped=float((~randomised).sum()),
         n_holdout_rows=float(len(test)),
         holdout_mean_predicted_uplift=float(uplift.mean()),
         train_label_mean=float(train["label_revenue"].mean()),

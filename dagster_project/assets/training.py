@@ -22,13 +22,23 @@ class TrainingSetConfig(dg.Config):
 
 
 class UpliftModelConfig(dg.Config):
-    """Learner hyper-parameters and the holdout split."""
+    """The holdout split, and learner hyper-parameters to override (unset: TLearner's defaults)."""
 
     holdout_fraction: float = 0.2
-    n_estimators: int = 300
-    max_depth: int = 4
-    learning_rate: float = 0.05
     seed: int = 0
+    n_estimators: int | None = None
+    max_depth: int | None = None
+    learning_rate: float | None = None
+    min_child_weight: float | None = None
+
+    def learner(self) -> TLearner:
+        """A TLearner with the overridden hyper-parameters."""
+        overrides = {
+            name: getattr(self, name)
+            for name in ("n_estimators", "max_depth", "learning_rate", "min_child_weight")
+            if getattr(self, name) is not None
+        }
+        return TLearner(random_state=self.seed, **overrides)
 
 
 @dg.asset(deps=["validated_events", "online_features"], group_name="training")
@@ -39,15 +49,21 @@ def training_set(
     feast: FeastResource,
     shop: ShopResource,
 ) -> dg.MaterializeResult:
-    """Logged exposures joined point-in-time with `uplift_v1` features; label = revenue within the window."""
+    """Logged exposures joined point-in-time with `uplift_v1` features; label = attributed revenue in the window."""
     events = lake.read(VALIDATED_EVENTS)
     window = pd.Timedelta(hours=config.attribution_window_hours)
-    exposures = events.loc[events["event_type"] == "promo_exposure", ["user_id", "ts", "action_id", "propensity"]]
-    purchases = events.loc[events["event_type"] == "purchase", ["user_id", "ts", "revenue"]]
+    exposures = events.loc[
+        events["event_type"] == "promo_exposure", ["user_id", "session_id", "ts", "action_id", "propensity"]
+    ]
+    purchases = events.loc[events["event_type"] == "purchase", ["session_id", "ts", "revenue"]]
     mature = mature_exposures(exposures, pd.Timestamp(shop.config().end), window)
     exposures = exposures.loc[mature].copy()
     exposures["label_revenue"] = attributed_revenue(exposures, purchases, window)
-    entity_df = exposures.rename(columns={"ts": "event_timestamp"}).astype({"user_id": "int64", "action_id": str})
+    entity_df = (
+        exposures.drop(columns="session_id")
+        .rename(columns={"ts": "event_timestamp"})
+        .astype({"user_id": "int64", "action_id": str})
+    )
     store = feast.store()
     joined = store.get_historical_features(
         entity_df=entity_df.reset_index(drop=True), features=store.get_feature_service(UPLIFT_FEATURE_SERVICE)
@@ -79,12 +95,7 @@ def uplift_model(
     feature_names = [f.name for projection in service.feature_view_projections for f in projection.features]
     data = lake.read(TRAINING_SET)
     catalogue = lake.read(ACTION_CATALOGUE)
-    learner = TLearner(
-        n_estimators=config.n_estimators,
-        max_depth=config.max_depth,
-        learning_rate=config.learning_rate,
-        random_state=config.seed,
-    )
+    learner = config.learner()
     trained = train_uplift(
         data,
         feature_names,

@@ -24,8 +24,12 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
         "action_id": rng.choice(["no_action", "p"], size=n), "propensity": 0.5, "f": rng.normal(size=n),
     })
     frame["label_revenue"] = np.maximum(0, frame["f"]) * (frame["action_id"] == "p") + rng.exponential(size=n)
+    forced = frame.head(100).assign(action_id="no_action", propensity=1.0, user_id=lambda f: f["user_id"] + n)
+    frame = pd.concat([frame, forced], ignore_index=True)
     trained = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), holdout_fraction=0.25)
     assert set(trained.metrics) >= {"holdout_qini_p", "holdout_qini_mean", "n_train_rows", "n_holdout_rows"}
+    # rows the logging policy could not randomise (propensity 1) are neither fitted nor evaluated
+    assert trained.metrics["n_deterministic_rows_skipped"] == 100
     assert trained.metrics["n_train_rows"] + trained.metrics["n_holdout_rows"] == n
     assert trained.metrics["holdout_qini_p"] > 0
     assert "holdout_qini_curves" in trained.figures
