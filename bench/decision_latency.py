@@ -1,0 +1,110 @@
+"""Decision latency, side by side in one run: our decision path vs the Feast feature server for the same features.
+
+Run after `make demo` (reads its registry, Redis dump and champion):
+    .venv/bin/python -m bench.decision_latency [N]
+Measures N sequential single-user requests of each kind, one warm-up pass first:
+  feast_sdk_read     FeatureStore.get_online_features(uplift_v1), in process
+  model_score        champion uplift for one feature row, in process
+  decide_in_process  DecisionService.decide: features + scores + policy + decision log (Redis XADD)
+  decide_http        POST /v1/decisions to uvicorn (one keep-alive connection)
+  feast_serve_http   POST /get-online-features to `feast serve` with the same feature service
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from demo.traffic import wait_healthy
+from infra.launch import project_environment
+from infra.redis_server import free_port
+from infra.settings import HyperliftSettings
+from serving.config import ServingSettings
+from serving.main import build_service
+from serving.schemas import DecisionRequest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def timed(n: int, call: Callable[[int], object], users: np.ndarray) -> np.ndarray:
+    """Milliseconds per call over `n` users, after a warm-up pass of 50."""
+    for user in users[:50]:
+        call(int(user))
+    out = np.empty(n)
+    for i, user in enumerate(users[:n]):
+        started = time.perf_counter()
+        call(int(user))
+        out[i] = (time.perf_counter() - started) * 1000.0
+    return out
+
+
+def start(command: list[str], env: dict[str, str], health_url: str) -> subprocess.Popen:
+    """Start a server process and wait until `health_url` answers."""
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(health_url, timeout=1).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise TimeoutError(f"{command[0]} did not answer {health_url}")
+
+
+def main(n: int = 2000) -> None:
+    """Print p50/p99/mean per path as a markdown table."""
+    settings = HyperliftSettings()
+    with project_environment(settings) as env:
+        os.environ.update(env)
+        service = build_service(ServingSettings(seed=0))
+        if service.champion is None:
+            raise SystemExit("no champion registered: run `make demo` first")
+        champion = service.champion
+        users = np.random.default_rng(0).integers(0, 20_000, size=n + 50)
+        row = champion.features.read(1, champion.model.feature_names).values[None, :]
+        results = {
+            "feast_sdk_read": timed(n, lambda u: champion.features.read(u, champion.model.feature_names), users),
+            "model_score": timed(n, lambda u: champion.model.uplift(row), users),
+            "decide_in_process": timed(n, lambda u: service.decide(DecisionRequest(user_id=u, surface="bench")), users),
+        }
+        api_port, feast_port = free_port(), free_port()
+        api = start([str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(api_port), "--log-level", "warning"],
+                    env, f"http://127.0.0.1:{api_port}/healthz")
+        feast = start([str(VENV_BIN / "feast"), "-c", "feature_repo", "serve", "-p", str(feast_port), "--no-access-log"],
+                      env, f"http://127.0.0.1:{feast_port}/health")
+        try:
+            wait_healthy(f"http://127.0.0.1:{api_port}")
+            with httpx.Client(base_url=f"http://127.0.0.1:{api_port}") as client:
+                results["decide_http"] = timed(
+                    n, lambda u: client.post("/v1/decisions", json={"user_id": u, "surface": "bench"}).raise_for_status(), users
+                )
+            with httpx.Client(base_url=f"http://127.0.0.1:{feast_port}") as client:
+                results["feast_serve_http"] = timed(
+                    n,
+                    lambda u: client.post(
+                        "/get-online-features",
+                        json={"feature_service": champion.features.feature_service_name, "entities": {"user_id": [u]}},
+                    ).raise_for_status(),
+                    users,
+                )
+        finally:
+            for process in (api, feast):
+                process.terminate()
+                process.wait(timeout=30)
+    print(f"N = {n} sequential single-user requests per path, {os.cpu_count()} cores")
+    print("| path | p50 ms | p99 ms | mean ms |")
+    print("|---|---|---|---|")
+    for name, ms in results.items():
+        print(f"| {name} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {ms.mean():.3f} |")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
