@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 
-.PHONY: install demo test serve dagster mlflow feast-apply clean
+.PHONY: install demo test bench serve dagster mlflow feast-apply clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -21,6 +21,10 @@ demo: install  ## run the whole loop on the simulated shop and print the uplift 
 
 test: install  ## run the test suite (starts its own redis-server unless REDIS_URL is set)
 	$(BIN)/python -m pytest
+
+bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they read its state)
+	$(BIN)/python -m bench.decision_latency
+	$(BIN)/python -m bench.learner_settings
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
 	$(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000}

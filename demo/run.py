@@ -18,7 +18,7 @@ from dagster_project.assets.training import TrainingSetConfig
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from demo.evaluate import incremental_value
-from demo.traffic import send_decisions, wait_healthy
+from demo.traffic import Served, send_decisions, wait_healthy
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
@@ -58,8 +58,8 @@ def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) 
     return _materializations(result)
 
 
-def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> tuple:
-    """Start uvicorn with the champion, send one decision per user id, stop it; returns (served, health)."""
+def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> Served:
+    """Start uvicorn with the champion, send one decision per user id, stop it."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -70,7 +70,7 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> tuple:
     try:
         health = wait_healthy(base_url)
         print(f"  service up at {base_url}: {health}", flush=True)
-        return send_decisions(base_url, user_ids), health
+        return send_decisions(base_url, user_ids)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -94,7 +94,7 @@ def main() -> int:
         rng = np.random.default_rng(shop_config.seed + 1)
         known = rng.choice(shop_config.n_users, size=n_decisions, replace=True)
         unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
-        served, _ = serve_and_query(env, np.concatenate([known, unknown]))
+        served = serve_and_query(env, np.concatenate([known, unknown]))
         timings["serving_s"] = time.perf_counter() - started
 
         client = redis.Redis.from_url(env["REDIS_URL"])
@@ -117,7 +117,16 @@ def main() -> int:
     return 0
 
 
-def _summary(shop, assets, served, decisions, value, timings, log_path: Path) -> dict:
+def _summary(
+    shop: ShopConfig,
+    assets: dict[str, dict],
+    served: Served,
+    decisions: pd.DataFrame,
+    value: dict[str, dict[str, float]],
+    timings: dict[str, float],
+    log_path: Path,
+) -> dict:
+    """The demo summary: events, materialization, model, decisions and their value against the ground truth."""
     validated = assets["validated_events"]
     model = assets["uplift_model"]
     fallbacks = pd.Series([f for f in served.fallbacks if f]).value_counts().to_dict()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,8 +25,3 @@ class ServingSettings(BaseSettings):
     def platform(self) -> HyperliftSettings:
         """The shared platform settings (home folder, MLflow store)."""
         return HyperliftSettings()
-
-    @property
-    def home(self) -> Path:
-        """Runtime state folder shared with the pipeline."""
-        return self.platform().home
