@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow import MlflowClient
 
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
-from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, VALIDATED_EVENTS
+from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING_SET, USER_ACTIVITY, VALIDATED_EVENTS
 from serving.config import ServingSettings
 from serving.main import create_app
 from simulator import ShopConfig
@@ -67,3 +69,29 @@ def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, m
         cold = client.post("/v1/decisions", json={"user_id": 10_000_000, "surface": "home"}).json()
         assert cold["fallback"] == "cold_start_unknown_user"
         assert cold["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]
+
+
+def test_training_rows_carry_the_snapshot_in_force_at_exposure_time(pipeline):
+    settings, _ = pipeline
+    training = pd.read_parquet(settings.data_dir / TRAINING_SET)
+    activity = pd.read_parquet(settings.data_dir / USER_ACTIVITY).set_index(["user_id", "event_timestamp"])
+    sample = training[training["event_timestamp"] >= training["event_timestamp"].min() + pd.Timedelta(days=1)]
+    sample = sample.sample(50, random_state=0)
+    # Snapshots are stamped at midnight and cover events strictly before it: the one in force is the day's own.
+    stamps = sample["event_timestamp"].dt.floor("D")
+    expected = activity.loc[list(zip(sample["user_id"], stamps)), ["page_views_total", "activity_decayed"]]
+    np.testing.assert_allclose(sample[["page_views_total", "activity_decayed"]].to_numpy(float), expected.to_numpy(float))
+    assert (sample["label_revenue"] >= 0).all() and (training["propensity"] > 0).all()
+
+
+def test_champion_run_records_metrics_and_feature_service(pipeline):
+    settings, _ = pipeline
+    client = MlflowClient(settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    version = client.get_model_version_by_alias("hyperlift_uplift", "champion")
+    assert version.tags["feature_service"] == "uplift_v1"
+    run = client.get_run(version.run_id)
+    assert run.data.tags["feature_service"] == "uplift_v1"
+    assert {"holdout_qini_mean", "n_train_rows", "n_holdout_rows"} <= set(run.data.metrics)
+    assert run.data.params["n_estimators"] == "40"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/holdout_qini_curves.png"}
