@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,12 +53,12 @@ def main(argv: list[str]) -> int:
         return 2
     with project_environment() as env:
         print(f"[hyperlift] REDIS_URL={env['REDIS_URL']} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}", file=sys.stderr)
-        child_env = {**os.environ, **env}
-        try:
-            return subprocess.call(argv, env=child_env)
-        except KeyboardInterrupt:
-            return 130
-
+        child = subprocess.Popen(argv, env={**os.environ, **env})
+        # Ctrl-C reaches the child from the terminal; a SIGTERM sent to us is passed on. Either way we wait for the
+        # child, then leave the context, which stops the embedded redis-server.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+        return child.wait()
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
