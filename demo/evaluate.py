@@ -19,7 +19,7 @@ def incremental_value(shop: Shop, user_ids: np.ndarray, chosen: list[str], windo
     consent = shop.users.set_index("user_id").loc[user_ids, "consent_marketing"].to_numpy(dtype=bool)
     violations = int(((chosen_arr != CONTROL_ACTION) & ~consent).sum())
     if violations:
-        raise AssertionError(f"{violations} promotions were served to users without marketing consent")
+        raise ValueError(f"{violations} promotions were served to users without marketing consent")
     share = float(consent.mean())
     values = policy_value(shop, user_ids[consent], chosen_arr[consent], window_hours)
     return {
