@@ -6,7 +6,7 @@ from pathlib import Path
 from string import Template
 
 import yaml
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
 from feast.repo_config import RepoConfig
 
 from infra.settings import HyperliftSettings
@@ -24,3 +24,8 @@ def feature_store(redis_url: str, settings: HyperliftSettings | None = None) -> 
     config = RepoConfig(**raw)
     config.repo_path = REPO_PATH
     return FeatureStore(repo_path=str(REPO_PATH), config=config)
+
+
+def service_feature_names(service: FeatureService) -> list[str]:
+    """Feature names of a feature service in its declared order (views in order, features in schema order)."""
+    return [feature.name for projection in service.feature_view_projections for feature in projection.features]

@@ -8,6 +8,8 @@ import numpy as np
 import redis
 from feast import FeatureStore
 
+from feature_repo.store import service_feature_names
+
 
 class FeatureStoreUnavailable(RuntimeError):
     """The online store could not be read (Redis down, timed out)."""
@@ -29,7 +31,7 @@ class FeatureClient:
         self.store = store
         self.feature_service_name = feature_service
         self.service = store.get_feature_service(feature_service)
-        self.feature_names = [f.name for p in self.service.feature_view_projections for f in p.features]
+        self.feature_names = service_feature_names(self.service)
 
     def read(self, user_id: int, order: list[str]) -> FeatureRead:
         """Values for `user_id` in the column order `order` (missing values are NaN)."""

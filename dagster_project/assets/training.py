@@ -9,6 +9,7 @@ import pandas as pd
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource, ShopResource
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET, VALIDATED_EVENTS
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from feature_repo.store import service_feature_names
 from training.labels import attributed_revenue, mature_exposures
 from training.registry import log_and_register
 from training.tlearner import TLearner
@@ -91,8 +92,7 @@ def uplift_model(
 ) -> dg.MaterializeResult:
     """T-learner (XGBoost per action vs no_action), scored by holdout Qini, registered as the champion."""
     store = feast.store()
-    service = store.get_feature_service(UPLIFT_FEATURE_SERVICE)
-    feature_names = [f.name for projection in service.feature_view_projections for f in projection.features]
+    feature_names = service_feature_names(store.get_feature_service(UPLIFT_FEATURE_SERVICE))
     data = lake.read(TRAINING_SET)
     catalogue = lake.read(ACTION_CATALOGUE)
     learner = config.learner()
