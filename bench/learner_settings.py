@@ -18,7 +18,7 @@ from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET, 
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig, build_shop, policy_value
-from training.tlearner import TLearner
+from training.learners import TLearner
 from training.train import train_uplift
 
 FEATURES = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]

@@ -8,7 +8,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from training.tlearner import TLearner
+from training.learners import MultiArmUpliftLearner
 
 
 class UpliftModel(mlflow.pyfunc.PythonModel):
@@ -17,7 +17,7 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
     Serving unwraps it (`unwrap_python_model()`) and calls `uplift(matrix)` to skip pandas on the hot path.
     """
 
-    def __init__(self, learner: TLearner, feature_names: list[str], action_costs: dict[str, float]):
+    def __init__(self, learner: MultiArmUpliftLearner, feature_names: list[str], action_costs: dict[str, float]):
         self.learner = learner
         self.feature_names = list(feature_names)
         self.action_costs = dict(action_costs)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from training.metrics import multi_action_qini, qini_curve  # noqa: E402
 from training.pyfunc import UpliftModel  # noqa: E402
-from training.tlearner import TLearner  # noqa: E402
+from training.learners import MultiArmUpliftLearner  # noqa: E402
 
 TRAINING_COLUMNS = ("user_id", "event_timestamp", "action_id", "propensity", "label_revenue")
 """Columns a training set carries besides the features."""
@@ -42,7 +42,7 @@ def train_uplift(
     training_set: pd.DataFrame,
     feature_names: list[str],
     action_costs: dict[str, float],
-    learner: TLearner,
+    learner: MultiArmUpliftLearner,
     holdout_fraction: float = 0.2,
     seed: int = 0,
 ) -> TrainedUplift:
@@ -62,7 +62,7 @@ def train_uplift(
         train[feature_names],
         train["action_id"].to_numpy(),
         train["label_revenue"].to_numpy(),
-        sample_weight=1.0 / train["propensity"].to_numpy(),
+        propensity=train["propensity"].to_numpy(),
     )
     unknown = sorted(set(learner.treatments_) - set(action_costs))
     if unknown:

@@ -12,7 +12,7 @@ from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
 from training.labels import attributed_revenue, mature_exposures
 from training.registry import log_and_register
-from training.tlearner import TLearner
+from training.learners import TLearner
 from training.train import train_uplift
 
 

@@ -13,7 +13,7 @@ from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
 from training.pyfunc import UpliftModel
 from training.registry import log_and_register
-from training.tlearner import TLearner
+from training.learners import TLearner
 
 SHOP = ShopConfig(n_users=200, n_items=40, n_days=4, seed=5)
 FEATURES = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from training.pyfunc import UpliftModel
 from training.registry import FEATURE_SERVICE_TAG, load_alias, log_and_register
-from training.tlearner import TLearner
+from training.learners import TLearner
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.tlearner import TLearner
+from training.learners import TLearner
 from training.train import holdout_mask, train_uplift
 
 

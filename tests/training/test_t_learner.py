@@ -6,7 +6,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from training.metrics import qini_coefficient
-from training.tlearner import TLearner
+from training.learners import TLearner
 
 
 def synthetic(n: int = 6000, seed: int = 0):

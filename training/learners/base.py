@@ -1,0 +1,166 @@
+"""What every multi-action uplift learner shares: arguments, input checks, arms, XGBoost base models.
+
+Learners follow scikit-learn's estimator contract: `__init__` stores its arguments as given, `fit` validates,
+builds models, sets attributes ending in `_` and returns `self`; `predict_uplift` checks the learner is fitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+from xgboost import XGBRegressor
+
+OUTCOME_OBJECTIVES = {"revenue": "reg:tweedie", "conversion": "binary:logistic"}
+"""Default XGBoost objective per outcome kind: zero-inflated revenue → Tweedie; 0/1 conversion → logistic."""
+
+ArrayLike = pd.DataFrame | np.ndarray | Sequence[float]
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Validated training arrays."""
+
+    X: np.ndarray
+    treatment: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    propensity: np.ndarray | None
+
+
+class MultiArmUpliftLearner(BaseEstimator):
+    """Base of the S-, T-, X- and DR-learners over K actions and one control arm.
+
+    `fit(X, treatment, y, sample_weight=None, propensity=None)`: `propensity` is the logged probability of the
+    logged action, used as logged (never re-estimated) by the learners that need it. Fitted attributes:
+    `arms_` (control first), `treatments_`, `feature_names_in_`, `n_features_in_`.
+    """
+
+    def __init__(
+        self,
+        control: str = "no_action",
+        outcome: str = "revenue",
+        objective: str | None = None,
+        # Shallow, strongly regularised trees: on the simulator's logged data deeper or longer boosting fits the
+        # revenue noise and lowers the true policy value (docs/benchmarks.md, "T-learner settings").
+        n_estimators: int = 200,
+        max_depth: int = 2,
+        learning_rate: float = 0.05,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        min_child_weight: float = 50.0,
+        reg_lambda: float = 1.0,
+        min_rows_per_arm: int = 50,
+        n_jobs: int = 2,
+        random_state: int = 0,
+    ):
+        self.control = control
+        self.outcome = outcome
+        self.objective = objective
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.min_rows_per_arm = min_rows_per_arm
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    # ---- model factory -------------------------------------------------------------------------------------
+    def _outcome_objective(self) -> str:
+        if self.objective is not None:
+            return self.objective
+        if self.outcome not in OUTCOME_OBJECTIVES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOME_OBJECTIVES)}; got {self.outcome!r}")
+        return OUTCOME_OBJECTIVES[self.outcome]
+
+    def _regressor(self, objective: str | None = None) -> XGBRegressor:
+        """An XGBoost model with this learner's hyper-parameters (outcome objective unless given)."""
+        return XGBRegressor(
+            objective=objective or self._outcome_objective(),
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight,
+            reg_lambda=self.reg_lambda,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+            tree_method="hist",
+        )
+
+    # ---- input checks --------------------------------------------------------------------------------------
+    def _validate_fit(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        treatment: Sequence[str] | np.ndarray,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None,
+        propensity: ArrayLike | None,
+    ) -> FitData:
+        """Check and convert fit inputs; sets arms_, treatments_, feature_names_in_, n_features_in_."""
+        features = as_matrix(X)
+        treatment = np.asarray(treatment).astype(str)
+        y = np.asarray(y, dtype=float)
+        weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        prop = None if propensity is None else np.asarray(propensity, dtype=float)
+        lengths = [len(features), len(treatment), len(y), len(weight)] + ([len(prop)] if prop is not None else [])
+        if len(set(lengths)) != 1:
+            raise ValueError(f"X, treatment, y, sample_weight and propensity must have equal length; got {lengths}")
+        if np.any(weight <= 0) or not np.all(np.isfinite(weight)):
+            raise ValueError("sample_weight must be finite and > 0")
+        if prop is not None and (np.any(prop <= 0) or np.any(prop > 1) or not np.all(np.isfinite(prop))):
+            raise ValueError("propensity must be the logged probability of the logged action, in (0, 1]")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y must be finite")
+        if self.outcome == "conversion" and not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("outcome='conversion' needs y in {0, 1}; use outcome='revenue' for amounts")
+        self._outcome_objective()  # fail on an unknown outcome before any fitting
+        arms, counts = np.unique(treatment, return_counts=True)
+        if self.control not in arms:
+            raise ValueError(f"control arm {self.control!r} has no rows; arms present: {list(arms)}")
+        small = {str(a): int(c) for a, c in zip(arms, counts) if c < self.min_rows_per_arm}
+        if small:
+            raise ValueError(f"arms with fewer than min_rows_per_arm={self.min_rows_per_arm} rows: {small}")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object) if isinstance(X, pd.DataFrame) else None
+        self.n_features_in_ = features.shape[1]
+        self.treatments_ = [str(a) for a in arms if a != self.control]
+        self.arms_ = [self.control, *self.treatments_]
+        return FitData(features, treatment, y, weight, prop)
+
+    def _validate_predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Check the learner is fitted and X has the fitted width; returns a float32 matrix."""
+        check_is_fitted(self, "treatments_")
+        features = as_matrix(X)
+        if features.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {features.shape[1]} features; the model was fitted with {self.n_features_in_}")
+        return features
+
+    def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Uplift of each treatment over the control, shape (n, K), columns in `treatments_` order."""
+        raise NotImplementedError
+
+
+def as_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """X as a 2-D float32 matrix (missing values as NaN, which XGBoost routes natively)."""
+    matrix = X.to_numpy(dtype=np.float32, na_value=np.nan) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows × features); got shape {matrix.shape}")
+    return matrix
+
+
+def ipw(data: FitData) -> np.ndarray:
+    """Sample weights times inverse logged propensity (re-weights each arm's rows to the whole population)."""
+    return data.weight if data.propensity is None else data.weight / data.propensity
+
+
+def booster_predict(model: XGBRegressor, features: np.ndarray) -> np.ndarray:
+    """Predict without building a DMatrix (the serving path scores one user at a time)."""
+    return model.get_booster().inplace_predict(features)
