@@ -64,7 +64,7 @@ def main(n: int = 2000) -> None:
     settings = HyperliftSettings()
     with project_environment(settings) as env:
         os.environ.update(env)
-        service = build_service(ServingSettings(seed=0))
+        service, _ = build_service(ServingSettings(seed=0))
         if service.champion is None:
             raise SystemExit("no champion registered: run `make demo` first")
         champion = service.champion

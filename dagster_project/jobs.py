@@ -7,5 +7,5 @@ import dagster as dg
 hyperlift_job = dg.define_asset_job(
     "hyperlift_job",
     selection=dg.AssetSelection.all(),
-    description="Ingest → validate → features → Feast/Redis → training set → uplift model (champion).",
+    description="Ingest → validate → features → Feast/Redis → training set → challenger → gate → champion.",
 )

@@ -128,7 +128,7 @@ def _summary(
 ) -> dict:
     """The demo summary: events, materialization, model, decisions and their value against the ground truth."""
     validated = assets["validated_events"]
-    model = assets["uplift_model"]
+    model = assets["uplift_challenger"]
     fallbacks = pd.Series([f for f in served.fallbacks if f]).value_counts().to_dict()
     server_ms = decisions["latency_ms"].to_numpy()
     return {

@@ -17,6 +17,9 @@ class ServingSettings(BaseSettings):
     model_name: str = "hyperlift_uplift"
     model_alias: str = "champion"
     control_action: str = Field(default="no_action", description="Served when no model can be used.")
+    model_refresh_s: float = Field(
+        default=30.0, ge=0.0, description="How often to check the model alias for a new version (0: never)."
+    )
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
     decision_stream: str = "hyperlift:decisions"

@@ -10,23 +10,27 @@ import redis
 from fastapi import FastAPI
 
 from feature_repo.store import feature_store
-from serving.champion import load_champion
+from serving.champion import ChampionWatcher, load_champion
 from serving.config import ServingSettings
 from serving.decision_log import DecisionLog
 from serving.routes import decisions, health
 from serving.service import DecisionService
 
 
-def build_service(settings: ServingSettings) -> DecisionService:
-    """Open the feature store, load the champion, and wire the decision service."""
+def build_service(settings: ServingSettings) -> tuple[DecisionService, ChampionWatcher]:
+    """Open the feature store, load the champion, and wire the decision service and its champion watcher."""
     platform = settings.platform()
     store = feature_store(settings.redis_url, platform)
     champion = load_champion(platform.mlflow_uri, settings.model_name, settings.model_alias, store)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.05, socket_connect_timeout=0.05)
     decision_log = DecisionLog(client, settings.decision_stream, settings.decision_stream_maxlen)
-    return DecisionService(
+    service = DecisionService(
         champion, decision_log, settings.epsilon, settings.control_action, np.random.default_rng(settings.seed)
     )
+    watcher = ChampionWatcher(
+        service, platform.mlflow_uri, settings.model_name, settings.model_alias, store, settings.model_refresh_s
+    )
+    return service, watcher
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -34,8 +38,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service = build_service(settings or ServingSettings())
+        app.state.service, watcher = build_service(settings or ServingSettings())
+        watcher.start()
         yield
+        watcher.stop()
 
     app = FastAPI(title="Hyperlift decision service", version="0.1.0", lifespan=lifespan)
     app.include_router(decisions.router)

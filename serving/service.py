@@ -46,6 +46,8 @@ class ServiceMetrics:
     decisions: int = 0
     fallbacks: Counter = field(default_factory=Counter)
     chosen: Counter = field(default_factory=Counter)
+    model_swaps: int = 0
+    model_refresh_failures: int = 0
 
 
 class DecisionService:

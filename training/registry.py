@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from mlflow.models import infer_signature
 from training.pyfunc import UpliftModel
 
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
 FEATURE_SERVICE_TAG = "feature_service"
+FEATURE_SERVICE_VERSION_TAG = "feature_service_version"
+DATASET_HASH_TAG = "dataset_hash"
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,18 @@ def log_and_register(
     tags: dict[str, str],
     input_example: pd.DataFrame,
     figures: dict[str, Any] | None = None,
-    alias: str = CHAMPION_ALIAS,
+    alias: str = CHALLENGER_ALIAS,
 ) -> RegisteredModel:
-    """Log params, metrics, figures and the pyfunc; register it under `model_name` and point `alias` at it."""
+    """Log params, metrics, figures and the pyfunc; register it under `model_name` and point `alias` at it.
+
+    New models enter as the challenger; `training.lifecycle.promote` makes one the champion.
+    """
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_dir)
-    run_tags = {**tags, FEATURE_SERVICE_TAG: feature_service}
+    service_tags = {
+        FEATURE_SERVICE_TAG: feature_service,
+        FEATURE_SERVICE_VERSION_TAG: feature_service_version(feature_service),
+    }
+    run_tags = {**tags, **service_tags}
     with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -80,7 +91,8 @@ def log_and_register(
         )
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    client.set_model_version_tag(model_name, version, FEATURE_SERVICE_TAG, feature_service)
+    for key, value in service_tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
     client.set_registered_model_alias(model_name, alias, version)
     return RegisteredModel(model_name, version, run.info.run_id)
 
@@ -96,9 +108,25 @@ def load_alias(tracking_uri: str, model_name: str, alias: str = CHAMPION_ALIAS) 
             "training.registry.log_and_register so serving knows which features it needs"
         )
     use_store(tracking_uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+    # Load the version just resolved, not the alias again: the alias may move in between.
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/{version.version}")
     python_model = loaded.unwrap_python_model()
     if not isinstance(python_model, UpliftModel):
         raise TypeError(f"{model_name}@{alias} is a {type(python_model).__name__}, not a training.pyfunc.UpliftModel")
     return python_model, RegisteredModel(model_name, str(version.version), version.run_id), feature_service
 
+
+
+def feature_service_version(feature_service: str) -> str:
+    """The N of a feature service named `<use_case>_v<N>` (the naming rule of the Feast repo)."""
+    stem, _, version = feature_service.rpartition("_v")
+    if not stem or not version.isdigit():
+        raise ValueError(f"feature service {feature_service!r} is not named <use_case>_v<N>")
+    return version
+
+
+def dataset_hash(frame: pd.DataFrame) -> str:
+    """Content hash of a training set (values and column names, not row index), for the run's lineage."""
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -38,6 +38,38 @@ def holdout_mask(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.nda
     return bucket < np.uint64(int(round(fraction * 10_000)))
 
 
+@dataclass(frozen=True)
+class Split:
+    """Randomised exposures split by user into fitting and holdout rows."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    n_deterministic: int
+
+
+def split_training_set(training_set: pd.DataFrame, holdout_fraction: float = 0.2, seed: int = 0) -> Split:
+    """Drop exposures logged with propensity 1, then split users into training and holdout.
+
+    An exposure the logging policy could not randomise (e.g. no marketing consent: always `no_action`) says nothing
+    about what another action would have done, so it is neither fitted nor evaluated.
+    """
+    randomised = training_set["propensity"] < 1.0
+    data = training_set.loc[randomised]
+    holdout = holdout_mask(data["user_id"].to_numpy(), holdout_fraction, seed)
+    return Split(data.loc[~holdout], data.loc[holdout], int((~randomised).sum()))
+
+
+def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> tuple[dict[str, float], dict[str, Figure]]:
+    """Holdout metrics (Qini per action and mean) and figures of a model on labelled exposures."""
+    uplift = model.uplift(test[model.feature_names].to_numpy(np.float32))
+    y, actions = test["label_revenue"].to_numpy(), test["action_id"].to_numpy().astype(str)
+    qini = multi_action_qini(y, actions, uplift, model.treatments, model.control)
+    metrics = {f"holdout_qini_{k}": v for k, v in qini.items()}
+    metrics.update(n_holdout_rows=float(len(test)), holdout_mean_predicted_uplift=float(uplift.mean()))
+    figures = {"holdout_qini_curves": qini_figure(y, actions, uplift, model.treatments, model.control, qini)}
+    return metrics, figures
+
+
 def train_uplift(
     training_set: pd.DataFrame,
     feature_names: list[str],
@@ -46,41 +78,28 @@ def train_uplift(
     holdout_fraction: float = 0.2,
     seed: int = 0,
 ) -> TrainedUplift:
-    """Fit `learner` with inverse-propensity weights on the training users; score the Qini on the holdout users.
-
-    Exposures logged with propensity 1 (the logging policy had no choice, e.g. no marketing consent) say nothing
-    about what another action would have done; they are left out of fitting and evaluation.
-    """
+    """Fit `learner` (logged propensities passed as logged) on the training users; evaluate on the holdout users."""
     missing = [c for c in (*TRAINING_COLUMNS, *feature_names) if c not in training_set.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
-    randomised = training_set["propensity"] < 1.0
-    data = training_set.loc[randomised]
-    holdout = holdout_mask(data["user_id"].to_numpy(), holdout_fraction, seed)
-    train, test = data.loc[~holdout], data.loc[holdout]
+    split = split_training_set(training_set, holdout_fraction, seed)
     learner.fit(
-        train[feature_names],
-        train["action_id"].to_numpy(),
-        train["label_revenue"].to_numpy(),
-        propensity=train["propensity"].to_numpy(),
+        split.train[feature_names],
+        split.train["action_id"].to_numpy(),
+        split.train["label_revenue"].to_numpy(),
+        propensity=split.train["propensity"].to_numpy(),
     )
     unknown = sorted(set(learner.treatments_) - set(action_costs))
     if unknown:
         raise ValueError(f"actions {unknown} were logged but are not in the action catalogue")
     model = UpliftModel(learner, feature_names, {a: float(action_costs[a]) for a in learner.treatments_})
-    uplift = model.uplift(test[feature_names].to_numpy(np.float32))
-    y, actions = test["label_revenue"].to_numpy(), test["action_id"].to_numpy().astype(str)
-    qini = multi_action_qini(y, actions, uplift, learner.treatments_, learner.control)
-    metrics = {f"holdout_qini_{k}": v for k, v in qini.items()}
+    metrics, figures = evaluate_uplift(model, split.test)
     metrics.update(
-        n_train_rows=float(len(train)),
-        n_deterministic_rows_skipped=float((~randomised).sum()),
-        n_holdout_rows=float(len(test)),
-        holdout_mean_predicted_uplift=float(uplift.mean()),
-        train_label_mean=float(train["label_revenue"].mean()),
+        n_train_rows=float(len(split.train)),
+        n_deterministic_rows_skipped=float(split.n_deterministic),
+        train_label_mean=float(split.train["label_revenue"].mean()),
     )
-    figure = qini_figure(y, actions, uplift, learner.treatments_, learner.control, qini)
-    return TrainedUplift(model, metrics, {"holdout_qini_curves": figure})
+    return TrainedUplift(model, metrics, figures)
 
 
 def qini_figure(

@@ -1,4 +1,4 @@
-"""MLflow as a Dagster resource: tracking store, artifact folder, experiment and registered model names."""
+"""MLflow as a Dagster resource: tracking store, artifact folder, experiment, model name and promotion policy."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import dagster as dg
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where uplift runs are tracked and under which names they are registered."""
+    """Where uplift runs are tracked, under which name they are registered, and what a promotion demands."""
 
     tracking_uri: str
     artifact_dir: str
-    experiment: str = "hyperlift-uplift"
+    experiment: str = "hyperlift/promotions"  # one experiment per use case
     model_name: str = "hyperlift_uplift"
+    promotion_qini_margin: float = 0.0  # a challenger must beat the champion's holdout Qini by at least this

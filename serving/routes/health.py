@@ -31,4 +31,6 @@ def metrics(service: ServiceDep) -> dict[str, Any]:
         "fallbacks": dict(m.fallbacks),
         "chosen": dict(m.chosen),
         "decision_log_failures": service.decision_log.failures,
+        "model_swaps": m.model_swaps,
+        "model_refresh_failures": m.model_refresh_failures,
     }

@@ -11,7 +11,7 @@ from dagster_project.definitions import defs
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = {
     "raw_events", "customers", "action_catalogue", "validated_events", "user_activity_features",
-    "user_profile_features", "feast_registry", "online_features", "training_set", "uplift_model",
+    "user_profile_features", "feast_registry", "online_features", "training_set", "uplift_challenger", "uplift_champion",
 }
 
 
@@ -35,7 +35,7 @@ def test_one_job_runs_the_whole_graph_in_dependency_order():
 def test_contract_checks_are_blocking():
     graph = defs.resolve_asset_graph()
     checks = {key.name: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
-    assert checks == {"validated_events_conform": True, "events_accounted_for": True}
+    assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True}
 
 
 def test_dagster_cli_validates_the_definitions():

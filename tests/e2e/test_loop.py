@@ -9,12 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
+from dagster_project.assets import models
+from dagster_project.checks import promotion
 from dagster_project.definitions import build_definitions
-from dagster_project.resources import build_resources
+from dagster_project.resources import MlflowResource, build_resources
 from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING_SET, USER_ACTIVITY, VALIDATED_EVENTS
 from serving.config import ServingSettings
 from serving.main import create_app
 from simulator import ShopConfig
+from training.lifecycle import alias_version
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +39,7 @@ def pipeline(e2e_redis_url, tmp_path_factory):
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
     defs = build_definitions(build_resources(settings, e2e_redis_url, TINY_SHOP))
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
-        run_config={"ops": {"uplift_model": {"config": {"n_estimators": 40}}}},
+        run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
     return settings, result
@@ -51,7 +54,7 @@ def test_job_succeeds_and_accounts_for_every_event(pipeline):
     assert len(raw) == len(accepted) + len(quarantined)
     assert len(quarantined) > 0 and quarantined["rule"].notna().all()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"validated_events_conform": True, "events_accounted_for": True}
+    assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True}
 
 
 def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, monkeypatch):
@@ -95,3 +98,27 @@ def test_champion_run_records_metrics_and_feature_service(pipeline):
     assert run.data.params["n_estimators"] == "40"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/holdout_qini_curves.png"}
+
+
+def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, e2e_redis_url):
+    settings, _ = pipeline
+    uri = settings.mlflow_uri
+    champion_before = alias_version(uri, "hyperlift_uplift", "champion")
+    resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
+    resources["mlflow"] = MlflowResource(  # an unbeatable margin
+        tracking_uri=uri, artifact_dir=str(settings.mlflow_artifacts_dir), promotion_qini_margin=1.0
+    )
+    result = dg.materialize(
+        [models.uplift_challenger, models.uplift_champion, promotion.challenger_beats_champion],
+        resources=resources,
+        run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed is False
+    assert "+ margin 1.0000" in evaluation.metadata["reasons"].value[0]
+    assert alias_version(uri, "hyperlift_uplift", "champion") == champion_before
+    assert alias_version(uri, "hyperlift_uplift", "challenger") == str(int(champion_before) + 1)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"uplift_challenger"}  # the blocking check stopped uplift_champion

@@ -12,7 +12,7 @@ from serving.config import ServingSettings
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
 from training.pyfunc import UpliftModel
-from training.registry import log_and_register
+from training.registry import CHAMPION_ALIAS, log_and_register
 from training.learners import TLearner
 
 SHOP = ShopConfig(n_users=200, n_items=40, n_days=4, seed=5)
@@ -20,18 +20,20 @@ FEATURES = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]
 ACTIONS = ["no_action", "pct10_sitewide", "push_reminder"]
 
 
-def register_model(settings: HyperliftSettings, name: str, feature_service: str) -> None:
-    """Register a small champion whose uplift for push_reminder grows with mobile_view_share."""
-    rng = np.random.default_rng(0)
+def register_model(
+    settings: HyperliftSettings, name: str, feature_service: str, alias: str = CHAMPION_ALIAS, seed: int = 0
+) -> str:
+    """Register a small model whose uplift for push_reminder grows with mobile_view_share; returns its version."""
+    rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.random((900, len(FEATURES))), columns=FEATURES)
     treatment = np.array(ACTIONS)[np.arange(900) % 3]
     y = X["mobile_view_share"].to_numpy() * 3 * (treatment == "push_reminder") + rng.random(900)
     learner = TLearner(objective="reg:squarederror", n_estimators=20).fit(X, treatment, y)
     model = UpliftModel(learner, FEATURES, {"pct10_sitewide": 0.0, "push_reminder": 0.02})
-    log_and_register(
+    return log_and_register(
         model=model, tracking_uri=settings.mlflow_uri, experiment="serving-test", artifact_dir=settings.mlflow_artifacts_dir,
-        model_name=name, feature_service=feature_service, params={}, metrics={}, tags={}, input_example=X,
-    )
+        model_name=name, feature_service=feature_service, params={}, metrics={}, tags={}, input_example=X, alias=alias,
+    ).version
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tests.serving.conftest import register_model
 
 
 def test_redis_down_answers_with_the_control_and_counts_it(serving_settings, served_world):
-    service = build_service(serving_settings)
+    service, _ = build_service(serving_settings)
     dead = f"redis://127.0.0.1:{free_port()}/0"
     service.champion.features.store = feature_store(dead, served_world[0])
     service.decision_log = DecisionLog(redis.Redis.from_url(dead, socket_connect_timeout=0.05), "s", 10)

@@ -25,7 +25,7 @@ def register(model, X, tmp_path, feature_service="uplift_v1"):
         model=model, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test-uplift",
         artifact_dir=tmp_path / "artifacts", model_name="m", feature_service=feature_service,
         params={"n_estimators": 10}, metrics={"holdout_qini_mean": 0.12}, tags={"learner": "t_learner"},
-        input_example=X,
+        input_example=X, alias="champion",
     )
 
 

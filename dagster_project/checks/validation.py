@@ -1,4 +1,4 @@
-"""Asset checks, grouped by stage; each returns actual vs expected as metadata."""
+"""Validation checks: contracts hold on accepted events, and no event is dropped silently."""
 
 
 import dagster as dg

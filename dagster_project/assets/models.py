@@ -1,0 +1,107 @@
+"""Models: train a challenger and register it in MLflow; promote it to champion once the gate has passed."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
+from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
+from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from feature_repo.store import service_feature_names
+from training.learners import TLearner
+from training.lifecycle import alias_version, promote
+from training.registry import CHALLENGER_ALIAS, dataset_hash, log_and_register
+from training.train import train_uplift
+
+
+class UpliftModelConfig(dg.Config):
+    """The holdout split, and learner hyper-parameters to override (unset: the learner's defaults)."""
+
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    n_estimators: int | None = None
+    max_depth: int | None = None
+    learning_rate: float | None = None
+    min_child_weight: float | None = None
+
+    def learner(self) -> TLearner:
+        """A learner with the overridden hyper-parameters."""
+        overrides = {
+            name: getattr(self, name)
+            for name in ("n_estimators", "max_depth", "learning_rate", "min_child_weight")
+            if getattr(self, name) is not None
+        }
+        return TLearner(random_state=self.seed, **overrides)
+
+
+@dg.asset(deps=["training_set", "action_catalogue"], group_name="models")
+def uplift_challenger(
+    context: dg.AssetExecutionContext,
+    config: UpliftModelConfig,
+    lake: DataLakeResource,
+    feast: FeastResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """Fit the uplift learner, evaluate it on the holdout users, register it with alias `challenger`."""
+    feature_names = service_feature_names(feast.store().get_feature_service(UPLIFT_FEATURE_SERVICE))
+    data = lake.read(TRAINING_SET)
+    catalogue = lake.read(ACTION_CATALOGUE)
+    learner = config.learner()
+    trained = train_uplift(
+        data,
+        feature_names,
+        dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float))),
+        learner,
+        holdout_fraction=config.holdout_fraction,
+        seed=config.seed,
+    )
+    start, end = data["event_timestamp"].min(), data["event_timestamp"].max()
+    registered = log_and_register(
+        model=trained.model,
+        tracking_uri=mlflow.tracking_uri,
+        experiment=mlflow.experiment,
+        artifact_dir=Path(mlflow.artifact_dir),
+        model_name=mlflow.model_name,
+        feature_service=UPLIFT_FEATURE_SERVICE,
+        params={**learner.get_params(), "holdout_fraction": config.holdout_fraction, "holdout_seed": config.seed},
+        metrics=trained.metrics,
+        tags={
+            "training_window": f"{start.isoformat()}/{end.isoformat()}",
+            "learner": type(learner).__name__,
+            "dataset_hash": dataset_hash(data),
+        },
+        input_example=data,
+        figures=trained.figures,
+        alias=CHALLENGER_ALIAS,
+    )
+    plots = {}
+    for name, figure in trained.figures.items():
+        path = lake.path(f"reports/{name}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+        plots[name] = dg.MetadataValue.path(str(path))
+    qini = trained.metrics["holdout_qini_mean"]
+    context.log.info("registered %s v%s as challenger (holdout Qini %.4f)", registered.name, registered.version, qini)
+    return dg.MaterializeResult(
+        metadata={
+            "model": registered.name,
+            "version": registered.version,
+            "run_id": registered.run_id,
+            "holdout_qini_mean": qini,
+            "metrics": dg.MetadataValue.json({k: round(v, 5) for k, v in trained.metrics.items()}),
+            **plots,
+        }
+    )
+
+
+@dg.asset(deps=["uplift_challenger"], group_name="models")
+def uplift_champion(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Move the `champion` alias to the challenger (runs only after the blocking promotion gate passed)."""
+    challenger = alias_version(mlflow.tracking_uri, mlflow.model_name, CHALLENGER_ALIAS)
+    if challenger is None:
+        raise ValueError(f"{mlflow.model_name} has no challenger to promote; materialize uplift_challenger first")
+    move = promote(mlflow.tracking_uri, mlflow.model_name, challenger)
+    context.log.info("%s champion: v%s -> v%s", move.model_name, move.previous, move.current)
+    return dg.MaterializeResult(
+        metadata={"model": move.model_name, "version": move.current, "previous_version": str(move.previous)}
+    )

@@ -1,0 +1,77 @@
+"""Alias changes reach a running service without dropping a request."""
+
+import threading
+import time
+
+from fastapi.testclient import TestClient
+
+from feature_repo.store import feature_store
+from serving.champion import ChampionWatcher
+from serving.main import build_service, create_app
+from serving.schemas import DecisionRequest
+from tests.serving.conftest import register_model
+from training.lifecycle import promote, rollback
+
+
+def test_promotion_is_picked_up_and_swapped(serving_settings, served_world):
+    settings, _, _ = served_world
+    service, watcher = build_service(serving_settings)
+    assert service.champion.ref.version == "1"
+    assert watcher.refresh() is False  # nothing new yet
+    version = register_model(settings, "hyperlift_uplift", "uplift_v1", alias="challenger", seed=7)
+    assert watcher.refresh() is False  # a challenger does not serve
+    promote(settings.mlflow_uri, "hyperlift_uplift", version)
+    assert watcher.refresh() is True
+    assert service.decide(DecisionRequest(user_id=3, surface="home")).model.version == version
+    assert service.metrics.model_swaps == 1
+
+
+def test_requests_in_flight_never_fail_during_swaps(serving_settings, served_world):
+    settings, _, _ = served_world
+    service, watcher = build_service(serving_settings)
+    versions = [register_model(settings, "hyperlift_uplift", "uplift_v1", alias="challenger", seed=s) for s in (11, 12)]
+    seen, errors, stop = set(), [], threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(service.decide(DecisionRequest(user_id=5, surface="home")).model.version)
+            except Exception as exc:  # noqa: BLE001 - the test records any failure to assert there were none
+                errors.append(exc)
+
+    workers = [threading.Thread(target=traffic) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for version in versions:
+        promote(settings.mlflow_uri, "hyperlift_uplift", version)
+        assert watcher.refresh() is True
+    deadline = time.monotonic() + 10
+    while versions[-1] not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert versions[-1] in seen and service.champion.ref.version == versions[-1]
+
+
+def test_a_version_that_cannot_serve_is_counted_and_the_old_one_stays(serving_settings, served_world):
+    settings, redis_url, _ = served_world
+    service, _ = build_service(serving_settings)
+    before = service.champion.ref.version
+    version = register_model(settings, "hyperlift_uplift", "uplift_v9", alias="challenger", seed=3)
+    promote(settings.mlflow_uri, "hyperlift_uplift", version)
+    try:
+        watcher = ChampionWatcher(service, settings.mlflow_uri, "hyperlift_uplift", "champion",
+                                  feature_store(redis_url, settings), interval_s=0)
+        assert watcher.refresh() is False
+        assert service.champion.ref.version == before
+        assert service.metrics.model_refresh_failures == 1
+    finally:
+        rollback(settings.mlflow_uri, "hyperlift_uplift")
+
+
+def test_metrics_endpoint_reports_swaps(serving_settings):
+    with TestClient(create_app(serving_settings)) as client:
+        body = client.get("/metrics").json()
+    assert body["model_swaps"] == 0 and body["model_refresh_failures"] == 0

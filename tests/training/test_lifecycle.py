@@ -1,0 +1,69 @@
+"""Champion/challenger aliases on a real MLflow registry (SQLite in a temp dir)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.learners import TLearner
+from training.lifecycle import NothingToRollBack, alias_version, champion_history, promote, rollback
+from training.pyfunc import UpliftModel
+from training.registry import dataset_hash, feature_service_version, load_alias, log_and_register
+
+
+@pytest.fixture
+def uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def register(uri: str, tmp_path, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"f": rng.normal(size=200)})
+    learner = TLearner(objective="reg:squarederror", n_estimators=5).fit(X, rng.choice(["no_action", "p"], 200), rng.normal(size=200))
+    return log_and_register(
+        model=UpliftModel(learner, ["f"], {"p": 0.0}), tracking_uri=uri, experiment="lifecycle", artifact_dir=tmp_path / "a",
+        model_name="m", feature_service="uplift_v3", params={}, metrics={}, tags={}, input_example=X,
+    ).version
+
+
+def test_new_versions_enter_as_challenger(uri, tmp_path):
+    version = register(uri, tmp_path, 0)
+    assert alias_version(uri, "m", "challenger") == version == "1"
+    assert alias_version(uri, "m", "champion") is None
+    _, _, feature_service = load_alias(uri, "m", "challenger")
+    assert feature_service == "uplift_v3"
+
+
+def test_promote_then_roll_back(uri, tmp_path):
+    v1 = register(uri, tmp_path, 0)
+    assert promote(uri, "m", v1).previous is None
+    assert alias_version(uri, "m", "challenger") is None  # the challenger became the champion
+    v2 = register(uri, tmp_path, 1)
+    move = promote(uri, "m", v2)
+    assert (move.previous, move.current) == ("1", "2")
+    assert champion_history(uri, "m") == ["1"]
+    back = rollback(uri, "m")
+    assert (back.previous, back.current) == ("2", "1")
+    assert alias_version(uri, "m", "champion") == "1" and champion_history(uri, "m") == []
+    with pytest.raises(NothingToRollBack, match="m has no earlier champion to roll back to"):
+        rollback(uri, "m")
+
+
+def test_promoting_the_champion_again_changes_nothing(uri, tmp_path):
+    v1 = register(uri, tmp_path, 0)
+    promote(uri, "m", v1)
+    assert promote(uri, "m", v1).previous == "1"
+    assert champion_history(uri, "m") == []
+
+
+def test_missing_model_has_no_alias(uri):
+    assert alias_version(uri, "never_registered", "champion") is None
+
+
+def test_feature_service_version_and_dataset_hash():
+    assert feature_service_version("uplift_v12") == "12"
+    with pytest.raises(ValueError, match="is not named <use_case>_v<N>"):
+        feature_service_version("uplift")
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})
+    assert dataset_hash(frame) == dataset_hash(frame.copy())
+    assert dataset_hash(frame) != dataset_hash(frame.assign(b=[0.5, 0.26]))
+    assert dataset_hash(frame) != dataset_hash(frame.rename(columns={"b": "c"}))

@@ -1,0 +1,143 @@
+"""Evaluation figures: Qini and uplift curves per action, and predicted-vs-observed uplift calibration.
+
+Every function returns a matplotlib Figure (Agg backend: nothing is shown); the caller saves or logs it and should
+close it (`matplotlib.pyplot.close(figure)`) when done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to PNG, never shown
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from training.calibration import calibration_summary  # noqa: E402
+from training.metrics import qini_curve, uplift_curve  # noqa: E402
+
+
+def qini_figure(
+    y: np.ndarray,
+    actions: np.ndarray,
+    uplift: np.ndarray,
+    treatments: Sequence[str],
+    control: str,
+    scores: Mapping[str, float],
+    sample_weight: np.ndarray | None = None,
+    outcome: str = "revenue",
+    title: str = "Holdout Qini curves",
+) -> Figure:
+    """One Qini curve per treatment (its rows and the control rows) with its dotted random line, on one axes.
+
+    `scores` maps each treatment (and optionally "mean") to its Qini coefficient, shown in the legend and title.
+    The x axis is the fraction of rows targeted (of total weight with `sample_weight`): 2 lines per treatment.
+    """
+    return _curves_figure(
+        qini_curve, "Qini", y, actions, uplift, treatments, control, scores, sample_weight,
+        f"incremental {outcome} (Qini: Y_t − Y_c·N_t/N_c)", title,
+    )
+
+
+def uplift_curve_figure(
+    y: np.ndarray,
+    actions: np.ndarray,
+    uplift: np.ndarray,
+    treatments: Sequence[str],
+    control: str,
+    scores: Mapping[str, float],
+    sample_weight: np.ndarray | None = None,
+    outcome: str = "revenue",
+    title: str = "Holdout uplift curves",
+) -> Figure:
+    """One uplift curve per treatment with its dotted random line; `scores` are AUUCs (as `multi_action_auuc`)."""
+    return _curves_figure(
+        uplift_curve, "AUUC", y, actions, uplift, treatments, control, scores, sample_weight,
+        f"incremental {outcome} ((ȳ_t − ȳ_c)·n)", title,
+    )
+
+
+def calibration_figure(
+    table_or_tables: pd.DataFrame | Mapping[str, pd.DataFrame], outcome: str = "revenue"
+) -> Figure:
+    """Predicted vs observed uplift per bin with interval error bars and the y = x line; one panel per action.
+
+    Takes one `uplift_calibration` table or a dict action → table. Each panel's title carries the summary
+    (mean absolute error, coverage, slope).
+    """
+    tables = {"": table_or_tables} if isinstance(table_or_tables, pd.DataFrame) else dict(table_or_tables)
+    if not tables:
+        raise ValueError("calibration_figure needs at least one table")
+    n = len(tables)
+    columns = min(n, 3)
+    rows = math.ceil(n / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        figure.delaxes(ax)
+    for ax, (action, table) in zip(axes.flat, tables.items()):
+        alpha = table.attrs.get("alpha", 0.05)
+        predicted, observed = table["predicted"].to_numpy(float), table["observed"].to_numpy(float)
+        errors = np.vstack([observed - table["lower"].to_numpy(float), table["upper"].to_numpy(float) - observed])
+        ax.errorbar(
+            predicted, observed, yerr=errors, fmt="o", markersize=4, capsize=3, linewidth=1,
+            label=f"observed ± {1 - alpha:.0%} interval",
+        )
+        limits = np.concatenate([predicted, table["lower"].to_numpy(float), table["upper"].to_numpy(float)])
+        limits = limits[np.isfinite(limits)]
+        low, high = (limits.min(), limits.max()) if limits.size else (0.0, 1.0)
+        pad = 0.05 * (high - low or 1.0)
+        ax.plot([low - pad, high + pad], [low - pad, high + pad], linestyle="--", color="grey", linewidth=1,
+                label="perfect calibration (y = x)")
+        s = calibration_summary(table)
+        name = f"{action}: " if action else ""
+        ax.set_title(
+            f"{name}MAE {s['mean_abs_error']:.3g}, coverage {s['coverage']:.0%}, slope {s['slope']:.2f}",
+            fontsize=9,
+        )
+        ax.set_xlabel("predicted uplift (bin mean)")
+        ax.set_ylabel(f"observed uplift in {outcome} (treated − control)")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    figure.suptitle("Uplift calibration by predicted-uplift bin")
+    figure.tight_layout()
+    return figure
+
+
+def _curves_figure(
+    curve: Callable[..., tuple[np.ndarray, np.ndarray]],
+    score_name: str,
+    y: np.ndarray,
+    actions: np.ndarray,
+    uplift: np.ndarray,
+    treatments: Sequence[str],
+    control: str,
+    scores: Mapping[str, float],
+    sample_weight: np.ndarray | None,
+    ylabel: str,
+    title: str,
+) -> Figure:
+    y, actions, uplift = np.asarray(y, dtype=float), np.asarray(actions).astype(str), np.asarray(uplift, dtype=float)
+    weight = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for j, action in enumerate(treatments):
+        rows = (actions == action) | (actions == control)
+        w = None if weight is None else weight[rows]
+        x, values = curve(y[rows], uplift[rows, j], (actions[rows] == action).astype(int), w)
+        label = f"{action} ({score_name} {scores[action]:.3f})" if action in scores else str(action)
+        line = ax.plot(x / x[-1], values, label=label)[0]
+        ax.plot([0, 1], [0, values[-1]], linestyle=":", color=line.get_color(), linewidth=0.8)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], linestyle=":", color="grey", linewidth=0.8))
+    labels.append("random targeting (dotted, same colour)")
+    ax.legend(handles, labels, fontsize=7)
+    ax.set_xlabel("fraction of users targeted (by predicted uplift)" + (", by weight" if weight is not None else ""))
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} — mean {score_name} {scores['mean']:.3f}" if "mean" in scores else title)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
