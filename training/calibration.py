@@ -195,8 +195,12 @@ def calibration_failures(
     max_error: float | None = None,
     min_coverage: float = 0.8,
     slope_range: tuple[float, float] | None = (0.8, 1.25),
+    max_slope_z: float | None = None,
 ) -> list[str]:
-    """Reasons the table fails the calibration criterion (module docstring); empty when it passes."""
+    """Reasons the table fails the calibration criterion (module docstring); empty when it passes.
+
+    `max_slope_z` adds a test that is fair on noisy holdouts: |slope − 1| ≤ max_slope_z · slope_se.
+    """
     s = calibration_summary(table)
     failures = []
     if s["n_bins_usable"] < 2:
@@ -208,6 +212,11 @@ def calibration_failures(
         failures.append(
             f"slope {s['slope']:.3f} (se {s['slope_se']:.3f}) outside [{slope_range[0]}, {slope_range[1]}]"
         )
+    if max_slope_z is not None and not abs(s["slope"] - 1.0) <= max_slope_z * s["slope_se"]:
+        failures.append(
+            f"slope {s['slope']:.3f} is {abs(s['slope'] - 1) / s['slope_se']:.1f} standard errors from 1 "
+            f"(allowed {max_slope_z})"
+        )
     if max_error is not None and not s["mean_abs_error"] <= max_error:
         failures.append(f"mean absolute calibration error {s['mean_abs_error']:.4g} > {max_error:.4g}")
     return failures
@@ -218,9 +227,10 @@ def passes(
     max_error: float | None = None,
     min_coverage: float = 0.8,
     slope_range: tuple[float, float] | None = (0.8, 1.25),
+    max_slope_z: float | None = None,
 ) -> bool:
     """True when the table meets the calibration criterion (see `calibration_failures` for the reasons if not)."""
-    return not calibration_failures(table, max_error, min_coverage, slope_range)
+    return not calibration_failures(table, max_error, min_coverage, slope_range, max_slope_z)
 
 
 def _platt(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -262,11 +272,15 @@ def _weighted_mean_and_variance(y: np.ndarray, w: np.ndarray) -> tuple[float, fl
 
 def _wls_line(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict[str, float]:
     nan = float("nan")
-    if len(x) < 2 or np.ptp(x) == 0:
+    # Constant predictions (e.g. an action whose recalibrated slope is 0) define no line.
+    if len(x) < 2 or np.ptp(x) <= 1e-9 * max(1.0, float(np.abs(x).max())):
         return {"slope": nan, "slope_se": nan, "intercept": nan}
     design = np.column_stack([np.ones_like(x), x])
     precision = (design * weight[:, None]).T @ design
-    covariance = np.linalg.inv(precision)
+    try:
+        covariance = np.linalg.inv(precision)
+    except np.linalg.LinAlgError:
+        return {"slope": nan, "slope_se": nan, "intercept": nan}
     intercept, slope = covariance @ (design.T @ (weight * y))
     return {"slope": float(slope), "slope_se": float(np.sqrt(covariance[1, 1])), "intercept": float(intercept)}
 
@@ -287,3 +301,57 @@ def _sample_weight(sample_weight: np.ndarray, n: int) -> np.ndarray:
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("sample_weight must be finite and >= 0")
     return w
+
+
+class UpliftRecalibrator(BaseEstimator):
+    """Per-action linear map τ′_a = intercept_a + slope_a·τ_a, fitted on rows the learner did not see.
+
+    For each action, the WLS line of binned observed uplift on binned predicted uplift (as in
+    `calibration_summary`) gives slope and intercept. The slope is clipped to [min_slope, max_slope]: never
+    inverted, and by default never amplified (a learner's uplift is usually over-dispersed, slope < 1). The
+    intercept is then refitted so the weighted mean prediction matches the weighted mean observed uplift.
+    Ranking within an action is unchanged (slope ≥ 0); comparisons across actions and against costs improve.
+    """
+
+    def __init__(self, n_bins: int = 5, min_slope: float = 0.0, max_slope: float = 1.0):
+        self.n_bins = n_bins
+        self.min_slope = min_slope
+        self.max_slope = max_slope
+
+    def fit(
+        self,
+        y: np.ndarray,
+        actions: np.ndarray,
+        uplift: np.ndarray,
+        treatments: list[str],
+        control: str,
+        sample_weight: np.ndarray | None = None,
+    ) -> "UpliftRecalibrator":
+        """Fit one line per treatment on its rows and the control rows; returns self."""
+        actions = np.asarray(actions).astype(str)
+        uplift = np.asarray(uplift, dtype=float)
+        if uplift.shape != (len(actions), len(treatments)):
+            raise ValueError(f"uplift must have shape (rows, treatments) = {(len(actions), len(treatments))}")
+        weight = np.ones(len(actions)) if sample_weight is None else _sample_weight(sample_weight, len(actions))
+        slopes, intercepts = [], []
+        for j, action in enumerate(treatments):
+            rows = (actions == action) | (actions == control)
+            table = uplift_calibration(
+                y[rows], (actions[rows] == action).astype(int), uplift[rows, j], self.n_bins, weight[rows]
+            )
+            summary = calibration_summary(table)
+            slope = summary["slope"] if np.isfinite(summary["slope"]) else 0.0
+            slope = float(np.clip(slope, self.min_slope, self.max_slope))
+            intercept = summary["mean_observed"] - slope * summary["mean_predicted"]
+            slopes.append(slope)
+            intercepts.append(float(intercept) if np.isfinite(intercept) else 0.0)
+        self.treatments_ = list(treatments)
+        self.slope_ = np.array(slopes)
+        self.intercept_ = np.array(intercepts)
+        return self
+
+    def transform(self, uplift: np.ndarray) -> np.ndarray:
+        """Recalibrated uplift, same shape as `uplift` (columns in `treatments_` order)."""
+        if not hasattr(self, "slope_"):
+            raise NotFittedError("UpliftRecalibrator is not fitted; call fit first")
+        return np.asarray(uplift, dtype=float) * self.slope_[None, :] + self.intercept_[None, :]

@@ -20,14 +20,14 @@ class GateResult:
 
 
 def promotion_gate(
-    challenger_qini: float, champion_qini: float | None, margin: float, calibration_passed: bool
+    challenger_qini: float, champion_qini: float | None, margin: float, calibration_failures: list[str]
 ) -> GateResult:
-    """Pass when calibration passes and the challenger's holdout Qini ≥ champion's + margin (no champion: pass)."""
+    """Pass when the challenger's uplift calibration has no failures (see `training.calibration.passes`) and its
+    holdout Qini ≥ champion's + margin on the same rows (no champion: the Qini condition holds)."""
     reasons = []
     if champion_qini is not None and challenger_qini < champion_qini + margin:
         reasons.append(
             f"challenger holdout Qini {challenger_qini:.4f} < champion {champion_qini:.4f} + margin {margin:.4f}"
         )
-    if not calibration_passed:
-        reasons.append("challenger failed the uplift calibration check")
-    return GateResult(not reasons, challenger_qini, champion_qini, margin, calibration_passed, tuple(reasons))
+    reasons += [f"uplift calibration: {failure}" for failure in calibration_failures]
+    return GateResult(not reasons, challenger_qini, champion_qini, margin, not calibration_failures, tuple(reasons))

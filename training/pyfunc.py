@@ -8,6 +8,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from training.calibration import UpliftRecalibrator
 from training.learners import MultiArmUpliftLearner
 
 
@@ -17,10 +18,17 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
     Serving unwraps it (`unwrap_python_model()`) and calls `uplift(matrix)` to skip pandas on the hot path.
     """
 
-    def __init__(self, learner: MultiArmUpliftLearner, feature_names: list[str], action_costs: dict[str, float]):
+    def __init__(
+        self,
+        learner: MultiArmUpliftLearner,
+        feature_names: list[str],
+        action_costs: dict[str, float],
+        recalibrator: UpliftRecalibrator | None = None,
+    ):
         self.learner = learner
         self.feature_names = list(feature_names)
         self.action_costs = dict(action_costs)
+        self.recalibrator = recalibrator
 
     @property
     def treatments(self) -> list[str]:
@@ -33,8 +41,10 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
         return self.learner.control
 
     def uplift(self, features: np.ndarray) -> np.ndarray:
-        """Predicted uplift, shape (n, K), for a float matrix whose columns follow `feature_names`."""
-        return self.learner.predict_uplift(features)
+        """Predicted (and recalibrated, if fitted with a recalibrator) uplift, shape (n, K), for a float matrix whose
+        columns follow `feature_names`."""
+        uplift = self.learner.predict_uplift(features)
+        return uplift if self.recalibrator is None else self.recalibrator.transform(uplift)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Uplift per treatment for each row of `model_input`."""

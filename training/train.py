@@ -1,20 +1,18 @@
-"""Fit the uplift learner on a training set, evaluate it on a user-disjoint holdout, and draw its Qini curves."""
+"""Fit an uplift learner on a training set and evaluate it on a user-disjoint holdout (metrics, figures)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures are written to PNG, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from training.metrics import multi_action_qini, qini_curve  # noqa: E402
-from training.pyfunc import UpliftModel  # noqa: E402
-from training.learners import MultiArmUpliftLearner  # noqa: E402
+from training.calibration import UpliftRecalibrator, calibration_summary, uplift_calibration
+from training.learners import MultiArmUpliftLearner
+from training.metrics import multi_action_auuc, multi_action_qini, policy_value_snips
+from training.plots import calibration_figure, qini_figure, uplift_curve_figure
+from training.pyfunc import UpliftModel
 
 TRAINING_COLUMNS = ("user_id", "event_timestamp", "action_id", "propensity", "label_revenue")
 """Columns a training set carries besides the features."""
@@ -22,20 +20,28 @@ TRAINING_COLUMNS = ("user_id", "event_timestamp", "action_id", "propensity", "la
 
 @dataclass
 class TrainedUplift:
-    """A fitted model with its holdout metrics and figures."""
+    """A fitted model with its holdout metrics, figures and uplift-calibration table."""
 
     model: UpliftModel
     metrics: dict[str, float]
     figures: dict[str, Figure]
+    calibration: pd.DataFrame
 
 
 def holdout_mask(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Deterministic user-level split: a user's rows are all in the holdout or all in training."""
+    """Deterministic user-level split: a user's rows are all in the holdout or all out, for any data set.
+
+    Users are bucketed by the splitmix64 hash of (user id, seed), so splits with different seeds are independent.
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be in (0, 1); got {fraction}")
-    # Knuth's multiplicative hash spreads consecutive ids; the seed shifts which users land in the holdout.
-    bucket = ((np.asarray(user_ids, dtype=np.uint64) + np.uint64(seed)) * np.uint64(2654435761)) % np.uint64(10_000)
-    return bucket < np.uint64(int(round(fraction * 10_000)))
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        z = np.asarray(user_ids, dtype=np.uint64) ^ (np.uint64(seed) * np.uint64(0xD1B54A32D192ED03))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z % np.uint64(10_000) < np.uint64(int(round(fraction * 10_000)))
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,72 @@ def split_training_set(training_set: pd.DataFrame, holdout_fraction: float = 0.2
     return Split(data.loc[~holdout], data.loc[holdout], int((~randomised).sum()))
 
 
-def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> tuple[dict[str, float], dict[str, Figure]]:
-    """Holdout metrics (Qini per action and mean) and figures of a model on labelled exposures."""
+CALIBRATION_BINS = 5
+"""Bins of predicted uplift per action for the calibration table (a few thousand holdout rows per action)."""
+CALIBRATION_KEYS = ("mean_abs_error", "coverage", "slope", "slope_se", "n_bins_usable")
+
+
+@dataclass
+class Evaluation:
+    """Holdout metrics, figures and the pooled uplift-calibration table of one model."""
+
+    metrics: dict[str, float]
+    figures: dict[str, Figure]
+    calibration: pd.DataFrame
+
+
+def greedy_actions(model: UpliftModel, uplift: np.ndarray) -> np.ndarray:
+    """The serving policy without exploration: argmax of uplift − unit cost, the control when nothing beats 0."""
+    costs = np.array([model.action_costs.get(a, 0.0) for a in model.treatments])
+    net = np.column_stack([np.zeros(len(uplift)), uplift - costs[None, :]])
+    return np.array([model.control, *model.treatments], dtype=object)[net.argmax(axis=1)]
+
+
+def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
+    """Score a model on labelled holdout exposures.
+
+    Metrics: Qini per action and mean (unweighted, and inverse-propensity weighted), AUUC (weighted), uplift
+    calibration pooled over actions, and the off-policy (SNIPS) net value per exposure of the greedy policy vs
+    always `no_action`, both estimated from the logged propensities.
+    """
     uplift = model.uplift(test[model.feature_names].to_numpy(np.float32))
-    y, actions = test["label_revenue"].to_numpy(), test["action_id"].to_numpy().astype(str)
-    qini = multi_action_qini(y, actions, uplift, model.treatments, model.control)
+    y, actions = test["label_revenue"].to_numpy(float), test["action_id"].to_numpy().astype(str)
+    propensity = test["propensity"].to_numpy(float)
+    weight = 1.0 / propensity
+    treatments, control = model.treatments, model.control
+    qini = multi_action_qini(y, actions, uplift, treatments, control)
+    qini_ipw = multi_action_qini(y, actions, uplift, treatments, control, sample_weight=weight)
+    auuc = multi_action_auuc(y, actions, uplift, treatments, control, sample_weight=weight)
+    tables = {}
+    for j, action in enumerate(treatments):
+        rows = (actions == action) | (actions == control)
+        tables[action] = uplift_calibration(
+            y[rows], (actions[rows] == action).astype(int), uplift[rows, j], CALIBRATION_BINS, weight[rows]
+        ).assign(action=action)
+    pooled = pd.concat(tables.values(), ignore_index=True)
+    summary = calibration_summary(pooled)
+    # Net outcome of each logged exposure: attributed revenue minus the unit cost of the action that was shown.
+    net = y - np.array([model.action_costs.get(a, 0.0) for a in actions])
+    greedy = policy_value_snips(net, actions, propensity, greedy_actions(model, uplift))
+    baseline = policy_value_snips(net, actions, propensity, np.full(len(y), control, dtype=object))
     metrics = {f"holdout_qini_{k}": v for k, v in qini.items()}
-    metrics.update(n_holdout_rows=float(len(test)), holdout_mean_predicted_uplift=float(uplift.mean()))
-    figures = {"holdout_qini_curves": qini_figure(y, actions, uplift, model.treatments, model.control, qini)}
-    return metrics, figures
+    metrics.update({f"holdout_qini_ipw_{k}": v for k, v in qini_ipw.items()})
+    metrics.update({f"holdout_auuc_ipw_{k}": v for k, v in auuc.items()})
+    metrics.update({f"holdout_calibration_{k}": v for k, v in summary.items() if k in CALIBRATION_KEYS})
+    metrics.update(
+        n_holdout_rows=float(len(test)),
+        holdout_mean_predicted_uplift=float(uplift.mean()),
+        holdout_policy_net_value_snips=greedy.value,
+        holdout_policy_net_value_snips_se=greedy.se,
+        holdout_no_action_net_value_snips=baseline.value,
+        holdout_incremental_net_value_snips=greedy.value - baseline.value,
+    )
+    figures = {
+        "holdout_qini_curves": qini_figure(y, actions, uplift, treatments, control, qini),
+        "holdout_uplift_curves": uplift_curve_figure(y, actions, uplift, treatments, control, auuc, weight),
+        "holdout_uplift_calibration": calibration_figure(tables),
+    }
+    return Evaluation(metrics, figures, pooled)
 
 
 def train_uplift(
@@ -77,44 +140,42 @@ def train_uplift(
     learner: MultiArmUpliftLearner,
     holdout_fraction: float = 0.2,
     seed: int = 0,
+    calibration_fraction: float = 0.25,
 ) -> TrainedUplift:
-    """Fit `learner` (logged propensities passed as logged) on the training users; evaluate on the holdout users."""
+    """Fit `learner` (logged propensities passed as logged) on most training users, fit the uplift recalibration on
+    the rest of them, and evaluate the recalibrated model on the holdout users."""
     missing = [c for c in (*TRAINING_COLUMNS, *feature_names) if c not in training_set.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
     split = split_training_set(training_set, holdout_fraction, seed)
+    # A slice of the training users, unseen by the learner, fits the per-action uplift recalibration.
+    calibration = holdout_mask(split.train["user_id"].to_numpy(), calibration_fraction, seed + 1)
+    fit, calib = split.train.loc[~calibration], split.train.loc[calibration]
     learner.fit(
-        split.train[feature_names],
-        split.train["action_id"].to_numpy(),
-        split.train["label_revenue"].to_numpy(),
-        propensity=split.train["propensity"].to_numpy(),
+        fit[feature_names],
+        fit["action_id"].to_numpy(),
+        fit["label_revenue"].to_numpy(),
+        propensity=fit["propensity"].to_numpy(),
     )
     unknown = sorted(set(learner.treatments_) - set(action_costs))
     if unknown:
         raise ValueError(f"actions {unknown} were logged but are not in the action catalogue")
-    model = UpliftModel(learner, feature_names, {a: float(action_costs[a]) for a in learner.treatments_})
-    metrics, figures = evaluate_uplift(model, split.test)
-    metrics.update(
-        n_train_rows=float(len(split.train)),
-        n_deterministic_rows_skipped=float(split.n_deterministic),
-        train_label_mean=float(split.train["label_revenue"].mean()),
+    recalibrator = UpliftRecalibrator().fit(
+        calib["label_revenue"].to_numpy(float),
+        calib["action_id"].to_numpy(),
+        learner.predict_uplift(calib[feature_names]),
+        learner.treatments_,
+        learner.control,
+        sample_weight=1.0 / calib["propensity"].to_numpy(float),
     )
-    return TrainedUplift(model, metrics, figures)
-
-
-def qini_figure(
-    y: np.ndarray, actions: np.ndarray, uplift: np.ndarray, treatments: list[str], control: str, qini: dict[str, float]
-) -> Figure:
-    """One Qini curve per treatment (fraction targeted vs incremental outcome), with the random line."""
-    figure, ax = plt.subplots(figsize=(8, 5))
-    for j, action in enumerate(treatments):
-        rows = (actions == action) | (actions == control)
-        x, q = qini_curve(y[rows], uplift[rows, j], (actions[rows] == action).astype(int))
-        line = ax.plot(x / x[-1], q, label=f"{action} (Qini {qini[action]:.3f})")[0]
-        ax.plot([0, 1], [0, q[-1]], linestyle=":", color=line.get_color(), linewidth=0.8)
-    ax.set_xlabel("fraction of users targeted (by predicted uplift)")
-    ax.set_ylabel("incremental revenue (Qini)")
-    ax.set_title(f"Holdout Qini curves — mean Qini {qini['mean']:.3f}")
-    ax.legend(fontsize=7)
-    figure.tight_layout()
-    return figure
+    costs = {a: float(action_costs[a]) for a in learner.treatments_}
+    model = UpliftModel(learner, feature_names, costs, recalibrator)
+    evaluation = evaluate_uplift(model, split.test)
+    metrics = dict(evaluation.metrics)
+    metrics.update(
+        n_train_rows=float(len(fit)),
+        n_calibration_rows=float(len(calib)),
+        n_deterministic_rows_skipped=float(split.n_deterministic),
+        train_label_mean=float(fit["label_revenue"].mean()),
+    )
+    return TrainedUplift(model, metrics, evaluation.figures, evaluation.calibration)

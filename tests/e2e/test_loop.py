@@ -17,11 +17,21 @@ from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING
 from serving.config import ServingSettings
 from serving.main import create_app
 from simulator import ShopConfig
+from infra.settings import HyperliftSettings
 from training.lifecycle import alias_version
 
 pytestmark = pytest.mark.e2e
 
 TINY_SHOP = ShopConfig(n_users=1500, n_items=120, n_days=10, seed=3)
+
+
+def lenient_gate(settings, margin: float = 0.0) -> MlflowResource:
+    """The tiny shop's ~2,500 labelled exposures cannot show a calibrated uplift (the gate rightly refuses such a
+    model: see test_an_uncalibrated_first_model_is_not_promoted); these tests exercise the wiring around it."""
+    return MlflowResource(
+        tracking_uri=settings.mlflow_uri, artifact_dir=str(settings.mlflow_artifacts_dir),
+        promotion_qini_margin=margin, promotion_min_coverage=0.0, promotion_max_slope_z=1e9,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +43,11 @@ def e2e_redis_url(redis_databases):
 @pytest.fixture(scope="module")
 def pipeline(e2e_redis_url, tmp_path_factory):
     """Run hyperlift_job once for the module; yields (settings, job result)."""
-    from infra.settings import HyperliftSettings
-
     home = tmp_path_factory.mktemp("e2e") / "hyperlift"
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
-    defs = build_definitions(build_resources(settings, e2e_redis_url, TINY_SHOP))
+    resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
+    resources["mlflow"] = lenient_gate(settings)
+    defs = build_definitions(resources)
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
         instance=dg.DagsterInstance.ephemeral(),
@@ -97,7 +107,9 @@ def test_champion_run_records_metrics_and_feature_service(pipeline):
     assert {"holdout_qini_mean", "n_train_rows", "n_holdout_rows"} <= set(run.data.metrics)
     assert run.data.params["n_estimators"] == "40"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/holdout_qini_curves.png"}
+    assert artifacts == {
+        "plots/holdout_qini_curves.png", "plots/holdout_uplift_curves.png", "plots/holdout_uplift_calibration.png"
+    }
 
 
 def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, e2e_redis_url):
@@ -105,9 +117,7 @@ def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, 
     uri = settings.mlflow_uri
     champion_before = alias_version(uri, "hyperlift_uplift", "champion")
     resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
-    resources["mlflow"] = MlflowResource(  # an unbeatable margin
-        tracking_uri=uri, artifact_dir=str(settings.mlflow_artifacts_dir), promotion_qini_margin=1.0
-    )
+    resources["mlflow"] = lenient_gate(settings, margin=1.0)  # an unbeatable margin
     result = dg.materialize(
         [models.uplift_challenger, models.uplift_champion, promotion.challenger_beats_champion],
         resources=resources,
@@ -122,3 +132,21 @@ def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, 
     assert alias_version(uri, "hyperlift_uplift", "challenger") == str(int(champion_before) + 1)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {"uplift_challenger"}  # the blocking check stopped uplift_champion
+
+
+def test_an_uncalibrated_first_model_is_not_promoted(pipeline, e2e_redis_url, tmp_path):
+    settings, _ = pipeline
+    resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
+    fresh_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # an empty registry: no champion yet
+    resources["mlflow"] = MlflowResource(tracking_uri=fresh_uri, artifact_dir=str(tmp_path / "artifacts"))
+    result = dg.materialize(
+        [models.uplift_challenger, models.uplift_champion, promotion.challenger_beats_champion],
+        resources=resources,
+        run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed is False
+    assert any(r.startswith("uplift calibration:") for r in evaluation.metadata["reasons"].value)
+    assert alias_version(fresh_uri, "hyperlift_uplift", "champion") is None

@@ -4,7 +4,7 @@ from training.promotion import promotion_gate
 
 
 def test_first_model_passes_when_calibrated():
-    result = promotion_gate(0.01, None, margin=0.005, calibration_passed=True)
+    result = promotion_gate(0.01, None, margin=0.005, calibration_failures=[])
     assert result.passed and result.reasons == ()
 
 
@@ -13,14 +13,15 @@ def test_first_model_passes_when_calibrated():
     [(0.030, 0.020, 0.005, True), (0.025, 0.020, 0.005, True), (0.024, 0.020, 0.005, False), (0.010, 0.020, 0.0, False)],
 )
 def test_challenger_must_beat_champion_by_the_margin(challenger, champion, margin, passed):
-    assert promotion_gate(challenger, champion, margin, calibration_passed=True).passed is passed
+    assert promotion_gate(challenger, champion, margin, calibration_failures=[]).passed is passed
 
 
 def test_worse_challenger_is_refused_with_the_figures():
-    result = promotion_gate(0.010, 0.020, 0.005, calibration_passed=True)
+    result = promotion_gate(0.010, 0.020, 0.005, calibration_failures=[])
     assert result.reasons == ("challenger holdout Qini 0.0100 < champion 0.0200 + margin 0.0050",)
 
 
 def test_uncalibrated_challenger_is_refused_even_if_it_ranks_better():
-    result = promotion_gate(0.5, 0.0, 0.0, calibration_passed=False)
-    assert not result.passed and result.reasons == ("challenger failed the uplift calibration check",)
+    result = promotion_gate(0.5, 0.0, 0.0, calibration_failures=["slope 0.300 (se 0.120) outside [0.8, 1.25]"])
+    assert not result.passed and not result.calibration_passed
+    assert result.reasons == ("uplift calibration: slope 0.300 (se 0.120) outside [0.8, 1.25]",)

@@ -12,6 +12,8 @@ def test_holdout_is_user_level_deterministic_and_sized():
     assert abs(mask.mean() - 0.2) < 0.01
     np.testing.assert_array_equal(mask, holdout_mask(users, 0.2, seed=0))
     assert (mask != holdout_mask(users, 0.2, seed=1)).any()
+    # different seeds give independent splits: the overlap is about 0.2 × 0.2
+    assert abs((mask & holdout_mask(users, 0.2, seed=1)).mean() - 0.04) < 0.01
     repeated = np.repeat(users[:50], 3)
     assert (holdout_mask(repeated, 0.2).reshape(50, 3).std(axis=1) == 0).all()
 
@@ -27,11 +29,18 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
     forced = frame.head(100).assign(action_id="no_action", propensity=1.0, user_id=lambda f: f["user_id"] + n)
     frame = pd.concat([frame, forced], ignore_index=True)
     trained = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), holdout_fraction=0.25)
-    assert set(trained.metrics) >= {"holdout_qini_p", "holdout_qini_mean", "n_train_rows", "n_holdout_rows"}
+    assert set(trained.metrics) >= {
+        "holdout_qini_p", "holdout_qini_mean", "holdout_auuc_ipw_mean", "holdout_calibration_slope",
+        "holdout_incremental_net_value_snips", "n_train_rows", "n_holdout_rows",
+    }
     # rows the logging policy could not randomise (propensity 1) are neither fitted nor evaluated
     assert trained.metrics["n_deterministic_rows_skipped"] == 100
-    assert trained.metrics["n_train_rows"] + trained.metrics["n_holdout_rows"] == n
+    m = trained.metrics
+    assert m["n_train_rows"] + m["n_calibration_rows"] + m["n_holdout_rows"] == n
+    assert m["n_holdout_rows"] == pytest.approx(0.25 * n, rel=0.1)
+    assert m["n_calibration_rows"] == pytest.approx(0.25 * 0.75 * n, rel=0.15)
     assert trained.metrics["holdout_qini_p"] > 0
-    assert "holdout_qini_curves" in trained.figures
+    assert set(trained.figures) == {"holdout_qini_curves", "holdout_uplift_curves", "holdout_uplift_calibration"}
+    assert set(trained.calibration["action"]) == {"p"} and len(trained.calibration) == 5
     with pytest.raises(ValueError, match=r"actions \['p'\] were logged but are not in the action catalogue"):
         train_uplift(frame, ["f"], {}, TLearner(n_estimators=5))
