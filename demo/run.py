@@ -145,6 +145,9 @@ def _summary(
             "name": model["model"],
             "version": model["version"],
             "holdout_qini": round(model["holdout_qini_mean"], 4),
+            "holdout_incremental_net_value_snips": round(model["metrics"]["holdout_incremental_net_value_snips"], 4),
+            "holdout_calibration_slope": round(model["metrics"]["holdout_calibration_slope"], 3),
+            "champion_version": assets["uplift_champion"]["version"],
             "feature_service": served.feature_service,
         },
         "decisions": {

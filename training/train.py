@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.base import clone
 
 from training.calibration import UpliftRecalibrator, calibration_summary, uplift_calibration
 from training.learners import MultiArmUpliftLearner
@@ -133,6 +134,33 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
     return Evaluation(metrics, figures, pooled)
 
 
+CROSS_FIT_FOLDS = 3
+
+
+def cross_fitted_uplift(
+    learner: MultiArmUpliftLearner,
+    X: pd.DataFrame,
+    actions: np.ndarray,
+    y: np.ndarray,
+    propensity: np.ndarray,
+    user_ids: np.ndarray,
+    seed: int,
+    folds: int = CROSS_FIT_FOLDS,
+) -> np.ndarray:
+    """Out-of-fold uplift for every row: user-level folds, each scored by a clone fitted on the other folds."""
+    fold = np.zeros(len(user_ids), dtype=int)
+    for k in range(1, folds):  # peel off one fold at a time with independent user hashes
+        fold[(fold == 0) & holdout_mask(user_ids, 1.0 / (folds - k + 1), seed + 100 + k)] = k
+    out = np.empty((len(user_ids), len(learner.treatments_)))
+    for k in range(folds):
+        held = fold == k
+        copy = clone(learner).fit(X.loc[~held], actions[~held], y[~held], propensity=propensity[~held])
+        if copy.treatments_ != learner.treatments_:
+            raise ValueError(f"fold {k} lacks actions {sorted(set(learner.treatments_) - set(copy.treatments_))}")
+        out[held] = copy.predict_uplift(X.loc[held])
+    return out
+
+
 def train_uplift(
     training_set: pd.DataFrame,
     feature_names: list[str],
@@ -140,42 +168,33 @@ def train_uplift(
     learner: MultiArmUpliftLearner,
     holdout_fraction: float = 0.2,
     seed: int = 0,
-    calibration_fraction: float = 0.25,
 ) -> TrainedUplift:
-    """Fit `learner` (logged propensities passed as logged) on most training users, fit the uplift recalibration on
-    the rest of them, and evaluate the recalibrated model on the holdout users."""
+    """Fit `learner` (logged propensities passed as logged) on the training users, recalibrate its uplift on
+    cross-fitted predictions, and evaluate the recalibrated model on the holdout users."""
     missing = [c for c in (*TRAINING_COLUMNS, *feature_names) if c not in training_set.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
     split = split_training_set(training_set, holdout_fraction, seed)
-    # A slice of the training users, unseen by the learner, fits the per-action uplift recalibration.
-    calibration = holdout_mask(split.train["user_id"].to_numpy(), calibration_fraction, seed + 1)
-    fit, calib = split.train.loc[~calibration], split.train.loc[calibration]
-    learner.fit(
-        fit[feature_names],
-        fit["action_id"].to_numpy(),
-        fit["label_revenue"].to_numpy(),
-        propensity=fit["propensity"].to_numpy(),
-    )
+    train = split.train
+    X, actions = train[feature_names], train["action_id"].to_numpy()
+    y, propensity = train["label_revenue"].to_numpy(float), train["propensity"].to_numpy(float)
+    learner.fit(X, actions, y, propensity=propensity)
     unknown = sorted(set(learner.treatments_) - set(action_costs))
     if unknown:
         raise ValueError(f"actions {unknown} were logged but are not in the action catalogue")
+    # The recalibration is fitted on out-of-fold predictions: every training row scored by a copy of the learner
+    # that did not see its user.
+    out_of_fold = cross_fitted_uplift(learner, X, actions, y, propensity, train["user_id"].to_numpy(), seed)
     recalibrator = UpliftRecalibrator().fit(
-        calib["label_revenue"].to_numpy(float),
-        calib["action_id"].to_numpy(),
-        learner.predict_uplift(calib[feature_names]),
-        learner.treatments_,
-        learner.control,
-        sample_weight=1.0 / calib["propensity"].to_numpy(float),
+        y, actions, out_of_fold, learner.treatments_, learner.control, sample_weight=1.0 / propensity
     )
     costs = {a: float(action_costs[a]) for a in learner.treatments_}
     model = UpliftModel(learner, feature_names, costs, recalibrator)
     evaluation = evaluate_uplift(model, split.test)
     metrics = dict(evaluation.metrics)
     metrics.update(
-        n_train_rows=float(len(fit)),
-        n_calibration_rows=float(len(calib)),
+        n_train_rows=float(len(train)),
         n_deterministic_rows_skipped=float(split.n_deterministic),
-        train_label_mean=float(fit["label_revenue"].mean()),
+        train_label_mean=float(y.mean()),
     )
     return TrainedUplift(model, metrics, evaluation.figures, evaluation.calibration)

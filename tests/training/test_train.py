@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from training.learners import TLearner
-from training.train import holdout_mask, train_uplift
+from training.train import cross_fitted_uplift, holdout_mask, train_uplift
 
 
 def test_holdout_is_user_level_deterministic_and_sized():
@@ -36,11 +36,23 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
     # rows the logging policy could not randomise (propensity 1) are neither fitted nor evaluated
     assert trained.metrics["n_deterministic_rows_skipped"] == 100
     m = trained.metrics
-    assert m["n_train_rows"] + m["n_calibration_rows"] + m["n_holdout_rows"] == n
+    assert m["n_train_rows"] + m["n_holdout_rows"] == n
     assert m["n_holdout_rows"] == pytest.approx(0.25 * n, rel=0.1)
-    assert m["n_calibration_rows"] == pytest.approx(0.25 * 0.75 * n, rel=0.15)
     assert trained.metrics["holdout_qini_p"] > 0
     assert set(trained.figures) == {"holdout_qini_curves", "holdout_uplift_curves", "holdout_uplift_calibration"}
     assert set(trained.calibration["action"]) == {"p"} and len(trained.calibration) == 5
     with pytest.raises(ValueError, match=r"actions \['p'\] were logged but are not in the action catalogue"):
         train_uplift(frame, ["f"], {}, TLearner(n_estimators=5))
+
+
+def test_cross_fitted_uplift_scores_each_row_with_a_model_that_did_not_see_its_user():
+    rng = np.random.default_rng(1)
+    n = 1200
+    X = pd.DataFrame({"f": rng.normal(size=n)})
+    actions = rng.choice(["no_action", "p"], size=n)
+    y = rng.exponential(size=n)
+    users = np.arange(n) // 2  # two rows per user: both must land in the same fold
+    learner = TLearner(n_estimators=10).fit(X, actions, y, propensity=np.full(n, 0.5))
+    oof = cross_fitted_uplift(learner, X, actions, y, np.full(n, 0.5), users, seed=0)
+    assert oof.shape == (n, 1) and np.isfinite(oof).all()
+    assert not np.allclose(oof[:, 0], learner.predict_uplift(X)[:, 0])  # not the in-sample predictions
