@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 
-.PHONY: install demo test bench serve dagster mlflow feast-apply clean
+.PHONY: install demo test bench serve dagster mlflow feast-apply models rollback clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -37,6 +37,12 @@ mlflow: install  ## open the MLflow UI on :5000 over the project's tracking stor
 
 feast-apply: install  ## `feast apply` from the shell, with the project's registry and Redis
 	$(LAUNCH) $(BIN)/feast -c feature_repo apply
+
+models: install  ## champion, challenger and earlier champions in the registry
+	$(BIN)/python -m training.cli status
+
+rollback: install  ## move the champion alias back one step (a running service swaps within 30 s)
+	$(BIN)/python -m training.cli rollback
 
 clean:  ## remove runtime state (.hyperlift) and reports; keeps .venv
 	rm -rf .hyperlift reports

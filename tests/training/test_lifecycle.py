@@ -1,5 +1,7 @@
 """Champion/challenger aliases on a real MLflow registry (SQLite in a temp dir)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,3 +69,20 @@ def test_feature_service_version_and_dataset_hash():
     assert dataset_hash(frame) == dataset_hash(frame.copy())
     assert dataset_hash(frame) != dataset_hash(frame.assign(b=[0.5, 0.26]))
     assert dataset_hash(frame) != dataset_hash(frame.rename(columns={"b": "c"}))
+
+
+def test_cli_status_promote_rollback(uri, tmp_path, monkeypatch, capsys):
+    from training.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    v1, v2 = register(uri, tmp_path, 0), register(uri, tmp_path, 1)
+    assert main(["--model", "m", "promote", v1]) == 0 and main(["--model", "m", "promote", v2]) == 0
+    capsys.readouterr()
+    assert main(["--model", "m", "status"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "model": "m", "champion": "2", "challenger": None, "earlier_champions": ["1"]
+    }
+    assert main(["--model", "m", "rollback"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"model": "m", "previous_champion": "2", "champion": "1"}
+    assert main(["--model", "m", "rollback"]) == 1
+    assert "no earlier champion" in capsys.readouterr().err
