@@ -1,6 +1,27 @@
 """Multi-action uplift learners on XGBoost base models."""
 
+from training.learners.ate import aipw_pseudo_outcomes, estimate_ate
 from training.learners.base import MultiArmUpliftLearner
+from training.learners.dr_learner import DRLearner
+from training.learners.s_learner import SLearner
 from training.learners.t_learner import TLearner
+from training.learners.x_learner import XLearner
 
-__all__ = ["MultiArmUpliftLearner", "TLearner"]
+LEARNERS: dict[str, type[MultiArmUpliftLearner]] = {
+    "s_learner": SLearner,
+    "t_learner": TLearner,
+    "x_learner": XLearner,
+    "dr_learner": DRLearner,
+}
+"""Learner classes by the name configs and run tags use."""
+
+__all__ = [
+    "DRLearner",
+    "LEARNERS",
+    "MultiArmUpliftLearner",
+    "SLearner",
+    "TLearner",
+    "XLearner",
+    "aipw_pseudo_outcomes",
+    "estimate_ate",
+]
