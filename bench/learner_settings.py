@@ -1,10 +1,11 @@
-"""T-learner settings → true policy value on the simulated shop, next to the holdout Qini.
+"""Learners and T-learner settings → true policy value and PEHE on the simulated shop, next to holdout metrics.
 
 Run after `make demo` (it reads the demo's training set and features from HYPERLIFT_HOME):
     .venv/bin/python -m bench.learner_settings
-Each setting is fitted exactly as the uplift_model asset fits (training.train.train_uplift); the greedy policy
-(argmax of uplift − unit cost, no_action = 0) is then applied to every consented user's latest features and scored
-with the simulator's ground truth (expected incremental net value per user, 72 h window).
+Each row is fitted exactly as the uplift_challenger asset fits (training.train.train_uplift: cross-fitted uplift
+recalibration, user-level holdout). The greedy policy (argmax of uplift − unit cost, no_action = 0) is applied to
+every consented user's latest features and scored with the simulator's ground truth: expected incremental net
+value per user (72 h window) and PEHE of the predicted uplift against the true expected incremental revenue.
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ import pandas as pd
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET, USER_ACTIVITY, USER_PROFILE
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
-from simulator import ShopConfig, build_shop, policy_value
-from training.learners import TLearner
-from training.train import train_uplift
+from simulator import ACTION_IDS, ShopConfig, build_shop, expected_revenue, policy_value
+from training.learners import LEARNERS
+from training.metrics import pehe
+from training.train import greedy_actions, train_uplift
 
 FEATURES = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]
-SETTINGS: dict[str, dict] = {
-    "depth 4, 300 trees, mcw 5 (first default)": dict(max_depth=4, n_estimators=300, min_child_weight=5.0),
-    "depth 6, 500 trees, mcw 5": dict(max_depth=6, n_estimators=500, min_child_weight=5.0),
-    "depth 3, 200 trees, mcw 50": dict(max_depth=3, n_estimators=200, min_child_weight=50.0),
-    "depth 2, 200 trees, mcw 50 (default)": {},
-    "depth 1, 300 trees, mcw 50": dict(max_depth=1, n_estimators=300, min_child_weight=50.0),
-    "depth 2, 200 trees, squared error": dict(objective="reg:squarederror"),
+WINDOW_HOURS = 72.0
+ROWS: dict[str, tuple[str, dict]] = {
+    "T: depth 4, 300 trees, mcw 5": ("t_learner", dict(max_depth=4, n_estimators=300, min_child_weight=5.0)),
+    "T: depth 6, 500 trees, mcw 5": ("t_learner", dict(max_depth=6, n_estimators=500, min_child_weight=5.0)),
+    "T: depth 2, 200 trees, mcw 50 (default)": ("t_learner", {}),
+    "T: depth 1, 300 trees, mcw 50": ("t_learner", dict(max_depth=1, n_estimators=300)),
+    "S (defaults)": ("s_learner", {}),
+    "X (defaults)": ("x_learner", {}),
+    "DR (defaults)": ("dr_learner", {}),
+    "DR: 100 trees, lr 0.03, mcw 500": ("dr_learner", dict(n_estimators=100, learning_rate=0.03, min_child_weight=500.0)),
 }
 
 
@@ -41,7 +46,7 @@ def latest_features(data_dir) -> pd.DataFrame:
 
 
 def main() -> None:
-    """Fit every setting, print a markdown table."""
+    """Fit every row, print a markdown table."""
     settings = HyperliftSettings()
     data = pd.read_parquet(settings.data_dir / TRAINING_SET)
     catalogue = pd.read_parquet(settings.data_dir / ACTION_CATALOGUE)
@@ -49,26 +54,28 @@ def main() -> None:
     users = latest_features(settings.data_dir)
     users = users[users["consent_marketing"] == 1]
     shop = build_shop(ShopConfig.from_env())
+    revenue = expected_revenue(shop, users["user_id"].to_numpy(), WINDOW_HOURS)
     print(f"training rows {len(data)}, consented users scored {len(users)}")
-    print("| setting | true net value / user | holdout Qini (mean) | fit s |")
-    print("|---|---|---|---|")
+    print("| learner / setting | true net value / user | PEHE (mean over actions) | holdout Qini | "
+          "holdout SNIPS incr. net value | calibration slope | fit s |")
+    print("|---|---|---|---|---|---|---|")
     reference = None
-    for name, params in SETTINGS.items():
+    for name, (learner_name, params) in ROWS.items():
         started = time.perf_counter()
-        trained = train_uplift(data, FEATURES, costs, TLearner(**params))
+        trained = train_uplift(data, FEATURES, costs, LEARNERS[learner_name](**params))
         fit_s = time.perf_counter() - started
-        model = trained.model
-        net = model.uplift(users[FEATURES].to_numpy(np.float32)) - np.array([costs[a] for a in model.treatments])
-        chosen = np.array([model.control, *model.treatments], dtype=object)[
-            np.column_stack([np.zeros(len(net)), net]).argmax(axis=1)
-        ]
-        value = policy_value(shop, users["user_id"].to_numpy(), chosen, window_hours=72.0)
+        model, m = trained.model, trained.metrics
+        uplift = model.uplift(users[FEATURES].to_numpy(np.float32))
+        true_uplift = revenue[:, [ACTION_IDS.index(a) for a in model.treatments]] - revenue[:, [0]]
+        value = policy_value(shop, users["user_id"].to_numpy(), greedy_actions(model, uplift), WINDOW_HOURS)
         reference = value
         print(f"| {name} | {value['policy']['incremental_net_value_per_user']:.3f} | "
-              f"{trained.metrics['holdout_qini_mean']:.4f} | {fit_s:.1f} |", flush=True)
+              f"{float(np.mean(pehe(uplift, true_uplift))):.3f} | {m['holdout_qini_mean']:.4f} | "
+              f"{m['holdout_incremental_net_value_snips']:.3f} ± {m['holdout_policy_net_value_snips_se']:.3f} | "
+              f"{m['holdout_calibration_slope']:.2f} | {fit_s:.1f} |", flush=True)
     assert reference is not None
     for name in ("random", "random_promotion", "oracle"):
-        print(f"| reference: {name} | {reference[name]['incremental_net_value_per_user']:.3f} | | |")
+        print(f"| reference: {name} | {reference[name]['incremental_net_value_per_user']:.3f} | | | | | |")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,16 @@ from dagster_project.resources import DataLakeResource, FeastResource, MlflowRes
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
-from training.learners import TLearner
+from training.learners import LEARNERS, MultiArmUpliftLearner
 from training.lifecycle import alias_version, promote
 from training.registry import CHALLENGER_ALIAS, dataset_hash, log_and_register
 from training.train import train_uplift
 
 
 class UpliftModelConfig(dg.Config):
-    """The holdout split, and learner hyper-parameters to override (unset: the learner's defaults)."""
+    """Which learner, the holdout split, and hyper-parameters to override (unset: the learner's defaults)."""
 
+    learner_name: str = "t_learner"  # one of training.learners.LEARNERS
     holdout_fraction: float = 0.2
     seed: int = 0
     n_estimators: int | None = None
@@ -24,14 +25,16 @@ class UpliftModelConfig(dg.Config):
     learning_rate: float | None = None
     min_child_weight: float | None = None
 
-    def learner(self) -> TLearner:
-        """A learner with the overridden hyper-parameters."""
+    def learner(self) -> MultiArmUpliftLearner:
+        """The chosen learner with the overridden hyper-parameters."""
+        if self.learner_name not in LEARNERS:
+            raise ValueError(f"learner_name {self.learner_name!r} is not one of {sorted(LEARNERS)}")
         overrides = {
             name: getattr(self, name)
             for name in ("n_estimators", "max_depth", "learning_rate", "min_child_weight")
             if getattr(self, name) is not None
         }
-        return TLearner(random_state=self.seed, **overrides)
+        return LEARNERS[self.learner_name](random_state=self.seed, **overrides)
 
 
 @dg.asset(deps=["training_set", "action_catalogue"], group_name="models")
@@ -67,7 +70,7 @@ def uplift_challenger(
         metrics=trained.metrics,
         tags={
             "training_window": f"{start.isoformat()}/{end.isoformat()}",
-            "learner": type(learner).__name__,
+            "learner": config.learner_name,
             "dataset_hash": dataset_hash(data),
         },
         input_example=data,
