@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -65,6 +66,8 @@ def main() -> None:
         trained = train_uplift(data, FEATURES, costs, LEARNERS[learner_name](**params))
         fit_s = time.perf_counter() - started
         model, m = trained.model, trained.metrics
+        for figure in trained.figures.values():
+            plt.close(figure)
         uplift = model.uplift(users[FEATURES].to_numpy(np.float32))
         true_uplift = revenue[:, [ACTION_IDS.index(a) for a in model.treatments]] - revenue[:, [0]]
         value = policy_value(shop, users["user_id"].to_numpy(), greedy_actions(model, uplift), WINDOW_HOURS)
