@@ -79,13 +79,10 @@ def qini_coefficient(
     y: np.ndarray, uplift: np.ndarray, treatment: np.ndarray, sample_weight: np.ndarray | None = None
 ) -> float:
     """Normalised Qini AUC: (model − random) / (perfect − random)."""
-    x, q = qini_curve(y, uplift, treatment, sample_weight)
-    xp, qp = perfect_qini_curve(y, treatment, sample_weight)
-    random = np.trapezoid([0.0, qp[-1]], [0.0, xp[-1]])
-    perfect = np.trapezoid(qp, xp) - random
-    if perfect == 0:
-        raise ValueError("the perfect Qini curve equals random (no outcome difference); the coefficient is undefined")
-    return float((np.trapezoid(q, x) - random) / perfect)
+    return _normalised_area(
+        qini_curve(y, uplift, treatment, sample_weight), perfect_qini_curve(y, treatment, sample_weight),
+        "the perfect Qini curve equals random (no outcome difference); the coefficient is undefined",
+    )
 
 
 def uplift_curve(
@@ -135,13 +132,10 @@ def uplift_auc_score(
 
     (A_model − A_random) / (A_perfect − A_random) with the curves of `uplift_curve` and `perfect_uplift_curve`.
     """
-    x, u = uplift_curve(y, uplift, treatment, sample_weight)
-    xp, up = perfect_uplift_curve(y, treatment, sample_weight)
-    random = np.trapezoid([0.0, up[-1]], [0.0, xp[-1]])
-    perfect = np.trapezoid(up, xp) - random
-    if perfect == 0:
-        raise ValueError("the perfect uplift curve equals random (no outcome difference); the AUUC is undefined")
-    return float((np.trapezoid(u, x) - random) / perfect)
+    return _normalised_area(
+        uplift_curve(y, uplift, treatment, sample_weight), perfect_uplift_curve(y, treatment, sample_weight),
+        "the perfect uplift curve equals random (no outcome difference); the AUUC is undefined",
+    )
 
 
 def cumulative_gain(
@@ -277,6 +271,18 @@ def policy_value_dr(
     if not (np.isfinite(mu_logged).all() and np.isfinite(mu_target).all()):
         raise ValueError("mu_logged and mu_target must be finite")
     return _mean_with_se(mu_target + weight * (y - mu_logged))
+
+
+def _normalised_area(
+    curve: tuple[np.ndarray, np.ndarray], perfect_curve: tuple[np.ndarray, np.ndarray], undefined: str
+) -> float:
+    """(A_model − A_random) / (A_perfect − A_random), the random line joining (0, 0) to the perfect curve's end."""
+    (x, values), (xp, perfect_values) = curve, perfect_curve
+    random = np.trapezoid([0.0, perfect_values[-1]], [0.0, xp[-1]])
+    perfect = np.trapezoid(perfect_values, xp) - random
+    if perfect == 0:
+        raise ValueError(undefined)
+    return float((np.trapezoid(values, x) - random) / perfect)
 
 
 def _per_action(
