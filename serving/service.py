@@ -127,14 +127,14 @@ class DecisionService:
                 "ts": time.time(),
                 "user_id": request.user_id,
                 "surface": request.surface,
-                "context": request.context,
+                "context": request.context or None,  # None, not {}: parquet cannot store an empty struct
                 "action_id": chosen.action_id,
                 "score": chosen.score,
                 "propensity": chosen.propensity,
                 "probabilities": probabilities,
                 "model": response.model.model_dump() if response.model else None,
                 "feature_service": response.feature_service,
-                "features": features,
+                "features": features or None,
                 "fallback": response.fallback,
                 "latency_ms": elapsed_s * 1000.0,
             }
