@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from training.calibration import UpliftRecalibrator, calibration_summary, uplift_calibration
 from training.learners import MultiArmUpliftLearner
-from training.metrics import multi_action_auuc, multi_action_qini, policy_value_snips
+from training.metrics import multi_action_auuc, multi_action_qini, policy_value_snips, uplift_at_k
 from training.plots import calibration_figure, qini_figure, uplift_curve_figure
 from training.pyfunc import UpliftModel
 
@@ -90,8 +90,8 @@ def greedy_actions(model: UpliftModel, uplift: np.ndarray) -> np.ndarray:
 def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
     """Score a model on labelled holdout exposures.
 
-    Metrics: Qini per action and mean (unweighted, and inverse-propensity weighted), AUUC (weighted), uplift
-    calibration pooled over actions, and the off-policy (SNIPS) net value per exposure of the greedy policy vs
+    Metrics: Qini per action and mean (unweighted, and inverse-propensity weighted), AUUC (weighted), mean
+    uplift@30 % over actions, uplift calibration pooled over actions, and the off-policy (SNIPS) net value per exposure of the greedy policy vs
     always `no_action`, both estimated from the logged propensities.
     """
     uplift = model.uplift(test[model.feature_names].to_numpy(np.float32))
@@ -109,6 +109,11 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
             y[rows], (actions[rows] == action).astype(int), uplift[rows, j], CALIBRATION_BINS, weight[rows]
         ).assign(action=action)
     pooled = pd.concat(tables.values(), ignore_index=True)
+    top30 = [
+        uplift_at_k(y[rows], uplift[rows, j], (actions[rows] == a).astype(int), k=0.3)
+        for j, a in enumerate(treatments)
+        for rows in [(actions == a) | (actions == control)]
+    ]
     summary = calibration_summary(pooled)
     # Net outcome of each logged exposure: attributed revenue minus the unit cost of the action that was shown.
     net = y - np.array([model.action_costs.get(a, 0.0) for a in actions])
@@ -121,6 +126,7 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
     metrics.update(
         n_holdout_rows=float(len(test)),
         holdout_mean_predicted_uplift=float(uplift.mean()),
+        holdout_uplift_at_30pct_mean=float(np.mean(top30)),
         holdout_policy_net_value_snips=greedy.value,
         holdout_policy_net_value_snips_se=greedy.se,
         holdout_no_action_net_value_snips=baseline.value,

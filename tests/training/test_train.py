@@ -31,7 +31,7 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
     trained = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), holdout_fraction=0.25)
     assert set(trained.metrics) >= {
         "holdout_qini_p", "holdout_qini_mean", "holdout_auuc_ipw_mean", "holdout_calibration_slope",
-        "holdout_incremental_net_value_snips", "n_train_rows", "n_holdout_rows",
+        "holdout_incremental_net_value_snips", "holdout_uplift_at_30pct_mean", "n_train_rows", "n_holdout_rows",
     }
     # rows the logging policy could not randomise (propensity 1) are neither fitted nor evaluated
     assert trained.metrics["n_deterministic_rows_skipped"] == 100
