@@ -58,7 +58,7 @@ class HyperliftSettings(BaseSettings):
         """DAGSTER_HOME: the given one, or a folder under the home folder (SQLite run and event storage)."""
         return self.dagster_home or self.home / "dagster"
 
-    def environment(self, redis_url: str) -> dict[str, str]:
+    def environment(self, redis_url: str, redis_timeout_s: float | None = None) -> dict[str, str]:
         """Variables that child processes (dagster, feast CLI, uvicorn) need to see the same state and services."""
         return {
             "HYPERLIFT_HOME": str(self.home),
@@ -67,12 +67,17 @@ class HyperliftSettings(BaseSettings):
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "DAGSTER_HOME": str(self.resolved_dagster_home),
             "HYPERLIFT_FEAST_REGISTRY": str(self.feast_registry_path),
-            "HYPERLIFT_FEAST_REDIS": feast_redis_connection_string(redis_url),
+            "HYPERLIFT_FEAST_REDIS": feast_redis_connection_string(redis_url, redis_timeout_s),
         }
 
 
-def feast_redis_connection_string(redis_url: str) -> str:
-    """Translate redis://[:password@]host:port[/db] into Feast's "host:port,db=N[,password=...]" form."""
+def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None) -> str:
+    """Translate redis://[:password@]host:port[/db] into Feast's "host:port,db=N[,password=...]" form.
+
+    With `timeout_s`, every connect and read is bounded and redis-py's retries are off (`retry=null`): by default
+    redis-py retries a timed-out call with backoff for about 9 s, which would stall a decision instead of letting
+    it fall back.
+    """
     parsed = urlparse(redis_url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
         raise ValueError(
@@ -86,4 +91,6 @@ def feast_redis_connection_string(redis_url: str) -> str:
         parts.append(f"password={parsed.password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    if timeout_s is not None:
+        parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}", "retry=null"]
     return ",".join(parts)

@@ -20,6 +20,9 @@ class ServingSettings(BaseSettings):
     model_refresh_s: float = Field(
         default=30.0, ge=0.0, description="How often to check the model alias for a new version (0: never)."
     )
+    redis_timeout_ms: float = Field(
+        default=50.0, gt=0, description="Bound on each Redis call of a decision (features, log); then the fallback."
+    )
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
     decision_stream: str = "hyperlift:decisions"

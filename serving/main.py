@@ -20,9 +20,13 @@ from serving.service import DecisionService
 def build_service(settings: ServingSettings) -> tuple[DecisionService, ChampionWatcher]:
     """Open the feature store, load the champion, and wire the decision service and its champion watcher."""
     platform = settings.platform()
-    store = feature_store(settings.redis_url, platform)
+    timeout_s = settings.redis_timeout_ms / 1000.0
+    store = feature_store(settings.redis_url, platform, redis_timeout_s=timeout_s)
     champion = load_champion(platform.mlflow_uri, settings.model_name, settings.model_alias, store)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.05, socket_connect_timeout=0.05)
+    # retry=None: redis-py's default retries would hold a decision for seconds when Redis hangs.
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
+    )
     decision_log = DecisionLog(client, settings.decision_stream, settings.decision_stream_maxlen)
     service = DecisionService(
         champion, decision_log, settings.epsilon, settings.control_action, np.random.default_rng(settings.seed)

@@ -46,3 +46,9 @@ def test_environment_for_child_processes(tmp_path):
     assert env["HYPERLIFT_FEAST_REDIS"] == "127.0.0.1:7001,db=0"
     assert env["HYPERLIFT_FEAST_REGISTRY"] == str(tmp_path / "feast" / "registry.db")
     assert env["HYPERLIFT_HOME"] == str(tmp_path)
+
+
+def test_timeouts_and_no_retries_for_the_serving_path():
+    assert feast_redis_connection_string("redis://h:1/2", timeout_s=0.05) == (
+        "h:1,db=2,socket_timeout=0.05,socket_connect_timeout=0.05,retry=null"
+    )

@@ -50,3 +50,31 @@ def test_decision_log_failure_never_fails_the_decision():
     response = service.decide(DecisionRequest(user_id=1, surface="home"))
     assert response.fallback == NO_MODEL
     assert log.failures == 1
+
+
+def test_a_hung_redis_gives_the_fallback_instead_of_a_hang(serving_settings, served_world):
+    """A server that accepts connections but never answers: each call ends at the timeout, with no retries."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    try:
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        service, _ = build_service(serving_settings)
+        service.champion.features.store = feature_store(url, served_world[0], redis_timeout_s=0.05)
+        service.decision_log = DecisionLog(
+            redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05, retry=None), "s", 10
+        )
+        for user in range(3):
+            response = service.decide(DecisionRequest(user_id=user, surface="home"))
+            assert response.fallback == FEATURES_UNAVAILABLE
+        assert service.metrics.fallbacks == {FEATURES_UNAVAILABLE: 3} and service.decision_log.failures == 3
+    finally:
+        hung.close()
+
+
+def test_serving_store_bounds_redis_calls_and_disables_retries(serving_settings):
+    service, _ = build_service(serving_settings)
+    connection = service.champion.features.store.config.online_store.connection_string
+    assert connection.endswith(",socket_timeout=0.05,socket_connect_timeout=0.05,retry=null")
