@@ -23,6 +23,8 @@ class ServingSettings(BaseSettings):
     redis_timeout_ms: float = Field(
         default=50.0, gt=0, description="Bound on each Redis call of a decision (features, log); then the fallback."
     )
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive feature-read failures that open the breaker.")
+    breaker_cooldown_s: float = Field(default=5.0, gt=0, description="How long an open breaker skips the online store.")
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
     decision_stream: str = "hyperlift:decisions"

@@ -10,6 +10,7 @@ import redis
 from fastapi import FastAPI
 
 from feature_repo.store import feature_store
+from serving.breaker import CircuitBreaker
 from serving.champion import ChampionWatcher, load_champion
 from serving.config import ServingSettings
 from serving.decision_log import DecisionLog
@@ -29,7 +30,12 @@ def build_service(settings: ServingSettings) -> tuple[DecisionService, ChampionW
     )
     decision_log = DecisionLog(client, settings.decision_stream, settings.decision_stream_maxlen)
     service = DecisionService(
-        champion, decision_log, settings.epsilon, settings.control_action, np.random.default_rng(settings.seed)
+        champion,
+        decision_log,
+        settings.epsilon,
+        settings.control_action,
+        np.random.default_rng(settings.seed),
+        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
     )
     watcher = ChampionWatcher(
         service, platform.mlflow_uri, settings.model_name, settings.model_alias, store, settings.model_refresh_s

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving.breaker import CircuitBreaker
 from serving.decision_log import DecisionLog
 from serving.features import FeatureClient, FeatureStoreUnavailable
 from serving.policy import choose, eligible_actions
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 # Fallback reasons (documented in README "Decision service"): the service answers with the control action.
 COLD_START = "cold_start_unknown_user"
 FEATURES_UNAVAILABLE = "feature_store_unavailable"
+FEATURES_CIRCUIT_OPEN = "feature_store_circuit_open"
 NO_MODEL = "no_champion_model"
 
 
@@ -54,9 +56,16 @@ class DecisionService:
     """Scores every eligible candidate with the champion and picks one with epsilon-greedy exploration."""
 
     def __init__(
-        self, champion: Champion | None, decision_log: DecisionLog, epsilon: float, control: str, rng: np.random.Generator
+        self,
+        champion: Champion | None,
+        decision_log: DecisionLog,
+        epsilon: float,
+        control: str,
+        rng: np.random.Generator,
+        breaker: CircuitBreaker | None = None,
     ):
         self.champion = champion
+        self.breaker = breaker or CircuitBreaker()
         self.decision_log = decision_log
         self.epsilon = epsilon
         self.control = control
@@ -92,11 +101,15 @@ class DecisionService:
         if champion is None:
             return {self.control: 0.0}, NO_MODEL, {}
         model = champion.model
+        if not self.breaker.allow():  # the online store failed repeatedly: answer at once, try again later
+            return {model.control: 0.0}, FEATURES_CIRCUIT_OPEN, {}
         try:
             read = champion.features.read(request.user_id, model.feature_names)
         except FeatureStoreUnavailable as exc:
+            self.breaker.record_failure()
             log.warning("user %s: %s", request.user_id, exc)
             return {model.control: 0.0}, FEATURES_UNAVAILABLE, {}
+        self.breaker.record_success()
         if not read.found:
             return {model.control: 0.0}, COLD_START, {}
         consent = bool(read.by_name.get("consent_marketing") or 0)

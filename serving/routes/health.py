@@ -33,4 +33,5 @@ def metrics(service: ServiceDep) -> dict[str, Any]:
         "decision_log_failures": service.decision_log.failures,
         "model_swaps": m.model_swaps,
         "model_refresh_failures": m.model_refresh_failures,
+        "feature_store_breaker": {"state": service.breaker.state, "opened": service.breaker.opened},
     }

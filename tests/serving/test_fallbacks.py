@@ -78,3 +78,22 @@ def test_serving_store_bounds_redis_calls_and_disables_retries(serving_settings)
     service, _ = build_service(serving_settings)
     connection = service.champion.features.store.config.online_store.connection_string
     assert connection.endswith(",socket_timeout=0.05,socket_connect_timeout=0.05,retry=null")
+
+
+def test_repeated_failures_open_the_breaker_and_it_closes_when_redis_is_back(serving_settings, served_world):
+    from serving.breaker import CircuitBreaker
+    from serving.service import FEATURES_CIRCUIT_OPEN
+
+    settings, redis_url, _ = served_world
+    service, _ = build_service(serving_settings)
+    now = [0.0]
+    service.breaker = CircuitBreaker(failure_threshold=2, cooldown_s=5, clock=lambda: now[0])
+    healthy = service.champion.features.store
+    service.champion.features.store = feature_store(f"redis://127.0.0.1:{free_port()}/0", settings, redis_timeout_s=0.05)
+    fallbacks = [service.decide(DecisionRequest(user_id=1, surface="home")).fallback for _ in range(4)]
+    assert fallbacks == [FEATURES_UNAVAILABLE, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_CIRCUIT_OPEN]
+    service.champion.features.store = healthy  # Redis is back
+    assert service.decide(DecisionRequest(user_id=1, surface="home")).fallback == FEATURES_CIRCUIT_OPEN
+    now[0] = 5.0  # cooldown over: the half-open trial succeeds and closes the breaker
+    assert service.decide(DecisionRequest(user_id=1, surface="home")).fallback is None
+    assert service.breaker.state == "closed" and service.breaker.opened == 1
