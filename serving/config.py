@@ -25,6 +25,10 @@ class ServingSettings(BaseSettings):
     )
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive feature-read failures that open the breaker.")
     breaker_cooldown_s: float = Field(default=5.0, gt=0, description="How long an open breaker skips the online store.")
+    last_known_good_max_age_s: float = Field(
+        default=300.0, gt=0, description="How old a remembered feature read may be to score a user when Redis fails."
+    )
+    last_known_good_max_entries: int = Field(default=100_000, ge=1, description="Users remembered (LRU).")
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
     decision_stream: str = "hyperlift:decisions"

@@ -14,6 +14,7 @@ from serving.breaker import CircuitBreaker
 from serving.champion import ChampionWatcher, load_champion
 from serving.config import ServingSettings
 from serving.decision_log import DecisionLog
+from serving.feature_cache import LastKnownGood
 from serving.routes import decisions, health
 from serving.service import DecisionService
 
@@ -36,6 +37,7 @@ def build_service(settings: ServingSettings) -> tuple[DecisionService, ChampionW
         settings.control_action,
         np.random.default_rng(settings.seed),
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+        LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
     )
     watcher = ChampionWatcher(
         service, platform.mlflow_uri, settings.model_name, settings.model_alias, store, settings.model_refresh_s

@@ -13,7 +13,8 @@ import numpy as np
 
 from serving.breaker import CircuitBreaker
 from serving.decision_log import DecisionLog
-from serving.features import FeatureClient, FeatureStoreUnavailable
+from serving.feature_cache import LastKnownGood
+from serving.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
 from serving.policy import choose, eligible_actions
 from serving.schemas import DecisionRequest, DecisionResponse, ModelRef, ScoredAction
 from training.pyfunc import UpliftModel
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 COLD_START = "cold_start_unknown_user"
 FEATURES_UNAVAILABLE = "feature_store_unavailable"
 FEATURES_CIRCUIT_OPEN = "feature_store_circuit_open"
+LAST_KNOWN_GOOD = "last_known_good_features"
 NO_MODEL = "no_champion_model"
 
 
@@ -63,9 +65,11 @@ class DecisionService:
         control: str,
         rng: np.random.Generator,
         breaker: CircuitBreaker | None = None,
+        feature_cache: LastKnownGood | None = None,
     ):
         self.champion = champion
         self.breaker = breaker or CircuitBreaker()
+        self.feature_cache = feature_cache or LastKnownGood()
         self.decision_log = decision_log
         self.epsilon = epsilon
         self.control = control
@@ -101,15 +105,9 @@ class DecisionService:
         if champion is None:
             return {self.control: 0.0}, NO_MODEL, {}
         model = champion.model
-        if not self.breaker.allow():  # the online store failed repeatedly: answer at once, try again later
-            return {model.control: 0.0}, FEATURES_CIRCUIT_OPEN, {}
-        try:
-            read = champion.features.read(request.user_id, model.feature_names)
-        except FeatureStoreUnavailable as exc:
-            self.breaker.record_failure()
-            log.warning("user %s: %s", request.user_id, exc)
-            return {model.control: 0.0}, FEATURES_UNAVAILABLE, {}
-        self.breaker.record_success()
+        read, fallback = self._read_features(champion, request.user_id)
+        if read is None:
+            return {model.control: 0.0}, fallback, {}
         if not read.found:
             return {model.control: 0.0}, COLD_START, {}
         consent = bool(read.by_name.get("consent_marketing") or 0)
@@ -119,7 +117,27 @@ class DecisionService:
         scores = {a: (0.0 if a == model.control else net[a]) for a in allowed}
         if not scores:  # candidates without the control and no consent: the control is always allowed
             scores = {model.control: 0.0}
-        return scores, None, read.by_name
+        return scores, fallback, read.by_name
+
+    def _read_features(self, champion: Champion, user_id: int) -> tuple[FeatureRead | None, str | None]:
+        """Online features (fallback None), else the user's last known good ones, else None with the reason."""
+        key = (champion.ref.version, user_id)  # the value order belongs to one model version
+        if self.breaker.allow():
+            try:
+                read = champion.features.read(user_id, champion.model.feature_names)
+            except FeatureStoreUnavailable as exc:
+                self.breaker.record_failure()
+                log.warning("user %s: %s", user_id, exc)
+                reason = FEATURES_UNAVAILABLE
+            else:
+                self.breaker.record_success()
+                if read.found:
+                    self.feature_cache.put(key, read)
+                return read, None
+        else:  # the online store failed repeatedly: do not wait on it, try again after the cooldown
+            reason = FEATURES_CIRCUIT_OPEN
+        cached = self.feature_cache.get(key)
+        return (cached, LAST_KNOWN_GOOD) if cached is not None else (None, reason)
 
     def _record(
         self,

@@ -97,3 +97,19 @@ def test_repeated_failures_open_the_breaker_and_it_closes_when_redis_is_back(ser
     now[0] = 5.0  # cooldown over: the half-open trial succeeds and closes the breaker
     assert service.decide(DecisionRequest(user_id=1, surface="home")).fallback is None
     assert service.breaker.state == "closed" and service.breaker.opened == 1
+
+
+def test_recently_seen_users_are_scored_on_their_last_known_good_features(serving_settings, served_world):
+    from serving.service import LAST_KNOWN_GOOD
+
+    settings, _, users = served_world
+    seen, unseen = (int(u) for u in users.loc[users["consent_marketing"], "user_id"].iloc[:2])
+    service, _ = build_service(serving_settings)
+    service.epsilon = 0.0
+    online = service.decide(DecisionRequest(user_id=seen, surface="home"))
+    assert online.fallback is None
+    service.champion.features.store = feature_store(f"redis://127.0.0.1:{free_port()}/0", settings, redis_timeout_s=0.05)
+    remembered = service.decide(DecisionRequest(user_id=seen, surface="home"))
+    assert remembered.fallback == LAST_KNOWN_GOOD
+    assert remembered.actions == online.actions  # same features, same model, no exploration: same choice
+    assert service.decide(DecisionRequest(user_id=unseen, surface="home")).fallback == FEATURES_UNAVAILABLE
