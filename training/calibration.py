@@ -48,6 +48,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
+from training.metrics import checked_sample_weight
+
 CALIBRATION_COLUMNS = (
     "bin", "n_treated", "n_control", "weight", "predicted", "observed", "se", "lower", "upper", "covered"
 )
@@ -71,7 +73,7 @@ class OutcomeCalibrator(BaseEstimator):
         y = _vector(y, "y")
         if len(s) != len(y) or len(s) == 0:
             raise ValueError(f"scores and y must be non-empty and of equal length; got {len(s)}, {len(y)}")
-        w = np.ones(len(y)) if sample_weight is None else _sample_weight(sample_weight, len(y))
+        w = np.ones(len(y)) if sample_weight is None else checked_sample_weight(sample_weight, len(y))
         if self.method == "platt":
             if not np.isin(y, (0.0, 1.0)).all():
                 raise ValueError(
@@ -124,7 +126,7 @@ def uplift_calibration(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
     treatment = treatment.astype(int)
-    w = np.ones(n) if sample_weight is None else _sample_weight(sample_weight, n)
+    w = np.ones(n) if sample_weight is None else checked_sample_weight(sample_weight, n)
     n_bins = int(n_bins)
     bins = np.empty(n, dtype=int)
     bins[np.argsort(uplift, kind="mergesort")] = np.arange(n) * n_bins // n
@@ -294,15 +296,6 @@ def _vector(values: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
-def _sample_weight(sample_weight: np.ndarray, n: int) -> np.ndarray:
-    w = np.asarray(sample_weight, dtype=float)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have one value per row ({n}); got shape {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("sample_weight must be finite and >= 0")
-    return w
-
-
 class UpliftRecalibrator(BaseEstimator):
     """Per-action linear map τ′_a = intercept_a + slope_a·τ_a, fitted on rows the learner did not see.
 
@@ -332,7 +325,7 @@ class UpliftRecalibrator(BaseEstimator):
         uplift = np.asarray(uplift, dtype=float)
         if uplift.shape != (len(actions), len(treatments)):
             raise ValueError(f"uplift must have shape (rows, treatments) = {(len(actions), len(treatments))}")
-        weight = np.ones(len(actions)) if sample_weight is None else _sample_weight(sample_weight, len(actions))
+        weight = np.ones(len(actions)) if sample_weight is None else checked_sample_weight(sample_weight, len(actions))
         slopes, intercepts = [], []
         for j, action in enumerate(treatments):
             rows = (actions == action) | (actions == control)

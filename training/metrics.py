@@ -111,7 +111,7 @@ def perfect_uplift_curve(
     counts with `sample_weight`); ties inside the groups broken by y·t − y·(1 − t).
     """
     y, _, treatment = _checked(y, np.zeros(len(y)), treatment)
-    w = np.ones(len(y)) if sample_weight is None else _weights(sample_weight, len(y))
+    w = np.ones(len(y)) if sample_weight is None else checked_sample_weight(sample_weight, len(y))
     responder = (y > 0).astype(int)
     control_responders = w[(responder == 1) & (treatment == 0)].sum()
     treated_non_responders = w[(responder == 0) & (treatment == 1)].sum()
@@ -304,7 +304,7 @@ def _cumulative(
 ) -> tuple[np.ndarray, ...]:
     """(N, N_t, N_c, Y_t, Y_c) at each distinct-threshold cut of the descending ranking (weighted if weights)."""
     y, uplift, treatment = _checked(y, uplift, treatment)
-    w = None if sample_weight is None else _weights(sample_weight, len(y))
+    w = None if sample_weight is None else checked_sample_weight(sample_weight, len(y))
     order = np.argsort(uplift, kind="mergesort")[::-1]
     y, uplift, treatment = y[order], uplift[order], treatment[order]
     cut = np.r_[np.where(np.diff(uplift))[0], uplift.size - 1]
@@ -333,7 +333,8 @@ def _checked(y: np.ndarray, uplift: np.ndarray, treatment: np.ndarray) -> tuple[
     return y, uplift, treatment.astype(int)
 
 
-def _weights(sample_weight: np.ndarray, n: int) -> np.ndarray:
+def checked_sample_weight(sample_weight: np.ndarray, n: int) -> np.ndarray:
+    """Sample weights as floats, one finite non-negative value per row (a ValueError says what is wrong)."""
     w = np.asarray(sample_weight, dtype=float)
     if w.shape != (n,):
         raise ValueError(f"sample_weight must have one value per row ({n}); got shape {w.shape}")

@@ -73,11 +73,27 @@ CALIBRATION_KEYS = ("mean_abs_error", "coverage", "slope", "slope_se", "n_bins_u
 
 @dataclass
 class Evaluation:
-    """Holdout metrics, figures and the pooled uplift-calibration table of one model."""
+    """Holdout metrics and the uplift-calibration tables of one model; figures are drawn only when asked for."""
 
     metrics: dict[str, float]
-    figures: dict[str, Figure]
     calibration: pd.DataFrame
+    curves: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # y, logged actions, uplift, weights
+    scores: tuple[dict[str, float], dict[str, float]]  # Qini, AUUC per action
+    tables: dict[str, pd.DataFrame]
+    treatments: list[str]
+    control: str
+
+    def figures(self) -> dict[str, Figure]:
+        """Qini curves, uplift curves and calibration panels (the promotion check needs none of them)."""
+        y, actions, uplift, weight = self.curves
+        qini, auuc = self.scores
+        return {
+            "holdout_qini_curves": qini_figure(y, actions, uplift, self.treatments, self.control, qini),
+            "holdout_uplift_curves": uplift_curve_figure(
+                y, actions, uplift, self.treatments, self.control, auuc, weight
+            ),
+            "holdout_uplift_calibration": calibration_figure(self.tables),
+        }
 
 
 def greedy_actions(model: UpliftModel, uplift: np.ndarray) -> np.ndarray:
@@ -91,8 +107,8 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
     """Score a model on labelled holdout exposures.
 
     Metrics: Qini per action and mean (unweighted, and inverse-propensity weighted), AUUC (weighted), mean
-    uplift@30 % over actions, uplift calibration pooled over actions, and the off-policy (SNIPS) net value per exposure of the greedy policy vs
-    always `no_action`, both estimated from the logged propensities.
+    uplift@30 % over actions, uplift calibration pooled over actions, and the off-policy (SNIPS) net value per
+    exposure of the greedy policy vs always `no_action`, both estimated from the logged propensities.
     """
     uplift = model.uplift(test[model.feature_names].to_numpy(np.float32))
     y, actions = test["label_revenue"].to_numpy(float), test["action_id"].to_numpy().astype(str)
@@ -132,12 +148,7 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
         holdout_no_action_net_value_snips=baseline.value,
         holdout_incremental_net_value_snips=greedy.value - baseline.value,
     )
-    figures = {
-        "holdout_qini_curves": qini_figure(y, actions, uplift, treatments, control, qini),
-        "holdout_uplift_curves": uplift_curve_figure(y, actions, uplift, treatments, control, auuc, weight),
-        "holdout_uplift_calibration": calibration_figure(tables),
-    }
-    return Evaluation(metrics, figures, pooled)
+    return Evaluation(metrics, pooled, (y, actions, uplift, weight), (qini, auuc), tables, treatments, control)
 
 
 CROSS_FIT_FOLDS = 3
@@ -203,4 +214,4 @@ def train_uplift(
         n_deterministic_rows_skipped=float(split.n_deterministic),
         train_label_mean=float(y.mean()),
     )
-    return TrainedUplift(model, metrics, evaluation.figures, evaluation.calibration)
+    return TrainedUplift(model, metrics, evaluation.figures(), evaluation.calibration)
