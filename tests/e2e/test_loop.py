@@ -112,19 +112,24 @@ def test_champion_run_records_metrics_and_feature_service(pipeline):
     }
 
 
-def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, e2e_redis_url):
-    settings, _ = pipeline
-    uri = settings.mlflow_uri
-    champion_before = alias_version(uri, "hyperlift_uplift", "champion")
-    resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
-    resources["mlflow"] = lenient_gate(settings, margin=1.0)  # an unbeatable margin
-    result = dg.materialize(
+def train_and_gate(resources: dict) -> dg.ExecuteInProcessResult:
+    """Materialize challenger → gate → champion only, on the module's training set."""
+    return dg.materialize(
         [models.uplift_challenger, models.uplift_champion, promotion.challenger_beats_champion],
         resources=resources,
         run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
+
+
+def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, e2e_redis_url):
+    settings, _ = pipeline
+    uri = settings.mlflow_uri
+    champion_before = alias_version(uri, "hyperlift_uplift", "champion")
+    resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
+    resources["mlflow"] = lenient_gate(settings, margin=1.0)  # an unbeatable margin
+    result = train_and_gate(resources)
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed is False
     assert "+ margin 1.0000" in evaluation.metadata["reasons"].value[0]
@@ -139,13 +144,7 @@ def test_an_uncalibrated_first_model_is_not_promoted(pipeline, e2e_redis_url, tm
     resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
     fresh_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # an empty registry: no champion yet
     resources["mlflow"] = MlflowResource(tracking_uri=fresh_uri, artifact_dir=str(tmp_path / "artifacts"))
-    result = dg.materialize(
-        [models.uplift_challenger, models.uplift_champion, promotion.challenger_beats_champion],
-        resources=resources,
-        run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    result = train_and_gate(resources)
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed is False
     assert any(r.startswith("uplift calibration:") for r in evaluation.metadata["reasons"].value)
