@@ -1,11 +1,33 @@
-"""Jobs: one that runs the whole graph."""
+"""Jobs: the training pipeline, and the drain of the decision and outcome streams."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from dagster_project.assets.decisions import DECISION_DAYS
+
+# The training pipeline's asset groups; the decision log (group "decision_log") runs on its own schedule.
+PIPELINE_GROUPS = ("ingestion", "validation", "features", "online_store", "training", "models")
+
 hyperlift_job = dg.define_asset_job(
     "hyperlift_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
     description="Ingest → validate → features → Feast/Redis → training set → challenger → gate → champion.",
 )
+
+decision_log_job = dg.define_asset_job(
+    "decision_log_job",
+    selection=dg.AssetSelection.assets("decision_trace", "outcome_events"),
+    description="Drain the decision and outcome streams from Redis into the lake (write, then acknowledge).",
+)
+
+decision_readout_job = dg.define_asset_job(
+    "decision_readout_job",
+    selection=dg.AssetSelection.assets("decision_outcomes", "experiment_readout"),
+    partitions_def=DECISION_DAYS,
+    description="Join a day's outcomes to its decisions, then read out the experiments of that day.",
+)
+
+# Each day's partition runs once the day is over; outcomes arriving within the attribution window after that are
+# picked up by re-running the partition (metadata `window_closed` says whether the window had closed).
+decision_readout_schedule = dg.build_schedule_from_partitioned_job(decision_readout_job, hour_of_day=1)

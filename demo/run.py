@@ -22,7 +22,7 @@ from demo.traffic import Served, send_decisions, wait_healthy
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.decision_log import drain_to_parquet
+from serving.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
 from simulator import ShopConfig, build_shop
 
 # The ground truth is scored on the same attribution window the training labels use.
@@ -44,6 +44,7 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 
 PROMOTION_CHECK = "challenger_beats_champion"
+HOLDOUT_EXPERIMENT, HOLDOUT_ARM = "policy_holdout", "holdout"  # serving/conf/experiments.yaml
 
 
 def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) -> tuple[dict[str, dict], dict]:
@@ -93,6 +94,12 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> Served:
         server.wait(timeout=30)
 
 
+def clear_policy_counters(client: redis.Redis) -> int:
+    """Delete frequency-cap and budget counters: each demo run starts a fresh shop day for the same users."""
+    keys = [k for pattern in ("hyperlift:caps:*", "hyperlift:budget:*") for k in client.scan_iter(pattern, count=1000)]
+    return client.delete(*keys) if keys else 0
+
+
 def main() -> int:
     """Run the demo; prints the summary and writes reports/demo_summary.json."""
     settings = HyperliftSettings()
@@ -111,18 +118,24 @@ def main() -> int:
         rng = np.random.default_rng(shop_config.seed + 1)
         known = rng.choice(shop_config.n_users, size=n_decisions, replace=True)
         unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
+        cleared = clear_policy_counters(redis.Redis.from_url(env["REDIS_URL"]))
+        print(f"  cleared {cleared} cap/budget counters of earlier demo runs (the demo replays the same users)")
         served = serve_and_query(env, np.concatenate([known, unknown]))
         timings["serving_s"] = time.perf_counter() - started
 
         client = redis.Redis.from_url(env["REDIS_URL"])
-        log_path = settings.data_dir / "decisions" / "decisions.parquet"
-        drain_to_parquet(client, "hyperlift:decisions", log_path)
-        decisions = pd.read_parquet(log_path).tail(len(served.actions))
+        log_path = settings.data_dir / "decisions"  # the lake folder the decision_trace asset drains into
+        StreamDrain(client, DECISION_STREAM, DRAIN_GROUP, "demo", log_path, DECISION_FORMAT).drain()
+        decisions = read_partitions(log_path, record_format=DECISION_FORMAT).tail(len(served.actions))
 
         started = _stage("3/3 Ground truth: expected incremental value of the served decisions")
         shop = build_shop(shop_config)
         n_known = len(known)
-        value = incremental_value(shop, known, served.actions[:n_known], ATTRIBUTION_WINDOW_HOURS)
+        # The policy_holdout experiment serves the neutral action to its holdout arm on purpose: the policy's
+        # value is measured on everyone else, the holdout's separately.
+        in_holdout = np.array([arms.get(HOLDOUT_EXPERIMENT) == HOLDOUT_ARM for arms in served.arms[:n_known]])
+        actions = np.asarray(served.actions[:n_known], dtype=object)
+        value = incremental_value(shop, known[~in_holdout], list(actions[~in_holdout]), ATTRIBUTION_WINDOW_HOURS)
         timings["evaluation_s"] = time.perf_counter() - started
 
     summary = _summary(shop_config, assets, promotion, served, decisions, value, timings, log_path)
@@ -148,7 +161,8 @@ def _summary(
     validated = assets["validated_events"]
     model = assets["uplift_challenger"]  # the model this run trained; `served_by` is whichever was champion
     fallbacks = pd.Series([f for f in served.fallbacks if f]).value_counts().to_dict()
-    server_ms = decisions["latency_ms"].to_numpy()
+    server_ms = decisions["latency_ms"].map(lambda text: json.loads(text)["total"]).to_numpy()
+    arms = pd.Series([f"{e}:{a}" for served_arms in served.arms for e, a in served_arms.items()]).value_counts()
     return {
         "shop": {"users": shop.n_users, "days": shop.n_days, "items": shop.n_items, "seed": shop.seed},
         "events": {
@@ -172,6 +186,7 @@ def _summary(
             "served": len(served.actions),
             "fallbacks": {str(k): int(v) for k, v in fallbacks.items()},
             "chosen": pd.Series(served.actions).value_counts().to_dict(),
+            "experiment_arms": {str(k): int(v) for k, v in arms.items()},
             "latency_ms": {
                 "service_p50": round(float(np.percentile(server_ms, 50)), 3),
                 "service_p99": round(float(np.percentile(server_ms, 99)), 3),

@@ -18,6 +18,7 @@ class Served:
     propensities: np.ndarray
     fallbacks: list[str | None]
     round_trip_ms: np.ndarray
+    arms: list[dict[str, str]]
     model: dict | None
     feature_service: str | None
 
@@ -39,7 +40,7 @@ def wait_healthy(base_url: str, timeout_s: float = 60.0) -> dict:
 
 def send_decisions(base_url: str, user_ids: np.ndarray, surface: str = "home", report_every: int = 1000) -> Served:
     """POST one /v1/decisions per user id over one keep-alive connection; raises on any non-200 answer."""
-    actions, fallbacks, propensities, rtt = [], [], [], []
+    actions, fallbacks, propensities, rtt, arms = [], [], [], [], []
     model, feature_service = None, None
     with httpx.Client(base_url=base_url, timeout=5.0) as client:
         for i, user_id in enumerate(user_ids, start=1):
@@ -51,8 +52,9 @@ def send_decisions(base_url: str, user_ids: np.ndarray, surface: str = "home", r
             actions.append(body["actions"][0]["action_id"])
             propensities.append(body["actions"][0]["propensity"])
             fallbacks.append(body["fallback"])
+            arms.append(body["experiments"])
             model = model or body["model"]
             feature_service = feature_service or body["feature_service"]
             if i % report_every == 0 or i == len(user_ids):
                 print(f"  decisions: {i}/{len(user_ids)}  p50 {np.percentile(rtt, 50):.2f} ms", flush=True)
-    return Served(np.asarray(user_ids), actions, np.asarray(propensities), fallbacks, np.asarray(rtt), model, feature_service)
+    return Served(np.asarray(user_ids), actions, np.asarray(propensities), fallbacks, np.asarray(rtt), arms, model, feature_service)

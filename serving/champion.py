@@ -1,9 +1,10 @@
-"""Load the champion model from the MLflow registry together with the feature service it was trained with."""
+"""Load the champion models the surfaces use, with the feature service each was trained with, and keep them fresh."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
 from feast import FeatureStore
 from feast.errors import FeatureServiceNotFoundException
@@ -11,22 +12,25 @@ from mlflow.exceptions import MlflowException
 
 from serving.features import FeatureClient
 from serving.service import Champion, DecisionService
+from serving.surfaces import PolicyConfig
 from training.lifecycle import alias_version
 from training.registry import load_alias
 
 log = logging.getLogger(__name__)
 
+ModelKey = tuple[str, str]  # (registered model name, alias)
+
 
 class FeatureServiceMissing(RuntimeError):
-    """The champion was trained with a feature service that the Feast registry does not have."""
+    """A model was trained with a feature service that the Feast registry (or a surface) does not accept."""
 
 
 def load_champion(tracking_uri: str, model_name: str, alias: str, store: FeatureStore) -> Champion | None:
-    """The champion and a feature client for its feature service; None (logged) when no model has the alias."""
+    """The aliased model and a feature client for its feature service; None (logged) when no model has the alias."""
     try:
         model, ref, feature_service = load_alias(tracking_uri, model_name, alias)
     except MlflowException as exc:
-        log.error("no model %s@%s in %s (%s); serving the control action", model_name, alias, tracking_uri, exc)
+        log.error("no model %s@%s in %s (%s); serving the neutral action", model_name, alias, tracking_uri, exc)
         return None
     try:
         features = FeatureClient(store, feature_service)
@@ -42,44 +46,86 @@ def load_champion(tracking_uri: str, model_name: str, alias: str, store: Feature
     return Champion(model=model, ref=ref, features=features)
 
 
-class ChampionWatcher:
-    """Polls the registry alias and swaps in a newly aliased model without dropping a request.
+def check_against_surfaces(key: ModelKey, champion: Champion, config: PolicyConfig) -> None:
+    """Every surface scored by `key` must name the model's feature service and only actions the model knows."""
+    known = {champion.model.control, *champion.model.treatments}
+    for surface in config.surfaces.values():
+        if (surface.model.name, surface.model.alias) != key:
+            continue
+        served = champion.features.feature_service_name
+        if surface.feature_service != served:
+            raise FeatureServiceMissing(
+                f"surface {surface.name!r} reads feature service {surface.feature_service!r} but "
+                f"{key[0]}@{key[1]} (v{champion.ref.version}) was trained on {served!r}; change the surface file or "
+                "move the alias to a model trained on the surface's feature service"
+            )
+        unknown = sorted(surface.actions_named() - known)
+        if unknown:
+            raise FeatureServiceMissing(
+                f"surface {surface.name!r} names actions {unknown} that {key[0]} v{champion.ref.version} does not "
+                f"score; it knows {sorted(known)}"
+            )
 
-    A request reads `service.champion` once and keeps that object to the end, so replacing the reference is
-    atomic for it. A version that fails to load is counted and the current champion keeps serving; when the alias
-    disappears the last loaded champion keeps serving too (safer than falling back for every user).
+
+def load_champions(tracking_uri: str, config: PolicyConfig, store: FeatureStore) -> dict[ModelKey, Champion | None]:
+    """One champion per (model, alias) the surfaces use, each checked against those surfaces."""
+    champions: dict[ModelKey, Champion | None] = {}
+    for key in model_keys(config):
+        champion = load_champion(tracking_uri, *key, store)
+        if champion is not None:
+            check_against_surfaces(key, champion, config)
+        champions[key] = champion
+    return champions
+
+
+def model_keys(config: PolicyConfig) -> list[ModelKey]:
+    """The distinct (model, alias) pairs of the surfaces."""
+    return sorted({(s.model.name, s.model.alias) for s in config.surfaces.values()})
+
+
+class ChampionWatcher:
+    """Polls the registry aliases and swaps in newly aliased models without dropping a request.
+
+    A request reads `service.champions[key]` once and keeps that object to the end, so replacing the entry is
+    atomic for it. A version that fails to load or to pass the surface checks is counted and the current one keeps
+    serving; when an alias disappears the last loaded model keeps serving too (safer than falling back for all).
     """
 
     def __init__(
-        self, service: DecisionService, tracking_uri: str, model_name: str, alias: str, store: FeatureStore,
+        self, service: DecisionService, tracking_uri: str, keys: Iterable[ModelKey], store: FeatureStore,
         interval_s: float,
     ):
         self.service = service
         self.tracking_uri = tracking_uri
-        self.model_name = model_name
-        self.alias = alias
+        self.keys = list(keys)
         self.store = store
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> bool:
-        """Load and swap in the aliased version if it differs from the one serving; True when it swapped."""
-        current = self.service.champion.ref.version if self.service.champion else None
+    def refresh(self) -> int:
+        """Swap in every aliased version that differs from the one serving; returns how many swapped."""
+        return sum(self._refresh(key) for key in self.keys)
+
+    def _refresh(self, key: ModelKey) -> bool:
+        serving = self.service.champions.get(key)
+        current = serving.ref.version if serving else None
         try:
-            version = alias_version(self.tracking_uri, self.model_name, self.alias)
+            version = alias_version(self.tracking_uri, *key)
             if version is None or version == current:
                 return False
-            champion = load_champion(self.tracking_uri, self.model_name, self.alias, self.store)
+            champion = load_champion(self.tracking_uri, *key, self.store)
+            if champion is not None:
+                check_against_surfaces(key, champion, self.service.config)
         except (MlflowException, FeatureServiceMissing, OSError, ValueError) as exc:
-            self.service.metrics.model_refresh_failures += 1
-            log.error("could not load %s@%s (keeping v%s): %s", self.model_name, self.alias, current, exc)
+            self.service.metrics.model_refresh_failures.inc()
+            log.error("could not load %s@%s (keeping v%s): %s", *key, current, exc)
             return False
         if champion is None:
             return False
-        self.service.champion = champion
-        self.service.metrics.model_swaps += 1
-        log.info("%s@%s: now serving v%s (was v%s)", self.model_name, self.alias, champion.ref.version, current)
+        self.service.champions[key] = champion
+        self.service.metrics.model_swaps.inc()
+        log.info("%s@%s: now serving v%s (was v%s)", *key, champion.ref.version, current)
         return True
 
     def start(self) -> None:

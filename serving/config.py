@@ -1,38 +1,49 @@
-"""Serving settings, typed and read from the environment once."""
+"""Serving settings, typed and read from the environment once (policy per surface lives in `conf/`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import HyperliftSettings
+from serving.decision_log import DECISION_STREAM, OUTCOME_STREAM
+from serving.surfaces import DEFAULT_CONFIG_DIR
 
 
 class ServingSettings(BaseSettings):
-    """What the decision service connects to and how it explores."""
+    """What the decision service connects to and how it protects itself."""
 
     model_config = SettingsConfigDict(env_prefix="HYPERLIFT_SERVING_", extra="ignore", protected_namespaces=())
 
     redis_url: str = Field(validation_alias="REDIS_URL", description="The Redis server of the Feast online store.")
-    model_name: str = "hyperlift_uplift"
-    model_alias: str = "champion"
-    control_action: str = Field(default="no_action", description="Served when no model can be used.")
+    config_dir: Path = Field(default=DEFAULT_CONFIG_DIR, description="Folder with surfaces/ and regions/ YAML files.")
+    experiments_file: Path = Field(default=DEFAULT_CONFIG_DIR / "experiments.yaml")
     model_refresh_s: float = Field(
-        default=30.0, ge=0.0, description="How often to check the model alias for a new version (0: never)."
+        default=30.0, ge=0.0, description="How often to check the model aliases for a new version (0: never)."
     )
     redis_timeout_ms: float = Field(
-        default=50.0, gt=0, description="Bound on each Redis call of a decision (features, log); then the fallback."
+        default=50.0, gt=0, description="Bound on each Redis call of a decision (features, caps, budgets); then the fallback."
     )
-    breaker_failures: int = Field(default=5, ge=1, description="Consecutive feature-read failures that open the breaker.")
-    breaker_cooldown_s: float = Field(default=5.0, gt=0, description="How long an open breaker skips the online store.")
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive Redis failures that open the breaker.")
+    breaker_cooldown_s: float = Field(default=5.0, gt=0, description="How long an open breaker skips Redis.")
     last_known_good_max_age_s: float = Field(
         default=300.0, gt=0, description="How old a remembered feature read may be to score a user when Redis fails."
     )
     last_known_good_max_entries: int = Field(default=100_000, ge=1, description="Users remembered (LRU).")
-    epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="Share of traffic explored uniformly.")
+    max_in_flight: int = Field(default=32, ge=1, description="Decisions computed at once; beyond: neutral, 'overloaded'.")
+    safe_mode: bool = Field(default=False, description="Force safe mode on in this process (neutral everywhere).")
+    safe_mode_key: str = "hyperlift:safe_mode"
+    safe_mode_poll_s: float = Field(default=1.0, gt=0, description="How often each worker reads the safe-mode switch.")
+    admin_token: str | None = Field(default=None, description="If set, admin endpoints need `Authorization: Bearer`.")
+    hash_salt: str = Field(default="hyperlift-dev-salt", description="Key of the user/context hashes in the trace.")
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
-    decision_stream: str = "hyperlift:decisions"
+    decision_stream: str = DECISION_STREAM
     decision_stream_maxlen: int = 1_000_000
+    outcome_stream: str = OUTCOME_STREAM
+    trace_queue_size: int = Field(default=10_000, ge=1, description="Decisions waiting for the trace writer.")
+    log_decisions: bool = Field(default=True, description="One JSON log line per decision (keyed by decision_id).")
 
     def platform(self) -> HyperliftSettings:
         """The shared platform settings (home folder, MLflow store)."""

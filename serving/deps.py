@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, HTTPException, Request
 
-from serving.service import DecisionService
-
-
-def get_service(request: Request) -> DecisionService:
-    """The process-wide decision service built at start-up."""
-    return request.app.state.service
+if TYPE_CHECKING:
+    from serving.main import Runtime
 
 
-ServiceDep = Annotated[DecisionService, Depends(get_service)]
+def get_runtime(request: Request) -> Runtime:
+    """The process-wide runtime built at start-up (service, outcome log, admission, settings)."""
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated["Runtime", Depends(get_runtime)]
+
+
+def require_admin(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """With HYPERLIFT_SERVING_ADMIN_TOKEN set, admin calls must send `Authorization: Bearer <token>`."""
+    token = runtime.settings.admin_token
+    if token is not None and authorization != f"Bearer {token}":
+        raise HTTPException(status_code=401, detail="admin endpoint: send Authorization: Bearer <admin token>")

@@ -4,45 +4,81 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import redis
 from fastapi import FastAPI
 
 from feature_repo.store import feature_store
+from feature_repo.transforms import REGIONS
+from serving import json_logs
+from serving.admission import Admission
+from serving.body_limit import BodyLimit
 from serving.breaker import CircuitBreaker
-from serving.champion import ChampionWatcher, load_champion
+from serving.champion import ChampionWatcher, load_champions, model_keys
 from serving.config import ServingSettings
-from serving.decision_log import DecisionLog
+from serving.experiments import ExperimentAssigner, load_experiments
 from serving.feature_cache import LastKnownGood
-from serving.routes import decisions, health
+from serving.metrics import ServiceMetrics
+from serving.outcomes import OutcomeLog
+from serving.routes import admin, decisions, health, outcomes
+from serving.safe_mode import SafeMode
 from serving.service import DecisionService
+from serving.surfaces import load_policy_config
+from serving.trace import TraceWriter
+
+MAX_BODY_BYTES = 65_536  # a decision request is < 10 kB even with 100 candidates and a full context
 
 
-def build_service(settings: ServingSettings) -> tuple[DecisionService, ChampionWatcher]:
-    """Open the feature store, load the champion, and wire the decision service and its champion watcher."""
+@dataclass
+class Runtime:
+    """Everything the app starts at start-up and stops at shutdown."""
+
+    service: DecisionService
+    outcomes: OutcomeLog
+    watcher: ChampionWatcher
+    admission: Admission
+    settings: ServingSettings
+
+    def start(self) -> None:
+        """Start the background threads (safe-mode poll, champion watcher)."""
+        self.service.safe_mode.start()
+        self.watcher.start()
+
+    def stop(self) -> None:
+        """Stop the threads and write the queued trace records."""
+        self.watcher.stop()
+        self.service.safe_mode.stop()
+        self.service.trace.close()
+
+
+def build_runtime(settings: ServingSettings) -> Runtime:
+    """Validate the policy files, open the stores, load the champions, and wire the service."""
+    config = load_policy_config(settings.config_dir, REGIONS)  # a bad file stops start-up here, with its name
+    experiments = ExperimentAssigner(load_experiments(settings.experiments_file))
     platform = settings.platform()
     timeout_s = settings.redis_timeout_ms / 1000.0
     store = feature_store(settings.redis_url, platform, redis_timeout_s=timeout_s)
-    champion = load_champion(platform.mlflow_uri, settings.model_name, settings.model_alias, store)
+    champions = load_champions(platform.mlflow_uri, config, store)
     # retry=None: redis-py's default retries would hold a decision for seconds when Redis hangs.
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
+    metrics = ServiceMetrics()
+    trace = TraceWriter(
+        client, settings.decision_stream, settings.decision_stream_maxlen, settings.trace_queue_size,
+        on_drop=metrics.decision_log_failures.inc,
     )
-    decision_log = DecisionLog(client, settings.decision_stream, settings.decision_stream_maxlen)
     service = DecisionService(
-        champion,
-        decision_log,
-        settings.epsilon,
-        settings.control_action,
-        np.random.default_rng(settings.seed),
+        config, champions, client, trace, experiments,
+        SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s),
+        np.random.default_rng(settings.seed), settings.hash_salt, metrics,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
     )
-    watcher = ChampionWatcher(
-        service, platform.mlflow_uri, settings.model_name, settings.model_alias, store, settings.model_refresh_s
-    )
-    return service, watcher
+    service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
+    watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
+    outcomes = OutcomeLog(client, settings.outcome_stream, settings.hash_salt)
+    return Runtime(service, outcomes, watcher, Admission(settings.max_in_flight), settings)
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -50,14 +86,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service, watcher = build_service(settings or ServingSettings())
-        watcher.start()
+        resolved = settings or ServingSettings()
+        json_logs.configure(resolved.log_decisions)
+        runtime = build_runtime(resolved)
+        app.state.runtime = runtime
+        runtime.start()
         yield
-        watcher.stop()
+        runtime.stop()
 
-    app = FastAPI(title="Hyperlift decision service", version="0.1.0", lifespan=lifespan)
-    app.include_router(decisions.router)
-    app.include_router(health.router)
+    app = FastAPI(title="Hyperlift decision service", version="0.2.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    for module in (decisions, outcomes, admin, health):
+        app.include_router(module.router)
     return app
 
 

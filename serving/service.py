@@ -1,4 +1,9 @@
-"""The decision service: features → eligibility → uplift scores → exploration → logged decision."""
+"""The decision service: surface → features → eligibility → consent → caps → budgets → uplift scores →
+uncertainty bonus → exploration → diversified slate → reservations → traced decision.
+
+Every answer is a decision; when the policy cannot be followed the surface's neutral action is served with
+probability 1 and `fallback` names why (see FALLBACKS). Redis faults never raise out of `decide`.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +11,66 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import redis
 
 from serving.breaker import CircuitBreaker
-from serving.decision_log import DecisionLog
+from serving.experiments import ExperimentAssigner
 from serving.feature_cache import LastKnownGood
 from serving.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
-from serving.policy import choose, eligible_actions
+from serving.identity import context_hash, user_key
+from serving.metrics import ServiceMetrics
+from serving.policy.budgets import CampaignBudgets
+from serving.policy.caps import FrequencyCaps
+from serving.policy.consent import consent_allows, consented, mask_features
+from serving.policy.eligibility import eligible_actions
+from serving.policy.exploration import Exploration, action_probabilities
+from serving.policy.slates import draw_slate
+from serving.policy.uncertainty import with_bonus
+from serving.safe_mode import SafeMode
 from serving.schemas import DecisionRequest, DecisionResponse, ModelRef, ScoredAction
+from serving.surfaces import PolicyConfig, SurfaceConfig
+from serving.trace import TraceWriter
 from training.pyfunc import UpliftModel
 from training.registry import RegisteredModel
 
 log = logging.getLogger(__name__)
+decisions_log = logging.getLogger("hyperlift.decisions")
 
-# Fallback reasons (documented in README "Decision service"): the service answers with the control action.
+# Fallback reasons (README "Decision service"): the surface's neutral action is served with probability 1.
+SAFE_MODE = "safe_mode"
+OVERLOADED = "overloaded"
+NO_MODEL = "no_champion_model"
 COLD_START = "cold_start_unknown_user"
 FEATURES_UNAVAILABLE = "feature_store_unavailable"
 FEATURES_CIRCUIT_OPEN = "feature_store_circuit_open"
+FEATURES_LATE = "features_deadline_exceeded"
+DEADLINE = "deadline_exceeded"
+POLICY_STORE_UNAVAILABLE = "policy_store_unavailable"
+RESERVATION_CONFLICT = "reservation_conflict"
+# Not neutral: the policy ran on the user's cached features because the online store failed.
 LAST_KNOWN_GOOD = "last_known_good_features"
-NO_MODEL = "no_champion_model"
+FALLBACKS = (
+    SAFE_MODE, OVERLOADED, NO_MODEL, COLD_START, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE, DEADLINE,
+    POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
+)
+SINGLE_SLOT_REDRAWS = 3  # a chosen action refused at reservation (a concurrent request took the last slot): redraw
 
 
-class UnknownCandidates(ValueError):
-    """The request named actions that the model does not know."""
+class UnknownSurface(LookupError):
+    """The request named a surface that no configuration file defines."""
+
+
+class BadCandidates(ValueError):
+    """The request's candidates do not fit the surface or the model."""
 
 
 @dataclass
 class Champion:
-    """The loaded champion model and the feature client of its feature service."""
+    """A loaded model and the feature client of the feature service it was trained with."""
 
     model: UpliftModel
     ref: RegisteredModel
@@ -44,82 +78,254 @@ class Champion:
 
 
 @dataclass
-class ServiceMetrics:
-    """Counters exposed at /metrics."""
+class Surface:
+    """A surface's configuration with its Redis-backed caps and budgets."""
 
-    decisions: int = 0
-    fallbacks: Counter = field(default_factory=Counter)
-    chosen: Counter = field(default_factory=Counter)
-    model_swaps: int = 0
-    model_refresh_failures: int = 0
+    config: SurfaceConfig
+    caps: FrequencyCaps
+    budgets: CampaignBudgets
+    groups: dict[str, int]  # action → diversity group index
+
+    def attributes(self, actions: list[str]) -> np.ndarray:
+        """One-hot diversity group of each action (a zero row for actions in no group)."""
+        out = np.zeros((len(actions), max(len(self.config.diversity.groups), 1)))
+        for i, action in enumerate(actions):
+            if action in self.groups:
+                out[i, self.groups[action]] = 1.0
+        return out
+
+
+@dataclass
+class Outcome:
+    """What the policy pipeline settled on."""
+
+    actions: list[str]
+    scores: list[float]
+    propensities: list[float]
+    candidates: list[str]
+    candidate_scores: list[float | None]
+    probabilities: list[float]
+    fallback: str | None
+    region: str | None
+    champion: Champion | None
 
 
 class DecisionService:
-    """Scores every eligible candidate with the champion and picks one with epsilon-greedy exploration."""
+    """Answers decision requests for every configured surface; thread-safe."""
 
     def __init__(
         self,
-        champion: Champion | None,
-        decision_log: DecisionLog,
-        epsilon: float,
-        control: str,
+        config: PolicyConfig,
+        champions: dict[tuple[str, str], Champion | None],
+        client: redis.Redis,
+        trace: TraceWriter,
+        experiments: ExperimentAssigner,
+        safe_mode: SafeMode,
         rng: np.random.Generator,
+        salt: str,
+        metrics: ServiceMetrics | None = None,
         breaker: CircuitBreaker | None = None,
         feature_cache: LastKnownGood | None = None,
+        clock: Callable[[], float] = time.time,
     ):
-        self.champion = champion
+        self.config = config
+        self.champions = champions
+        self.trace = trace
+        self.experiments = experiments
+        self.safe_mode = safe_mode
+        self.rng = rng
+        self.salt = salt
+        self.metrics = metrics or ServiceMetrics()
         self.breaker = breaker or CircuitBreaker()
         self.feature_cache = feature_cache or LastKnownGood()
-        self.decision_log = decision_log
-        self.epsilon = epsilon
-        self.control = control
-        self.rng = rng
+        self.clock = clock
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; handlers run in a thread pool
-        self.metrics = ServiceMetrics()
+        self._scoring_ewma_s: dict[str, float] = {}
+        self.surfaces = {
+            name: Surface(
+                config=surface,
+                caps=FrequencyCaps(client, [c.build() for c in surface.caps], surface.neutral_action),
+                budgets=CampaignBudgets(client, [b.build() for b in surface.budgets]),
+                groups={a: i for i, actions in enumerate(surface.diversity.groups.values()) for a in actions},
+            )
+            for name, surface in config.surfaces.items()
+        }
 
+    # ------------------------------------------------------------------ entry points
     def decide(self, request: DecisionRequest) -> DecisionResponse:
-        """Answer one decision request and log it."""
+        """Answer one decision request and trace it."""
         started = time.perf_counter()
-        champion = self.champion
-        if champion is not None and request.candidates is not None:
-            known = {champion.model.control, *champion.model.treatments}
-            unknown = sorted(set(request.candidates) - known)
-            if unknown:
-                raise UnknownCandidates(f"unknown candidate actions {unknown}; known actions: {sorted(known)}")
-        scores, fallback, features = self._scores(request)
-        with self._rng_lock:
-            choice = choose(scores, 0.0 if fallback else self.epsilon, self.rng)
-        response = DecisionResponse(
-            decision_id=uuid.uuid4().hex,
-            actions=[ScoredAction(action_id=choice.action_id, score=choice.score, propensity=choice.propensity)],
-            model=ModelRef(name=champion.ref.name, version=champion.ref.version) if champion else None,
-            feature_service=champion.features.feature_service_name if champion else None,
-            fallback=fallback,
-        )
-        self._record(request, response, choice.probabilities, features, time.perf_counter() - started)
-        return response
+        surface = self._surface(request.surface)
+        config = surface.config
+        ukey = user_key(request.user_id, self.salt)
+        assignments = self.experiments.assign(ukey, config.name)
+        overrides = {k: v for a in assignments for k, v in a.overrides.model_dump(exclude_defaults=True).items()}
+        champion = self.champions.get((config.model.name, config.model.alias))
+        timings: dict[str, float] = {}
+        if self.safe_mode.enabled:
+            outcome = self._neutral(config, SAFE_MODE, champion)
+        elif champion is None:
+            outcome = self._neutral(config, NO_MODEL, None)
+        elif overrides.get("holdout"):
+            outcome = self._neutral(config, None, champion)
+        else:
+            self._check_candidates(request, config, champion)
+            outcome = self._policy(request, surface, champion, ukey, overrides, timings, started)
+        return self._respond(request, surface, ukey, assignments, outcome, timings, started)
 
-    def _scores(self, request: DecisionRequest) -> tuple[dict[str, float], str | None, dict[str, float | None]]:
-        """Expected incremental net value per eligible action, or the control alone with a fallback reason."""
-        champion = self.champion
-        if champion is None:
-            return {self.control: 0.0}, NO_MODEL, {}
+    def shed(self, request: DecisionRequest) -> DecisionResponse:
+        """The answer when admission control refuses a request: the neutral action, traced, no Redis read."""
+        started = time.perf_counter()
+        surface = self._surface(request.surface)
+        self.metrics.shed.inc()
+        champion = self.champions.get((surface.config.model.name, surface.config.model.alias))
+        outcome = self._neutral(surface.config, OVERLOADED, champion)
+        return self._respond(request, surface, user_key(request.user_id, self.salt), [], outcome, {}, started)
+
+    def warm_up(self) -> None:
+        """One feature read and one scoring per champion, so the first request does not pay for cold caches
+        (Feast's registry, Redis connections, XGBoost's first call) and overrun its deadline."""
+        for key, champion in self.champions.items():
+            if champion is None:
+                continue
+            try:
+                read = champion.features.read(0, champion.model.feature_names)
+                champion.model.uplift(read.values[None, :])
+            except FeatureStoreUnavailable as exc:
+                log.warning("warm-up of %s@%s could not read features: %s", *key, exc)
+
+    # ------------------------------------------------------------------ the pipeline
+    def _policy(
+        self, request: DecisionRequest, surface: Surface, champion: Champion, ukey: str, overrides: dict,
+        timings: dict[str, float], started: float,
+    ) -> Outcome:
+        config = surface.config
         model = champion.model
-        read, fallback = self._read_features(champion, request.user_id)
+        read, fallback = self._read_features(champion, request.user_id, config)
+        timings["features"] = time.perf_counter() - started
         if read is None:
-            return {model.control: 0.0}, fallback, {}
+            return self._neutral(config, fallback, champion)
         if not read.found:
-            return {model.control: 0.0}, COLD_START, {}
-        consent = bool(read.by_name.get("consent_marketing") or 0)
-        allowed = eligible_actions([model.control, *model.treatments], model.control, consent, request.candidates)
-        uplift = model.uplift(read.values[None, :])[0]
-        net = {a: float(u) - model.action_costs.get(a, 0.0) for a, u in zip(model.treatments, uplift)}
-        scores = {a: (0.0 if a == model.control else net[a]) for a in allowed}
-        if not scores:  # candidates without the control and no consent: the control is always allowed
-            scores = {model.control: 0.0}
-        return scores, fallback, read.by_name
+            return self._neutral(config, COLD_START, champion)
+        if timings["features"] * 1000.0 > config.deadlines.features_ms:
+            self.metrics.deadline_breaches.labels(config.name, "features").inc()
+            return self._neutral(config, FEATURES_LATE, champion)
 
-    def _read_features(self, champion: Champion, user_id: int) -> tuple[FeatureRead | None, str | None]:
+        region = self.config.region_of((request.context or {}).get("region"), read.by_name.get("region_code"))
+        bundle = self.config.bundle_for(region)
+        has_consent = consented(read.by_name.get(bundle.consent.feature))
+        candidates = self._candidates(request, config, model)
+        allowed = eligible_actions(candidates, config.neutral_action, bundle.allowed_actions, bundle.blocked_actions)
+        allowed = consent_allows(
+            allowed, config.neutral_action, has_consent, bundle.consent.required_for == "all_actions",
+            bundle.consent.actions,
+        )
+        policy_started = time.perf_counter()
+        try:
+            allowed = self._within_caps_and_budgets(surface, ukey, allowed)
+        except redis.exceptions.RedisError as exc:
+            log.warning("caps/budgets unreadable for surface %s: %s", config.name, exc)
+            return self._neutral(config, POLICY_STORE_UNAVAILABLE, champion, region)
+        timings["policy"] = time.perf_counter() - policy_started
+        if allowed == [config.neutral_action]:
+            return self._only(config.neutral_action, candidates, fallback, region, champion)
+
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        expected_scoring_ms = self._scoring_ewma_s.get(config.name, 0.0) * 1000.0
+        if elapsed_ms + expected_scoring_ms > config.deadlines.total_ms:
+            self.metrics.deadline_breaches.labels(config.name, "total").inc()
+            return self._neutral(config, DEADLINE, champion, region)
+        scoring_started = time.perf_counter()
+        values = mask_features(
+            read.values, [model.feature_names.index(f) for f in bundle.consent.masked_features if f in model.feature_names],
+            has_consent,
+        )
+        uplift = dict(zip(model.treatments, model.uplift(values[None, :])[0].tolist()))
+        mu = np.array([uplift.get(a, 0.0) - model.action_costs.get(a, 0.0) for a in allowed])
+        mu[[a == model.control for a in allowed]] = 0.0
+        se = np.array([float(getattr(model, "uplift_se", {}).get(a, 0.0)) for a in allowed])
+        scores = with_bonus(mu, se, overrides.get("uncertainty_bonus", config.uncertainty_bonus))
+        timings["scoring"] = scoring = time.perf_counter() - scoring_started
+        self._scoring_ewma_s[config.name] = 0.9 * self._scoring_ewma_s.get(config.name, scoring) + 0.1 * scoring
+        if scoring * 1000.0 > config.deadlines.scoring_ms:
+            self.metrics.deadline_breaches.labels(config.name, "scoring").inc()
+
+        policy_started = time.perf_counter()
+        outcome = self._draw_and_reserve(surface, ukey, allowed, scores, overrides, fallback, region, champion)
+        timings["policy"] += time.perf_counter() - policy_started
+        return outcome
+
+    def _draw_and_reserve(
+        self, surface: Surface, ukey: str, allowed: list[str], scores: np.ndarray, overrides: dict,
+        fallback: str | None, region: str | None, champion: Champion,
+    ) -> Outcome:
+        """Draw a slate, then reserve caps and budgets slot by slot (see README: reservation conflicts)."""
+        config = surface.config
+        exploration = config.exploration.build(overrides.get("epsilon"))
+        penalty = overrides.get("diversity_penalty", config.diversity.penalty)
+        pool, pool_scores = list(allowed), scores
+        for _ in range(SINGLE_SLOT_REDRAWS):
+            with self._rng_lock:
+                slate = draw_slate(
+                    pool_scores, surface.attributes(pool), config.slate_size, penalty, exploration, self.rng
+                )
+            first_probabilities = _first_slot_probabilities(pool_scores, exploration)
+            chosen, kept, scores_kept = [], [], []
+            for slot, index in enumerate(slate.indices):
+                action = pool[index]
+                if action != config.neutral_action and not self._reserve(surface, ukey, action):
+                    break  # keep the slots before: they were drawn and reserved; this slate ends here
+                chosen.append(action)
+                kept.append(slate.probabilities[slot])
+                scores_kept.append(slate.adjusted_scores[slot])
+                if action == config.neutral_action:
+                    break  # nothing beats showing nothing: the slate stops
+            if chosen:
+                return Outcome(
+                    chosen, scores_kept, kept, pool, [float(s) for s in pool_scores],
+                    first_probabilities, fallback, region, champion,
+                )
+            refused = pool[slate.indices[0]]
+            keep = [i for i, a in enumerate(pool) if a != refused]
+            pool, pool_scores = [pool[i] for i in keep], pool_scores[keep]
+        return self._neutral(config, RESERVATION_CONFLICT, champion, region)
+
+    def _reserve(self, surface: Surface, ukey: str, action: str) -> bool:
+        """Take a cap slot, then charge the budget (returning the cap slot if the budget refuses)."""
+        token = uuid.uuid4().hex
+        try:
+            if not surface.caps.reserve(ukey, action, token):
+                self.metrics.cap_refusals.labels(surface.config.name).inc()
+                return False
+            if not surface.budgets.spend(action):
+                surface.caps.release(ukey, action, token)
+                for budget in surface.budgets.campaigns_of(action):
+                    self.metrics.budget_refusals.labels(budget.campaign).inc()
+                return False
+        except redis.exceptions.RedisError as exc:
+            log.warning("reservation of %s failed: %s", action, exc)
+            self.breaker.record_failure()
+            return False
+        for budget in surface.budgets.campaigns_of(action):
+            self.metrics.budget_spend.labels(budget.campaign).inc(budget.costs.get(action, 0.0))
+        return True
+
+    def _within_caps_and_budgets(self, surface: Surface, ukey: str, allowed: list[str]) -> list[str]:
+        """Drop actions a frequency cap or an exhausted campaign rules out (raises RedisError when unreadable)."""
+        if not surface.config.caps and not surface.config.budgets:
+            return allowed
+        if not self.breaker.allow():
+            raise redis.exceptions.ConnectionError("online-store circuit breaker is open")
+        try:
+            ruled_out = surface.caps.blocked(ukey, allowed) | surface.budgets.exhausted(allowed)
+        except redis.exceptions.RedisError:
+            self.breaker.record_failure()
+            raise
+        return [a for a in allowed if a not in ruled_out or a == surface.config.neutral_action]
+
+    def _read_features(
+        self, champion: Champion, user_id: int, config: SurfaceConfig
+    ) -> tuple[FeatureRead | None, str | None]:
         """Online features (fallback None), else the user's last known good ones, else None with the reason."""
         key = (champion.ref.version, user_id)  # the value order belongs to one model version
         if self.breaker.allow():
@@ -136,37 +342,113 @@ class DecisionService:
                 return read, None
         else:  # the online store failed repeatedly: do not wait on it, try again after the cooldown
             reason = FEATURES_CIRCUIT_OPEN
-        cached = self.feature_cache.get(key)
+        cached = self.feature_cache.get(key) if config.use_last_known_good else None
         return (cached, LAST_KNOWN_GOOD) if cached is not None else (None, reason)
 
-    def _record(
-        self,
-        request: DecisionRequest,
-        response: DecisionResponse,
-        probabilities: dict[str, float],
-        features: dict[str, float | None],
-        elapsed_s: float,
-    ) -> None:
-        chosen = response.actions[0]
-        self.metrics.decisions += 1
-        self.metrics.chosen[chosen.action_id] += 1
-        if response.fallback:
-            self.metrics.fallbacks[response.fallback] += 1
-        self.decision_log.append(
-            {
-                "decision_id": response.decision_id,
-                "ts": time.time(),
-                "user_id": request.user_id,
-                "surface": request.surface,
-                "context": request.context or None,  # None, not {}: parquet cannot store an empty struct
-                "action_id": chosen.action_id,
-                "score": chosen.score,
-                "propensity": chosen.propensity,
-                "probabilities": probabilities,
-                "model": response.model.model_dump() if response.model else None,
-                "feature_service": response.feature_service,
-                "features": features or None,
-                "fallback": response.fallback,
-                "latency_ms": elapsed_s * 1000.0,
-            }
+    # ------------------------------------------------------------------ helpers
+    def _surface(self, name: str) -> Surface:
+        surface = self.surfaces.get(name)
+        if surface is None:
+            raise UnknownSurface(f"unknown surface {name!r}; configured surfaces: {sorted(self.surfaces)}")
+        return surface
+
+    @staticmethod
+    def _candidates(request: DecisionRequest, config: SurfaceConfig, model: UpliftModel) -> list[str]:
+        """The surface's candidate source narrowed by the request's candidates, neutral first."""
+        source = config.candidates.actions or [model.control, *model.treatments]
+        if request.candidates is not None:
+            wanted = set(request.candidates)
+            source = [a for a in source if a in wanted]
+        return [config.neutral_action, *(a for a in source if a != config.neutral_action)]
+
+    @staticmethod
+    def _check_candidates(request: DecisionRequest, config: SurfaceConfig, champion: Champion) -> None:
+        if request.candidates is None:
+            if config.candidates.source == "request":
+                raise BadCandidates(f"surface {config.name!r} takes its candidates from the request; send `candidates`")
+            return
+        known = {champion.model.control, *champion.model.treatments}
+        unknown = sorted(set(request.candidates) - known)
+        if unknown:
+            raise BadCandidates(f"unknown candidate actions {unknown}; known actions: {sorted(known)}")
+        outside = sorted(set(request.candidates) - set(config.candidates.actions or known))
+        if outside:
+            raise BadCandidates(f"candidates {outside} are not offered on surface {config.name!r}")
+
+    @staticmethod
+    def _neutral(config: SurfaceConfig, reason: str | None, champion: Champion | None, region: str | None = None) -> Outcome:
+        return Outcome([config.neutral_action], [0.0], [1.0], [config.neutral_action], [0.0], [1.0], reason, region, champion)
+
+    @staticmethod
+    def _only(action: str, candidates: list[str], fallback: str | None, region: str | None, champion: Champion) -> Outcome:
+        """Only one action survived the rules: it is served with probability 1 (unscored)."""
+        return Outcome([action], [0.0], [1.0], candidates, [None] * len(candidates),
+                       [1.0 if a == action else 0.0 for a in candidates], fallback, region, champion)
+
+    def _respond(
+        self, request: DecisionRequest, surface: Surface, ukey: str, assignments: list, outcome: Outcome,
+        timings: dict[str, float], started: float,
+    ) -> DecisionResponse:
+        config = surface.config
+        champion = outcome.champion
+        experiments = {a.experiment: a.arm for a in assignments}
+        response = DecisionResponse(
+            decision_id=uuid.uuid4().hex,
+            surface=config.name,
+            actions=[ScoredAction(action_id=a, score=s, propensity=p)
+                     for a, s, p in zip(outcome.actions, outcome.scores, outcome.propensities)],
+            slate_propensity=float(np.prod(outcome.propensities)),
+            model=ModelRef(name=champion.ref.name, version=champion.ref.version) if champion else None,
+            feature_service=champion.features.feature_service_name if champion else None,
+            policy_version=self.config.policy_version(config.name),
+            experiments=experiments,
+            fallback=outcome.fallback,
         )
+        log_started = time.perf_counter()
+        timings["total"] = log_started - started  # the decision itself; the trace hand-off is the "log" segment
+        self.trace.append({
+            "decision_id": response.decision_id,
+            "ts": self.clock(),
+            "surface": config.name,
+            "region": outcome.region or "",
+            "policy_version": response.policy_version,
+            "user_key": ukey,
+            "context_hash": context_hash(request.context, self.salt),
+            "candidates": outcome.candidates,
+            "scores": outcome.candidate_scores,
+            "probabilities": outcome.probabilities,
+            "chosen": outcome.actions,
+            "chosen_probabilities": outcome.propensities,
+            "model_name": response.model.name if response.model else None,
+            "model_version": response.model.version if response.model else None,
+            "feature_service": response.feature_service,
+            "experiments": experiments,
+            "fallback": outcome.fallback,
+            "latency_ms": {k: round(v * 1000.0, 4) for k, v in timings.items()},
+        })
+        timings["log"] = time.perf_counter() - log_started
+        self._count(config.name, outcome, timings)
+        decisions_log.info(
+            "decision", extra={"decision_id": response.decision_id, "surface": config.name,
+                               "actions": outcome.actions, "fallback": outcome.fallback,
+                               "latency_ms": round(timings["total"] * 1000.0, 3)},
+        )
+        return response
+
+    def _count(self, surface: str, outcome: Outcome, timings: dict[str, float]) -> None:
+        m = self.metrics
+        m.decisions.labels(surface).inc()
+        for segment, seconds in timings.items():
+            m.latency.labels(surface, segment).observe(seconds)
+        if outcome.fallback:
+            m.fallbacks.labels(surface, outcome.fallback).inc()
+        for action in outcome.actions:
+            m.chosen.labels(surface, action).inc()
+        scored = [s for s in outcome.candidate_scores if s is not None]
+        if len(scored) > 1 and outcome.actions[0] != outcome.candidates[int(np.argmax(outcome.candidate_scores))]:
+            m.explored.labels(surface).inc()
+
+
+def _first_slot_probabilities(scores: np.ndarray, exploration: Exploration) -> list[float]:
+    """The policy's distribution over the candidates for the first slot (logged for off-policy evaluation)."""
+    return action_probabilities(scores, exploration).tolist()

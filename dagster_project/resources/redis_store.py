@@ -1,15 +1,20 @@
-"""Redis as a Dagster resource: the online store's server, for health checks and key counts."""
+"""Redis as a Dagster resource: the online store's server (health checks, key counts) and the decision streams."""
 
 from __future__ import annotations
 
 import dagster as dg
 import redis
 
+from serving.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
+
 
 class RedisResource(dg.ConfigurableResource):
-    """A connection to the Redis server that backs the Feast online store."""
+    """A connection to the Redis server that backs the Feast online store and carries the decision streams."""
 
     url: str
+    decision_stream: str = DECISION_STREAM  # where the decision service logs its decisions
+    outcome_stream: str = OUTCOME_STREAM  # where purchases and conversions are reported
+    drain_group: str = DRAIN_GROUP  # consumer group of the drain into the lake
 
     def client(self) -> redis.Redis:
         """A client that fails fast with a clear message when the server is not reachable."""

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
+from starlette.concurrency import run_in_threadpool
 
-from serving.deps import ServiceDep
+from serving.deps import RuntimeDep
 from serving.schemas import DecisionRequest, DecisionResponse
-from serving.service import UnknownCandidates
+from serving.service import BadCandidates, UnknownSurface
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
 
 @router.post("/decisions", response_model=DecisionResponse)
-def decide(request: DecisionRequest, service: ServiceDep) -> DecisionResponse:
-    """Choose an action for a user: the best expected incremental net value, with logged exploration."""
+async def decide(request: DecisionRequest, runtime: RuntimeDep) -> DecisionResponse:
+    """Choose an action (or a slate) for a user on a surface, with logged exploration; never waits in an
+    unbounded queue: beyond the in-flight limit the surface's neutral action is served (`fallback="overloaded"`)."""
+    service = runtime.service
     try:
-        return service.decide(request)
-    except UnknownCandidates as exc:
+        if not runtime.admission.try_enter():
+            return service.shed(request)
+        service.metrics.in_flight.inc()
+        try:
+            return await run_in_threadpool(service.decide, request)
+        finally:
+            runtime.admission.leave()
+            service.metrics.in_flight.dec()
+    except UnknownSurface as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except BadCandidates as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc

@@ -13,11 +13,12 @@ ASSETS = {
     "raw_events", "customers", "action_catalogue", "validated_events", "user_activity_features",
     "user_profile_features", "feast_registry", "online_features", "training_set", "uplift_challenger", "uplift_champion",
 }
+DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "decision_outcomes", "experiment_readout"}
 
 
 def test_definitions_load_with_every_asset_and_resource():
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS | DECISION_LOG_ASSETS
     assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop"}
     for name in ("feast", "mlflow", "redis"):
         assert isinstance(defs.resources[name], dg.ConfigurableResource)

@@ -70,15 +70,18 @@ def test_job_succeeds_and_accounts_for_every_event(pipeline):
 def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, monkeypatch):
     settings, _ = pipeline
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
-    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1, epsilon=0.1))
+    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1))  # the shipped surfaces, regions, experiments
     with TestClient(app) as client:
         health = client.get("/healthz").json()
-        assert health == {"status": "ok", "model": {"name": "hyperlift_uplift", "version": "1"}, "feature_service": "uplift_v1"}
+        assert health["status"] == "ok" and health["surfaces"] == ["checkout", "home"]
+        assert health["models"] == {"hyperlift_uplift@champion": {"version": "1", "feature_service": "uplift_v1"}}
         body = client.post("/v1/decisions", json={"user_id": 5, "surface": "home"}).json()
         assert body["model"] == {"name": "hyperlift_uplift", "version": "1"}
         assert body["feature_service"] == "uplift_v1"
         assert body["fallback"] is None
         assert len(body["actions"]) == 1 and 0 < body["actions"][0]["propensity"] <= 1
+        slate = client.post("/v1/decisions", json={"user_id": 5, "surface": "checkout"}).json()
+        assert 1 <= len(slate["actions"]) <= 3 and slate["fallback"] is None
         cold = client.post("/v1/decisions", json={"user_id": 10_000_000, "surface": "home"}).json()
         assert cold["fallback"] == "cold_start_unknown_user"
         assert cold["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]

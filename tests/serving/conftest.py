@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
@@ -47,9 +50,52 @@ def served_world(tmp_path_factory, redis_databases):
     return settings, redis_url, shop.users
 
 
+# Surfaces over the test model's three actions: single-slot epsilon-greedy, a diversified softmax slate, and a
+# greedy push surface with a cap and a budget. Deadlines are generous (16 test threads on 2 cores are slow) except
+# in the tests about deadlines, which set their own.
+RELAXED = {"features_ms": 2000, "scoring_ms": 1000, "total_ms": 5000}
+SURFACES = {
+    "home": {
+        "name": "home", "feature_service": "uplift_v1", "exploration": {"method": "epsilon_greedy", "epsilon": 0.2},
+        "deadlines": RELAXED,
+    },
+    "cart": {
+        "name": "cart", "feature_service": "uplift_v1", "slate_size": 2,
+        "exploration": {"method": "softmax", "temperature": 0.1, "floor": 0.05},
+        "diversity": {"penalty": 1.0, "groups": {"discount": ["pct10_sitewide"], "message": ["push_reminder"]}},
+        "deadlines": RELAXED,
+    },
+    "push": {
+        "name": "push", "feature_service": "uplift_v1", "exploration": {"method": "greedy"},
+        "candidates": {"source": "model_actions", "actions": ["no_action", "push_reminder"]},
+        "caps": [{"name": "pushes_per_day", "window_s": 86400, "limit": 2, "actions": ["push_reminder"]}],
+        "budgets": [{"campaign": "push_campaign", "daily_budget": 1.0, "costs": {"push_reminder": 0.02}, "pacing": "none"}],
+        "deadlines": RELAXED,
+    },
+}
+REGIONS = {
+    "standard": {"name": "standard", "default": True, "regions": ["south", "west"]},
+    "strict": {"name": "strict", "regions": ["north", "east"], "blocked_actions": ["push_reminder"]},
+}
+
+
+def write_policy_dir(root: Path, surfaces: dict = SURFACES, regions: dict = REGIONS, experiments: dict | None = None) -> Path:
+    """A config folder (surfaces/, regions/, experiments.yaml) from plain dicts; returns the folder."""
+    for kind, items in (("surfaces", surfaces), ("regions", regions)):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for name, body in items.items():
+            (root / kind / f"{name}.yaml").write_text(yaml.safe_dump(body))
+    (root / "experiments.yaml").write_text(yaml.safe_dump(experiments or {"layers": []}))
+    return root
+
+
 @pytest.fixture
-def serving_settings(served_world, monkeypatch) -> ServingSettings:
+def serving_settings(served_world, monkeypatch, tmp_path) -> ServingSettings:
     """Serving settings pointing at the served world (the platform settings come from HYPERLIFT_HOME)."""
     settings, redis_url, _ = served_world
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
-    return ServingSettings(redis_url=redis_url, seed=3, epsilon=0.2)
+    policy = write_policy_dir(tmp_path / "policy")
+    return ServingSettings(
+        redis_url=redis_url, seed=3, config_dir=policy, experiments_file=policy / "experiments.yaml",
+        model_refresh_s=0, log_decisions=False,
+    )

@@ -1,0 +1,148 @@
+"""Decision log: the decision and outcome streams drained into the lake, and each day's decisions with their outcomes.
+
+Lake layout: `decisions/date=YYYY-MM-DD/part-*.parquet` and `outcomes/date=.../part-*.parquet` (one file per drained
+batch and UTC date, read back deduplicated with `serving.decision_log.read_partitions`), and
+`decision_outcomes/date=YYYY-MM-DD.parquet` (one file per partition: the day's decisions + converted, revenue,
+n_outcomes).
+"""
+
+import datetime as dt
+import math
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_project.resources import DataLakeResource, RedisResource
+from serving.decision_log import (
+    DECISION_FORMAT,
+    OUTCOME_FORMAT,
+    DrainResult,
+    RecordFormat,
+    StreamDrain,
+    read_partitions,
+    stream_backlog,
+)
+from training.outcome_join import join_outcomes
+
+DECISION_TRACE = "decisions"
+OUTCOME_EVENTS = "outcomes"
+DECISION_OUTCOMES = "decision_outcomes"
+GROUP = "decision_log"
+# Partition = UTC date of the decision; only complete days are offered (today's decisions are still arriving).
+DECISION_DAYS = dg.DailyPartitionsDefinition(start_date="2026-10-01")
+
+
+def decision_outcomes_table(day: str | dt.date) -> str:
+    """Lake table of one decision_outcomes partition."""
+    return f"{DECISION_OUTCOMES}/date={day}.parquet"
+
+
+class DrainConfig(dg.Config):
+    """How a stream is drained."""
+
+    consumer: str = "dagster"  # one name across runs: a crashed run's pending entries are re-read by the next
+    batch: int = Field(default=10_000, ge=1, description="Entries per read, and at most per parquet file.")
+    claim_idle_ms: int = Field(
+        default=600_000, ge=0, description="Take over entries pending this long on another consumer (crashed)."
+    )
+
+
+class AttributionConfig(dg.Config):
+    """How outcomes are attributed to decisions."""
+
+    attribution_window_hours: float = Field(default=72.0, gt=0)
+
+
+def _drain(
+    context: dg.AssetExecutionContext, config: DrainConfig, redis: RedisResource, stream: str, root: Path,
+    record_format: RecordFormat,
+) -> dg.MaterializeResult:
+    client = redis.client()
+    result: DrainResult = StreamDrain(
+        client, stream, redis.drain_group, config.consumer, root, record_format, config.batch, config.claim_idle_ms
+    ).drain()
+    context.log.info(
+        "%s: read %d, wrote %d rows in %d files, rejected %d, missing %d, claimed %d",
+        stream, result.read, result.written, len(result.files), result.rejected, result.missing, result.claimed,
+    )
+    if result.rejected:
+        context.log.warning("%s: %d records could not be stored; see %s/rejected/", stream, result.rejected, root)
+    return dg.MaterializeResult(
+        metadata={
+            "read": result.read,
+            "written": result.written,
+            "acked": result.acked,
+            "claimed": result.claimed,
+            "rejected": result.rejected,
+            "missing": result.missing,
+            "overrun": result.overrun,
+            "files": len(result.files),
+            "dates": dg.MetadataValue.json(sorted({p.parent.name.removeprefix("date=") for p in result.files})),
+            "backlog_after": stream_backlog(client, stream, redis.drain_group),
+            "path": str(root),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP)
+def decision_trace(
+    context: dg.AssetExecutionContext, config: DrainConfig, lake: DataLakeResource, redis: RedisResource
+) -> dg.MaterializeResult:
+    """Drain the decision stream into decisions/date=…/: written, then acknowledged, so nothing is lost."""
+    return _drain(context, config, redis, redis.decision_stream, lake.path(DECISION_TRACE), DECISION_FORMAT)
+
+
+@dg.asset(group_name=GROUP)
+def outcome_events(
+    context: dg.AssetExecutionContext, config: DrainConfig, lake: DataLakeResource, redis: RedisResource
+) -> dg.MaterializeResult:
+    """Drain the outcome stream (purchases, conversions) into outcomes/date=…/."""
+    return _drain(context, config, redis, redis.outcome_stream, lake.path(OUTCOME_EVENTS), OUTCOME_FORMAT)
+
+
+@dg.asset(partitions_def=DECISION_DAYS, deps=[decision_trace, outcome_events], group_name=GROUP)
+def decision_outcomes(
+    context: dg.AssetExecutionContext, config: AttributionConfig, lake: DataLakeResource
+) -> dg.MaterializeResult:
+    """One day's decisions with the outcomes attributed to them (by decision_id, else last touch in the window)."""
+    day = dt.date.fromisoformat(context.partition_key)
+    window = dt.timedelta(hours=config.attribution_window_hours)
+    span = math.ceil(window / dt.timedelta(days=1))
+    # Outcomes of this day's decisions happen up to `window` after the day; the decisions competing with them for
+    # last touch happen up to `window` before those outcomes, so both reads reach past the day itself.
+    decisions = read_partitions(lake.path(DECISION_TRACE), _days(day - dt.timedelta(span), span * 2 + 1),
+                                DECISION_FORMAT)
+    outcomes = read_partitions(lake.path(OUTCOME_EVENTS), _days(day, span + 1), OUTCOME_FORMAT)
+    join = join_outcomes(decisions, outcomes, window)
+    start = dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+    end = start + 86_400.0
+    rows = join.decisions[(join.decisions["ts"] >= start) & (join.decisions["ts"] < end)].reset_index(drop=True)
+    # Each outcome is reported unmatched once: in the partition of its own date.
+    unmatched = join.unmatched_counts((join.outcomes["ts"] >= start) & (join.outcomes["ts"] < end))
+    path = lake.write(decision_outcomes_table(day), rows)
+    window_closed = time.time() >= end + window.total_seconds()
+    context.log.info(
+        "%s: %d decisions, %d converted, %d outcomes attributed, %d of the day's outcomes unmatched %s",
+        day, len(rows), int(rows["converted"].sum()), int(rows["n_outcomes"].sum()), sum(unmatched.values()), unmatched,
+    )
+    if not window_closed:
+        context.log.warning("%s: the attribution window is still open; rematerialize after it closes", day)
+    return dg.MaterializeResult(
+        metadata={
+            "decisions": len(rows),
+            "converted": int(rows["converted"].sum()),
+            "revenue": float(rows["revenue"].sum()),
+            "outcomes_attributed": int(rows["n_outcomes"].sum()),
+            "unmatched_outcomes": sum(unmatched.values()),
+            "unmatched_by_reason": dg.MetadataValue.json(unmatched),
+            "attribution_window_hours": config.attribution_window_hours,
+            "window_closed": window_closed,
+            "path": str(path),
+        }
+    )
+
+
+def _days(first: dt.date, n: int) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range(n)]

@@ -1,0 +1,63 @@
+"""Experiments: the daily readout of the online experiments (arms vs control, per user) with its figure."""
+
+import dagster as dg
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from dagster_project.assets.decisions import DECISION_DAYS, decision_outcomes_table
+from dagster_project.resources import DataLakeResource
+from serving.experiments import DEFAULT_EXPERIMENTS_PATH, load_experiments
+from training.experiment_readout import experiment_readout as build_readout
+from training.experiment_readout import readout_figure
+
+EXPERIMENT_PARTITIONS = DECISION_DAYS  # one readout per day of decisions
+# Lake tables of one day; the decision_outcomes asset writes the first, this module the other two.
+EXPERIMENT_READOUT = "reports/experiment_readout/{day}.parquet"
+EXPERIMENT_READOUT_PLOT = "reports/experiment_readout/{day}.png"
+# What the run page shows of the readout; the parquet table has every column.
+SUMMARY_COLUMNS = [
+    "experiment", "arm", "n_users", "conversion_rate", "revenue_per_user",
+    "revenue_diff", "revenue_ci_low", "revenue_ci_high", "revenue_p_value", "conversion_diff", "note",
+]
+
+
+class ExperimentReadoutConfig(dg.Config):
+    """Where the experiment definitions (control arms) are read from, and the interval level."""
+
+    experiments_path: str = str(DEFAULT_EXPERIMENTS_PATH)
+    alpha: float = 0.05
+
+
+@dg.asset(deps=["decision_outcomes"], partitions_def=EXPERIMENT_PARTITIONS, group_name="experiments")
+def experiment_readout(
+    context: dg.AssetExecutionContext, config: ExperimentReadoutConfig, lake: DataLakeResource
+) -> dg.MaterializeResult:
+    """Per experiment and arm: users, conversion and revenue per user, difference to control with 95% CI, PNG."""
+    day = context.partition_key
+    decisions = lake.read(decision_outcomes_table(day))
+    control_arms = load_experiments(config.experiments_path).control_arms()
+    readout = build_readout(decisions, control_arms, alpha=config.alpha)
+    table_path = lake.write(EXPERIMENT_READOUT.format(day=day), readout)
+    figure = readout_figure(readout)
+    plot_path = lake.path(EXPERIMENT_READOUT_PLOT.format(day=day))
+    figure.savefig(plot_path, dpi=110)
+    plt.close(figure)  # saved; keep none open across runs
+    context.log.info(
+        "readout of %d experiments over %d decisions on %s", readout["experiment"].nunique(), len(decisions), day
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "decisions": len(decisions),
+            "experiments": readout["experiment"].nunique(),
+            "users": int(readout["n_users"].sum()),
+            "readout": dg.MetadataValue.md(_markdown(readout)),
+            "path": dg.MetadataValue.path(str(table_path)),
+            "plot": dg.MetadataValue.path(str(plot_path)),
+        }
+    )
+
+
+def _markdown(readout: pd.DataFrame) -> str:
+    if readout.empty:
+        return "_no decision of this day was in an experiment_"
+    return readout[SUMMARY_COLUMNS].to_markdown(index=False, floatfmt=".4g")

@@ -1,0 +1,1 @@
+"""The policy pipeline, one small module per step (eligibility, consent, caps, budgets, uncertainty, exploration, slates)."""

@@ -1,0 +1,34 @@
+"""Consent gating of actions and of features, per the region bundle's consent rule.
+
+Without consent a user may only get actions that do not require it (with `required_for=all_actions`: only the
+neutral action), and the features the rule lists are treated as missing (NaN) before scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+
+def consented(value: float | int | None) -> bool:
+    """A consent feature value as a decision: missing, NaN or 0 mean no consent."""
+    return value is not None and value == value and bool(value)
+
+
+def consent_allows(
+    actions: Sequence[str], neutral: str, has_consent: bool, required_for_all: bool, needing: Collection[str]
+) -> list[str]:
+    """Actions a user may get: all with consent; else those that do not need it (the neutral always)."""
+    if has_consent:
+        return list(actions)
+    return [a for a in actions if a == neutral or (not required_for_all and a not in needing)]
+
+
+def mask_features(values: np.ndarray, positions: Sequence[int], has_consent: bool) -> np.ndarray:
+    """A copy of `values` with the listed positions set to NaN when the user has not consented (else `values`)."""
+    if has_consent or not positions:
+        return values
+    masked = values.copy()
+    masked[list(positions)] = np.nan
+    return masked

@@ -1,0 +1,171 @@
+"""The decision-log assets drain real Redis streams into the lake and join outcomes; the sensor asks for drains."""
+
+import json
+import uuid
+
+import dagster as dg
+import pytest
+import redis
+
+from dagster_project.assets.decisions import (
+    DECISION_TRACE,
+    OUTCOME_EVENTS,
+    decision_outcomes,
+    decision_outcomes_table,
+    decision_trace,
+    outcome_events,
+)
+from dagster_project.definitions import defs
+from dagster_project.jobs import decision_log_job
+from dagster_project.resources import DataLakeResource, RedisResource
+from dagster_project.sensors import decision_log_sensor
+from serving.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, read_partition
+from training.outcome_join import DECISION_OUTSIDE_WINDOW, NO_DECISION_IN_WINDOW
+
+DAY = "2026-10-02"
+D0 = 1_790_899_200.0  # 2026-10-02 00:00 UTC
+H = 3600.0
+
+
+def decision(n: int, user: str, ts: float, experiments: dict | None = None) -> dict:
+    return {
+        "decision_id": uuid.UUID(int=n).hex, "ts": ts, "surface": "home", "region": "eu", "policy_version": "p1",
+        "user_key": user, "context_hash": "c" * 32, "candidates": ["no_action", "push"], "scores": [None, 0.4],
+        "probabilities": [0.2, 0.8], "chosen": ["push"], "chosen_probabilities": [0.8], "model_name": "m",
+        "model_version": "1", "feature_service": "uplift_v1", "experiments": experiments or {}, "fallback": None,
+        "latency_ms": {"total": 3.0},
+    }
+
+
+def outcome(oid: str, user: str, ts: float, revenue: float, decision_id: str | None = None) -> dict:
+    return {"outcome_id": oid, "ts": ts, "user_key": user, "decision_id": decision_id, "kind": "purchase",
+            "revenue": revenue}
+
+
+def push(client: redis.Redis, stream: str, records: list[dict]) -> None:
+    for record in records:
+        client.xadd(stream, {"record": json.dumps(record)})
+
+
+@pytest.fixture
+def world(redis_databases, settings):
+    url = redis_databases.fresh()
+    resources = {"lake": DataLakeResource(root=str(settings.data_dir)), "redis": RedisResource(url=url)}
+    return redis.Redis.from_url(url), resources
+
+
+def did(n: int) -> str:
+    return uuid.UUID(int=n).hex
+
+
+def test_drain_assets_then_the_days_join(world):
+    client, resources = world
+    push(client, DECISION_STREAM, [
+        decision(1, "u1", D0 + 1 * H, {"policy_holdout": "policy"}),
+        decision(2, "u1", D0 + 5 * H),
+        decision(3, "u2", D0 + 23 * H),
+        decision(4, "u3", D0 - 1 * H),  # the day before: competes for last touch, is not a row of this day
+        decision(5, "u1", D0 + 30 * H),  # the day after: a later touch for u1
+    ])
+    push(client, OUTCOME_STREAM, [
+        outcome("by_id", "u1", D0 + 40 * H, 10.0, did(1)),  # named: goes to d1 though d5 is u1's latest
+        outcome("touch", "u1", D0 + 6 * H, 4.0),  # latest u1 decision before it: d2
+        outcome("touch2", "u1", D0 + 7 * H, 6.0),  # d2 again: summed
+        outcome("later_touch", "u1", D0 + 31 * H, 99.0),  # d5 (next day), not d2
+        outcome("u2_late", "u2", D0 + 95.5 * H, 5.0),  # 30 min after d3's window: unmatched, on day +3
+        outcome("stranger", "u9", D0 + 2 * H, 1.0),  # no decision: unmatched, on this day
+        outcome("prev_day", "u3", D0 + 3 * H, 1.0, did(4)),  # names d4 of the day before: counted there
+    ])
+
+    drained = dg.materialize([decision_trace, outcome_events], resources=resources)
+    assert drained.success
+    meta = {e.asset_key.to_user_string(): e.metadata for e in drained.get_asset_materialization_events()
+            for e in [e.event_specific_data.materialization]}
+    assert meta["decision_trace"]["written"].value == 5 and meta["decision_trace"]["backlog_after"].value == 0
+    assert meta["decision_trace"]["dates"].value == ["2026-10-01", "2026-10-02", "2026-10-03"]
+    assert meta["outcome_events"]["written"].value == 7 and meta["outcome_events"]["rejected"].value == 0
+    lake = resources["lake"]
+    assert read_partition(lake.path(DECISION_TRACE), DAY)["decision_id"].tolist() == [did(1), did(2), did(3)]
+    assert len(read_partition(lake.path(OUTCOME_EVENTS), DAY)) == 4
+
+    joined = dg.materialize(
+        [decision_outcomes], resources={"lake": lake}, partition_key=DAY,
+    )
+    (event,) = joined.asset_materializations_for_node("decision_outcomes")
+    rows = lake.read(decision_outcomes_table(DAY))
+    got = {r.decision_id: (r.converted, r.revenue, r.n_outcomes) for r in rows.itertuples()}
+    assert got == {did(1): (1, 10.0, 1), did(2): (1, 10.0, 2), did(3): (0, 0.0, 0)}
+    assert json.loads(rows.set_index("decision_id").loc[did(1), "experiments"]) == {"policy_holdout": "policy"}
+    assert {"user_key", "experiments", "converted", "revenue", "ts", "surface", "stream_id"} <= set(rows.columns)
+    assert event.metadata["decisions"].value == 3 and event.metadata["outcomes_attributed"].value == 3
+    # of this day's outcomes only "stranger" is unmatched; u2_late is reported by the partition of its own day
+    assert event.metadata["unmatched_by_reason"].value == {NO_DECISION_IN_WINDOW: 1}
+    assert event.metadata["window_closed"].value is True
+
+    late_day = dg.materialize([decision_outcomes], resources={"lake": lake}, partition_key="2026-10-05")
+    (late,) = late_day.asset_materializations_for_node("decision_outcomes")
+    assert late.metadata["decisions"].value == 0 and late.metadata["unmatched_by_reason"].value == {
+        NO_DECISION_IN_WINDOW: 1
+    }
+
+
+def test_a_shorter_window_from_config_leaves_outcomes_unmatched(world):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0 + H)])
+    push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0 + 4 * H, 3.0), outcome("o2", "u1", D0 + 4 * H, 2.0, did(1))])
+    dg.materialize([decision_trace, outcome_events], resources=resources)
+    config = {"ops": {"decision_outcomes": {"config": {"attribution_window_hours": 2.0}}}}
+    result = dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, run_config=config)
+    (event,) = result.asset_materializations_for_node("decision_outcomes")
+    assert event.metadata["converted"].value == 0
+    assert event.metadata["unmatched_by_reason"].value == {DECISION_OUTSIDE_WINDOW: 1, NO_DECISION_IN_WINDOW: 1}
+
+
+def test_a_second_drain_run_picks_up_only_new_entries(world):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(i, f"u{i}", D0 + i) for i in range(3)])
+    dg.materialize([decision_trace], resources=resources)
+    push(client, DECISION_STREAM, [decision(i, f"u{i}", D0 + i) for i in range(3, 5)])
+    result = dg.materialize([decision_trace], resources=resources)
+    (event,) = result.asset_materializations_for_node("decision_trace")
+    assert event.metadata["read"].value == 2
+    frame = read_partition(resources["lake"].path(DECISION_TRACE), DAY)
+    assert frame["decision_id"].tolist() == [did(i) for i in range(5)]
+
+
+def test_sensor_requests_a_drain_only_when_entries_are_undrained(world):
+    client, resources = world
+    redis_resource = resources["redis"]
+    with dg.instance_for_test() as instance:
+        def tick():
+            return decision_log_sensor(dg.build_sensor_context(instance=instance, resources={"redis": redis_resource}))
+
+        assert isinstance(tick(), dg.SkipReason)  # no stream yet
+        push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0, 1.0)])
+        request = tick()
+        assert isinstance(request, dg.RunRequest) and request.tags[f"backlog/{OUTCOME_STREAM}"] == "1"
+        dg.materialize([decision_trace, outcome_events], resources=resources)
+        skip = tick()
+        assert isinstance(skip, dg.SkipReason) and "nothing to drain" in skip.skip_message
+        # entries delivered to a consumer that died before acknowledging them are still undrained
+        push(client, DECISION_STREAM, [decision(1, "u1", D0)])
+        client.xreadgroup(DRAIN_GROUP, "dead", {DECISION_STREAM: ">"})
+        assert isinstance(tick(), dg.RunRequest)
+
+
+def test_sensor_skips_while_a_drain_run_is_in_flight(world):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0)])
+    with dg.instance_for_test() as instance:
+        instance.add_run(dg.DagsterRun(job_name=decision_log_job.name, run_id="r1", status=dg.DagsterRunStatus.STARTED))
+        skip = decision_log_sensor(dg.build_sensor_context(instance=instance, resources={"redis": resources["redis"]}))
+        assert isinstance(skip, dg.SkipReason) and "r1 is still draining" in skip.skip_message
+
+
+def test_the_training_job_leaves_the_decision_log_to_its_own_job():
+    training = {k.to_user_string() for k in defs.resolve_job_def("hyperlift_job").asset_layer.selected_asset_keys}
+    drain = {k.to_user_string() for k in defs.resolve_job_def("decision_log_job").asset_layer.selected_asset_keys}
+    assert drain == {"decision_trace", "outcome_events"} and not training & {*drain, "decision_outcomes"}
+    assert defs.resolve_sensor_def("decision_log_sensor").job_name == "decision_log_job"
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get(dg.AssetKey("decision_outcomes")).parent_keys} \
+        == {"decision_trace", "outcome_events"}
