@@ -27,7 +27,7 @@ from serving.policy.budgets import CampaignBudgets
 from serving.policy.caps import FrequencyCaps
 from serving.policy.consent import consent_allows, consented, mask_features
 from serving.policy.eligibility import eligible_actions
-from serving.policy.exploration import Exploration, action_probabilities
+from serving.policy.exploration import action_probabilities
 from serving.policy.slates import draw_slate
 from serving.policy.uncertainty import with_bonus
 from serving.safe_mode import SafeMode
@@ -130,6 +130,7 @@ class DecisionService:
     ):
         self.config = config
         self.champions = champions
+        self.client = client
         self.trace = trace
         self.experiments = experiments
         self.safe_mode = safe_mode
@@ -183,8 +184,14 @@ class DecisionService:
         return self._respond(request, surface, user_key(request.user_id, self.salt), [], outcome, {}, started)
 
     def warm_up(self) -> None:
-        """One feature read and one scoring per champion, so the first request does not pay for cold caches
-        (Feast's registry, Redis connections, XGBoost's first call) and overrun its deadline."""
+        """Load the Lua scripts, then one feature read and one scoring per champion, so that the first request does
+        not pay for cold caches (scripts, Redis connections, XGBoost's first call) and overrun its deadline."""
+        try:
+            for surface in self.surfaces.values():
+                surface.caps.load_scripts()
+                surface.budgets.load_scripts()
+        except redis.exceptions.RedisError as exc:
+            log.warning("warm-up could not load the Lua scripts (they load on first use): %s", exc)
         for key, champion in self.champions.items():
             if champion is None:
                 continue
@@ -201,7 +208,8 @@ class DecisionService:
     ) -> Outcome:
         config = surface.config
         model = champion.model
-        read, fallback = self._read_features(champion, request.user_id, config)
+        candidates = self._candidates(request, config, model)
+        read, ruled_out, fallback = self._read(champion, surface, request.user_id, ukey, candidates)
         timings["features"] = time.perf_counter() - started
         if read is None:
             return self._neutral(config, fallback, champion)
@@ -211,21 +219,22 @@ class DecisionService:
             self.metrics.deadline_breaches.labels(config.name, "features").inc()
             return self._neutral(config, FEATURES_LATE, champion)
 
+        policy_started = time.perf_counter()
         region = self.config.region_of((request.context or {}).get("region"), read.by_name.get("region_code"))
         bundle = self.config.bundle_for(region)
         has_consent = consented(read.by_name.get(bundle.consent.feature))
-        candidates = self._candidates(request, config, model)
         allowed = eligible_actions(candidates, config.neutral_action, bundle.allowed_actions, bundle.blocked_actions)
         allowed = consent_allows(
             allowed, config.neutral_action, has_consent, bundle.consent.required_for == "all_actions",
             bundle.consent.actions,
         )
-        policy_started = time.perf_counter()
-        try:
-            allowed = self._within_caps_and_budgets(surface, ukey, allowed)
-        except redis.exceptions.RedisError as exc:
-            log.warning("caps/budgets unreadable for surface %s: %s", config.name, exc)
-            return self._neutral(config, POLICY_STORE_UNAVAILABLE, champion, region)
+        if allowed == [config.neutral_action]:
+            return self._only(config.neutral_action, candidates, fallback, region, champion)
+        if ruled_out is None:  # cached features, but the cap and budget counters could not be read
+            if config.caps or config.budgets:
+                return self._neutral(config, POLICY_STORE_UNAVAILABLE, champion, region)
+            ruled_out = set()
+        allowed = [a for a in allowed if a not in ruled_out or a == config.neutral_action]
         timings["policy"] = time.perf_counter() - policy_started
         if allowed == [config.neutral_action]:
             return self._only(config.neutral_action, candidates, fallback, region, champion)
@@ -259,91 +268,93 @@ class DecisionService:
         self, surface: Surface, ukey: str, allowed: list[str], scores: np.ndarray, overrides: dict,
         fallback: str | None, region: str | None, champion: Champion,
     ) -> Outcome:
-        """Draw a slate, then reserve caps and budgets slot by slot (see README: reservation conflicts)."""
+        """Draw a slate, then reserve its caps and budgets in one round trip (see README: reservation conflicts)."""
         config = surface.config
         exploration = config.exploration.build(overrides.get("epsilon"))
         penalty = overrides.get("diversity_penalty", config.diversity.penalty)
         pool, pool_scores = list(allowed), scores
         for _ in range(SINGLE_SLOT_REDRAWS):
             with self._rng_lock:
-                slate = draw_slate(
-                    pool_scores, surface.attributes(pool), config.slate_size, penalty, exploration, self.rng
-                )
-            first_probabilities = _first_slot_probabilities(pool_scores, exploration)
-            chosen, kept, scores_kept = [], [], []
-            for slot, index in enumerate(slate.indices):
-                action = pool[index]
-                if action != config.neutral_action and not self._reserve(surface, ukey, action):
-                    break  # keep the slots before: they were drawn and reserved; this slate ends here
-                chosen.append(action)
-                kept.append(slate.probabilities[slot])
-                scores_kept.append(slate.adjusted_scores[slot])
-                if action == config.neutral_action:
-                    break  # nothing beats showing nothing: the slate stops
-            if chosen:
+                slate = draw_slate(pool_scores, surface.attributes(pool), config.slate_size, penalty, exploration, self.rng)
+            actions = [pool[i] for i in slate.indices]
+            if config.neutral_action in actions:  # nothing beats showing nothing: the slate stops there
+                actions = actions[: actions.index(config.neutral_action) + 1]
+            try:
+                kept = self._reserve(surface, ukey, actions)
+            except redis.exceptions.RedisError as exc:
+                self.breaker.record_failure()
+                log.warning("reservation on surface %s failed: %s", config.name, exc)
+                return self._neutral(config, POLICY_STORE_UNAVAILABLE, champion, region)
+            if kept:
                 return Outcome(
-                    chosen, scores_kept, kept, pool, [float(s) for s in pool_scores],
-                    first_probabilities, fallback, region, champion,
+                    actions[:kept], slate.adjusted_scores[:kept], slate.probabilities[:kept], pool,
+                    [float(s) for s in pool_scores], action_probabilities(pool_scores, exploration).tolist(),
+                    fallback, region, champion,
                 )
-            refused = pool[slate.indices[0]]
-            keep = [i for i, a in enumerate(pool) if a != refused]
-            pool, pool_scores = [pool[i] for i in keep], pool_scores[keep]
+            refused = [i for i, a in enumerate(pool) if a != actions[0]]  # a concurrent request took the last slot
+            pool, pool_scores = [pool[i] for i in refused], pool_scores[refused]
         return self._neutral(config, RESERVATION_CONFLICT, champion, region)
 
-    def _reserve(self, surface: Surface, ukey: str, action: str) -> bool:
-        """Take a cap slot, then charge the budget (returning the cap slot if the budget refuses)."""
-        token = uuid.uuid4().hex
-        try:
-            if not surface.caps.reserve(ukey, action, token):
-                self.metrics.cap_refusals.labels(surface.config.name).inc()
-                return False
-            if not surface.budgets.spend(action):
+    def _reserve(self, surface: Surface, ukey: str, actions: list[str]) -> int:
+        """Reserve a cap slot and charge the budget of every slate action in one pipelined round trip; returns how
+        many leading actions are kept (the slate ends at the first refusal; later grants are handed back)."""
+        pipe = self.client.pipeline(transaction=False)
+        tokens = [uuid.uuid4().hex for _ in actions]
+        steps = [
+            (surface.caps.queue_reserve(pipe, ukey, action, token), surface.budgets.queue_spend(pipe, action))
+            for action, token in zip(actions, tokens)
+        ]
+        replies = pipe.execute(raise_on_error=False) if pipe.command_stack else []
+        kept = len(actions)
+        for slot, (action, token, (capped, charged)) in enumerate(zip(actions, tokens, steps)):
+            reserved, paid = capped(replies), charged(replies)
+            if slot < kept and reserved and paid:
+                self._count_spend(surface, action)
+                continue
+            kept = min(kept, slot)
+            if reserved:
                 surface.caps.release(ukey, action, token)
+            if paid:
+                surface.budgets.refund(action)
+            if not reserved:
+                self.metrics.cap_refusals.labels(surface.config.name).inc()
+            elif not paid:
                 for budget in surface.budgets.campaigns_of(action):
                     self.metrics.budget_refusals.labels(budget.campaign).inc()
-                return False
-        except redis.exceptions.RedisError as exc:
-            log.warning("reservation of %s failed: %s", action, exc)
-            self.breaker.record_failure()
-            return False
+        return kept
+
+    def _count_spend(self, surface: Surface, action: str) -> None:
         for budget in surface.budgets.campaigns_of(action):
             self.metrics.budget_spend.labels(budget.campaign).inc(budget.costs.get(action, 0.0))
-        return True
 
-    def _within_caps_and_budgets(self, surface: Surface, ukey: str, allowed: list[str]) -> list[str]:
-        """Drop actions a frequency cap or an exhausted campaign rules out (raises RedisError when unreadable)."""
-        if not surface.config.caps and not surface.config.budgets:
-            return allowed
-        if not self.breaker.allow():
-            raise redis.exceptions.ConnectionError("online-store circuit breaker is open")
-        try:
-            ruled_out = surface.caps.blocked(ukey, allowed) | surface.budgets.exhausted(allowed)
-        except redis.exceptions.RedisError:
-            self.breaker.record_failure()
-            raise
-        return [a for a in allowed if a not in ruled_out or a == surface.config.neutral_action]
-
-    def _read_features(
-        self, champion: Champion, user_id: int, config: SurfaceConfig
-    ) -> tuple[FeatureRead | None, str | None]:
-        """Online features (fallback None), else the user's last known good ones, else None with the reason."""
+    def _read(
+        self, champion: Champion, surface: Surface, user_id: int, ukey: str, actions: list[str]
+    ) -> tuple[FeatureRead | None, set[str] | None, str | None]:
+        """One round trip for the user's features and the surface's cap and budget counters: (features, actions
+        ruled out by caps or budgets, fallback). When Redis fails: the user's last known good features, counters
+        unknown (None), and the reason; or no features at all."""
         key = (champion.ref.version, user_id)  # the value order belongs to one model version
         if self.breaker.allow():
+            pipe = self.client.pipeline(transaction=False)
+            features = champion.features.queue(pipe, user_id, champion.model.feature_names)
+            capped = surface.caps.queue_blocked(pipe, ukey, actions)
+            exhausted = surface.budgets.queue_exhausted(pipe, actions)
             try:
-                read = champion.features.read(user_id, champion.model.feature_names)
-            except FeatureStoreUnavailable as exc:
+                replies = pipe.execute()
+            except redis.exceptions.RedisError as exc:
                 self.breaker.record_failure()
-                log.warning("user %s: %s", user_id, exc)
+                log.warning("user %s: online store read failed: %s", user_id, exc)
                 reason = FEATURES_UNAVAILABLE
             else:
                 self.breaker.record_success()
+                read = features(replies)
                 if read.found:
                     self.feature_cache.put(key, read)
-                return read, None
-        else:  # the online store failed repeatedly: do not wait on it, try again after the cooldown
+                return read, capped(replies) | exhausted(replies), None
+        else:  # Redis failed repeatedly: do not wait on it, try again after the cooldown
             reason = FEATURES_CIRCUIT_OPEN
-        cached = self.feature_cache.get(key) if config.use_last_known_good else None
-        return (cached, LAST_KNOWN_GOOD) if cached is not None else (None, reason)
+        cached = self.feature_cache.get(key) if surface.config.use_last_known_good else None
+        return (cached, None, LAST_KNOWN_GOOD) if cached is not None else (None, None, reason)
 
     # ------------------------------------------------------------------ helpers
     def _surface(self, name: str) -> Surface:
@@ -447,8 +458,3 @@ class DecisionService:
         scored = [s for s in outcome.candidate_scores if s is not None]
         if len(scored) > 1 and outcome.actions[0] != outcome.candidates[int(np.argmax(outcome.candidate_scores))]:
             m.explored.labels(surface).inc()
-
-
-def _first_slot_probabilities(scores: np.ndarray, exploration: Exploration) -> list[float]:
-    """The policy's distribution over the candidates for the first slot (logged for off-policy evaluation)."""
-    return action_probabilities(scores, exploration).tolist()

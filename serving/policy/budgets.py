@@ -30,6 +30,8 @@ from typing import Literal
 
 import redis
 
+from serving.policy.scripts import script_reply
+
 MICROS = 1_000_000
 DAY_S = 86_400
 COUNTER_TTL_S = 2 * DAY_S  # yesterday's counters stay readable for a day after the rollover
@@ -108,6 +110,10 @@ class CampaignBudgets:
         self.clock = clock
         self._spend = client.register_script(_SPEND)
 
+    def load_scripts(self) -> None:
+        """Load the Lua script into Redis now (pipelined calls use EVALSHA; raises RedisError)."""
+        self.client.script_load(self._spend.script)
+
     def key(self, campaign: str, day: date) -> str:
         """Redis key of a campaign's micro-unit counter on a UTC day; the `{day}` hash tag keeps a day on one slot."""
         return f"{self.prefix}:{{{day.isoformat()}}}:{campaign}"
@@ -123,38 +129,75 @@ class CampaignBudgets:
         elapsed_share = (now - _midnight(now)) / DAY_S
         return min(budget.daily_budget, budget.daily_budget * elapsed_share + budget.burst * budget.daily_budget)
 
-    def exhausted(self, actions: list[str], now: float | None = None) -> set[str]:
-        """Actions whose campaign cannot pay their cost now (read-only, one round trip; raises RedisError)."""
+    def queue_exhausted(
+        self, pipe: redis.client.Pipeline, actions: list[str], now: float | None = None
+    ) -> Callable[[list], set[str]]:
+        """Queue the read of `exhausted` on `pipe` (shared with other reads of the decision); the returned function
+        turns the pipeline's replies into the set of actions whose campaign cannot pay for them now."""
         now = self.clock() if now is None else now
         day = _utc_day(now)
         campaigns = list({b.campaign: b for action in actions for b in self.campaigns_of(action)}.values())
-        if not campaigns:
-            return set()
-        values = self.client.mget([self.key(budget.campaign, day) for budget in campaigns])
-        room = {
-            budget.campaign: _micros(self.allowance(budget, now)) - int(value or 0)
-            for budget, value in zip(campaigns, values)
-        }
-        return {
-            action
-            for action in actions
-            if any(_micros(budget.costs[action]) > room[budget.campaign] for budget in self.campaigns_of(action))
-        }
+        start = len(pipe.command_stack)
+        if campaigns:
+            pipe.mget([self.key(budget.campaign, day) for budget in campaigns])
+
+        def parse(replies: list) -> set[str]:
+            if not campaigns:
+                return set()
+            room = {
+                budget.campaign: _micros(self.allowance(budget, now)) - int(value or 0)
+                for budget, value in zip(campaigns, replies[start])
+            }
+            return {
+                action
+                for action in actions
+                if any(_micros(budget.costs[action]) > room[budget.campaign] for budget in self.campaigns_of(action))
+            }
+
+        return parse
+
+    def exhausted(self, actions: list[str], now: float | None = None) -> set[str]:
+        """Actions whose campaign cannot pay their cost now (read-only, one round trip; raises RedisError)."""
+        pipe = self.client.pipeline(transaction=False)
+        parse = self.queue_exhausted(pipe, actions, now)
+        return parse(pipe.execute())  # an empty pipeline makes no round trip
+
+    def _spend_call(self, action: str, now: float | None) -> tuple[list[str], list[int]]:
+        campaigns = self.campaigns_of(action)
+        now = self.clock() if now is None else now
+        day = _utc_day(now)
+        args: list[int] = [COUNTER_TTL_S]
+        for budget in campaigns:
+            args += [_micros(budget.costs[action]), _micros(self.allowance(budget, now))]
+        return [self.key(budget.campaign, day) for budget in campaigns], args
 
     def spend(self, action: str, now: float | None = None) -> bool:
         """Charge the action's cost to all its campaigns if each can afford it now, atomically; else charge none.
 
         One round trip; raises RedisError when Redis fails. Actions in no campaign → True, nothing charged.
         """
+        keys, args = self._spend_call(action, now)
+        return True if not keys else bool(self._spend(keys=keys, args=args))
+
+    def queue_spend(self, pipe: redis.client.Pipeline, action: str, now: float | None = None) -> Callable[[list], bool]:
+        """Queue `spend` on `pipe` (run it with `execute(raise_on_error=False)`); the returned function reads its
+        reply (running the script directly if Redis had flushed its script cache)."""
+        keys, args = self._spend_call(action, now)
+        if not keys:
+            return lambda replies: True
+        index = len(pipe.command_stack)
+        pipe.evalsha(self._spend.sha, len(keys), *keys, *args)
+        return lambda replies: bool(script_reply(replies[index], lambda: self._spend(keys=keys, args=args)))
+
+    def refund(self, action: str, now: float | None = None) -> None:
+        """Take back a charge whose show did not happen (e.g. a frequency cap refused it); one round trip."""
         campaigns = self.campaigns_of(action)
-        if not campaigns:
-            return True
-        now = self.clock() if now is None else now
-        day = _utc_day(now)
-        args: list[int] = [COUNTER_TTL_S]
-        for budget in campaigns:
-            args += [_micros(budget.costs[action]), _micros(self.allowance(budget, now))]
-        return bool(self._spend(keys=[self.key(budget.campaign, day) for budget in campaigns], args=args))
+        if campaigns:
+            day = _utc_day(self.clock() if now is None else now)
+            pipe = self.client.pipeline(transaction=False)
+            for budget in campaigns:
+                pipe.decrby(self.key(budget.campaign, day), _micros(budget.costs[action]))
+            pipe.execute()
 
     def spent(self, campaign: str, day: date | None = None) -> float:
         """Spent by the campaign on a UTC day (today by the clock unless given); raises RedisError."""

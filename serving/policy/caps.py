@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import redis
 
+from serving.policy.scripts import script_reply
+
 # KEYS: the rule sets covering the action. ARGV: now_ms, token, then per key: cutoff_ms, limit, window_ms.
 # A token already in a set is a retried call: it needs no room there and is not added twice (ZADD NX).
 _RESERVE = """
@@ -102,6 +104,10 @@ class FrequencyCaps:
         self.clock = clock
         self._reserve = client.register_script(_RESERVE)
 
+    def load_scripts(self) -> None:
+        """Load the Lua script into Redis now (pipelined calls use EVALSHA; raises RedisError)."""
+        self.client.script_load(self._reserve.script)
+
     def key(self, user_key: str, rule: CapRule) -> str:
         """Redis key of one user's shows under one rule; the `{user_key}` hash tag keeps a user on one slot."""
         if not user_key or "{" in user_key or "}" in user_key:
@@ -112,18 +118,39 @@ class FrequencyCaps:
         """The rules that count and limit `action`."""
         return [rule for rule in self.rules if rule.covers(action, self.control)]
 
-    def blocked(self, user_key: str, actions: list[str], now: float | None = None) -> set[str]:
-        """Actions that would break a cap for this user now (read-only, one round trip; raises RedisError)."""
+    def queue_blocked(
+        self, pipe: redis.client.Pipeline, user_key: str, actions: list[str], now: float | None = None
+    ) -> Callable[[list], set[str]]:
+        """Queue the reads of `blocked` on `pipe` (shared with other reads of the decision); the returned function
+        turns the pipeline's replies into the set of blocked actions."""
         now_ms = _millis(self.clock() if now is None else now)
         rules = _unique(rule for action in actions for rule in self.rules_for(action))
-        if not rules:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
+        start = len(pipe.command_stack)
         for rule in rules:
             # Same count as `reserve` sees after trimming: everything scored after now − window.
             pipe.zcount(self.key(user_key, rule), f"({now_ms - rule.window_s * 1000}", "+inf")
-        full = {rule.name for rule, count in zip(rules, pipe.execute()) if int(count) >= rule.limit}
-        return {action for action in actions if any(rule.name in full for rule in self.rules_for(action))}
+
+        def parse(replies: list) -> set[str]:
+            full = {rule.name for rule, count in zip(rules, replies[start:start + len(rules)]) if int(count) >= rule.limit}
+            return {action for action in actions if any(rule.name in full for rule in self.rules_for(action))}
+
+        return parse
+
+    def blocked(self, user_key: str, actions: list[str], now: float | None = None) -> set[str]:
+        """Actions that would break a cap for this user now (read-only, one round trip; raises RedisError)."""
+        pipe = self.client.pipeline(transaction=False)
+        parse = self.queue_blocked(pipe, user_key, actions, now)
+        return parse(pipe.execute())  # an empty pipeline makes no round trip
+
+    def _reserve_call(self, user_key: str, action: str, token: str, now: float | None) -> tuple[list[str], list]:
+        if not token:
+            raise ValueError("token must be a non-empty string (the decision id)")
+        rules = self.rules_for(action)
+        now_ms = _millis(self.clock() if now is None else now)
+        args: list[str | int] = [now_ms, token]
+        for rule in rules:
+            args += [now_ms - rule.window_s * 1000, rule.limit, rule.window_s * 1000]
+        return [self.key(user_key, rule) for rule in rules], args
 
     def reserve(self, user_key: str, action: str, token: str, now: float | None = None) -> bool:
         """Record the show `token` if every rule covering `action` has room, atomically; else record nothing.
@@ -131,16 +158,20 @@ class FrequencyCaps:
         One round trip; raises RedisError when Redis fails. `token` must be unique per show (the decision id):
         reserving a token that is already recorded is an idempotent retry, not a second show.
         """
-        if not token:
-            raise ValueError("token must be a non-empty string (the decision id)")
-        rules = self.rules_for(action)
-        if not rules:
-            return True
-        now_ms = _millis(self.clock() if now is None else now)
-        args: list[str | int] = [now_ms, token]
-        for rule in rules:
-            args += [now_ms - rule.window_s * 1000, rule.limit, rule.window_s * 1000]
-        return bool(self._reserve(keys=[self.key(user_key, rule) for rule in rules], args=args))
+        keys, args = self._reserve_call(user_key, action, token, now)
+        return True if not keys else bool(self._reserve(keys=keys, args=args))
+
+    def queue_reserve(
+        self, pipe: redis.client.Pipeline, user_key: str, action: str, token: str, now: float | None = None
+    ) -> Callable[[list], bool]:
+        """Queue `reserve` on `pipe` (run it with `execute(raise_on_error=False)`); the returned function reads
+        its reply (loading the script and running it directly if Redis had flushed its script cache)."""
+        keys, args = self._reserve_call(user_key, action, token, now)
+        if not keys:
+            return lambda replies: True
+        index = len(pipe.command_stack)
+        pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+        return lambda replies: bool(script_reply(replies[index], lambda: self._reserve(keys=keys, args=args)))
 
     def release(self, user_key: str, action: str, token: str) -> None:
         """Undo a reservation whose show did not happen (e.g. its campaign refused the charge); one round trip."""
@@ -168,4 +199,5 @@ def _millis(seconds: float) -> int:
 def _unique(rules: Iterable[CapRule]) -> list[CapRule]:
     """Rules in first-seen order, each once."""
     return list({rule.name: rule for rule in rules}.values())
+
 

@@ -34,6 +34,10 @@ def dead_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"
 
 
+def dead_client() -> redis.Redis:
+    return redis.Redis.from_url(dead_url(), socket_connect_timeout=0.05, socket_timeout=0.05, retry=None)
+
+
 def test_redis_down_answers_with_the_neutral_action_and_counts_it(serving_settings):
     serving_settings.redis_url = dead_url()
     service = build_runtime(serving_settings).service
@@ -88,24 +92,24 @@ def test_a_hung_redis_gives_the_fallback_instead_of_a_hang(serving_settings):
         hung.close()
 
 
-def test_serving_store_bounds_redis_calls_and_disables_retries(serving_settings):
+def test_serving_bounds_redis_calls_and_disables_retries(serving_settings):
     service = build_runtime(serving_settings).service
     champion = service.champions[("hyperlift_uplift", "champion")]
     connection = champion.features.store.config.online_store.connection_string
     assert connection.endswith(",socket_timeout=0.05,socket_connect_timeout=0.05,retry=null")
+    kwargs = service.client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["retry"]) == (0.05, 0.05, None)
 
 
 def test_repeated_failures_open_the_breaker_and_it_closes_when_redis_is_back(serving_settings, served_world):
-    settings, _, _ = served_world
     service = build_runtime(serving_settings).service
-    champion = service.champions[("hyperlift_uplift", "champion")]
     now = [0.0]
     service.breaker = CircuitBreaker(failure_threshold=2, cooldown_s=5, clock=lambda: now[0])
-    healthy = champion.features.store
-    champion.features.store = feature_store(dead_url(), settings, redis_timeout_s=0.05)
+    healthy = service.client
+    service.client = dead_client()
     fallbacks = [service.decide(DecisionRequest(user_id=1, surface="home")).fallback for _ in range(4)]
     assert fallbacks == [FEATURES_UNAVAILABLE, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_CIRCUIT_OPEN]
-    champion.features.store = healthy  # Redis is back
+    service.client = healthy  # Redis is back
     assert service.decide(DecisionRequest(user_id=1, surface="home")).fallback == FEATURES_CIRCUIT_OPEN
     now[0] = 5.0  # cooldown over: the half-open trial succeeds and closes the breaker
     assert service.decide(DecisionRequest(user_id=1, surface="home")).fallback is None
@@ -113,7 +117,6 @@ def test_repeated_failures_open_the_breaker_and_it_closes_when_redis_is_back(ser
 
 
 def test_recently_seen_users_are_scored_on_their_last_known_good_features(serving_settings, served_world, tmp_path):
-    settings, _, _ = served_world
     seen, unseen = consented_users(served_world)[:2]
     surfaces = {"home": {**SURFACES["home"], "exploration": {"method": "greedy"}}}
     policy = write_policy_dir(tmp_path / "greedy", surfaces=surfaces)
@@ -121,21 +124,40 @@ def test_recently_seen_users_are_scored_on_their_last_known_good_features(servin
     service = build_runtime(serving_settings).service
     online = service.decide(DecisionRequest(user_id=seen, surface="home"))
     assert online.fallback is None
-    champion = service.champions[("hyperlift_uplift", "champion")]
-    champion.features.store = feature_store(dead_url(), settings, redis_timeout_s=0.05)
+    service.client = dead_client()
     remembered = service.decide(DecisionRequest(user_id=seen, surface="home"))
     assert remembered.fallback == LAST_KNOWN_GOOD
     assert remembered.actions == online.actions  # same features, same model, no exploration: same choice
     assert service.decide(DecisionRequest(user_id=unseen, surface="home")).fallback == FEATURES_UNAVAILABLE
 
 
-def test_caps_and_budgets_unreadable_means_no_promotion(serving_settings, served_world):
-    """Features readable but the policy counters not: an action that cannot be checked against its cap is not shown."""
+def test_cached_features_without_counters_means_no_capped_promotion(serving_settings, served_world):
+    """Redis down after a user was seen: home (no caps) scores the cached features; push cannot check its cap, so
+    it serves the neutral action."""
     service = build_runtime(serving_settings).service
-    dead = redis.Redis.from_url(dead_url(), socket_connect_timeout=0.05, retry=None)
-    surface = service.surfaces["push"]
-    surface.caps.client = surface.budgets.client = dead
-    response = service.decide(DecisionRequest(user_id=consented_users(served_world)[0], surface="push"))
+    user = consented_users(served_world)[0]
+    assert service.decide(DecisionRequest(user_id=user, surface="push")).fallback is None
+    service.client = dead_client()
+    assert service.decide(DecisionRequest(user_id=user, surface="home")).fallback == LAST_KNOWN_GOOD
+    response = service.decide(DecisionRequest(user_id=user, surface="push"))
+    assert response.fallback == POLICY_STORE_UNAVAILABLE and chosen(response) == NEUTRAL
+
+
+def test_redis_failing_between_read_and_reservation_serves_nothing_it_cannot_record(serving_settings, served_world):
+    service = build_runtime(serving_settings).service
+    healthy, dead = service.client, dead_client()
+    original = service._reserve
+
+    def reserve_after_outage(*args):
+        service.client = dead
+        try:
+            return original(*args)
+        finally:
+            service.client = healthy
+
+    service._reserve = reserve_after_outage
+    user = consented_users(served_world)[0]
+    response = service.decide(DecisionRequest(user_id=user, surface="push"))
     assert response.fallback == POLICY_STORE_UNAVAILABLE and chosen(response) == NEUTRAL
 
 

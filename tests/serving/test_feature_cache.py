@@ -6,7 +6,7 @@ from serving.features import FeatureRead
 
 
 def read(value: float) -> FeatureRead:
-    return FeatureRead(values=np.array([value], np.float32), found=True, by_name={"f": value})
+    return FeatureRead(values=np.array([value], np.float32), found=True, by_name={"f": value}, event_timestamps={})
 
 
 def test_remembers_until_max_age_then_forgets():

@@ -198,3 +198,22 @@ def test_spent_of_an_unknown_campaign_is_an_error(client):
     budgets = CampaignBudgets(client, [Budget("summer", {"pct10": 1.0}, daily_budget=1.0)])
     with pytest.raises(KeyError, match="no budget for campaign 'winter'; known: \\['summer'\\]"):
         budgets.spent("winter", date(2024, 5, 1))
+
+
+def test_pipelined_spend_and_refund_keep_exact_totals(redis_databases):
+    client = redis.Redis.from_url(redis_databases.fresh())
+    budgets = CampaignBudgets(client, [Budget("c", {"a": 0.3}, 1.0, "none")], clock=lambda: MAY_1 + 12 * HOUR)
+    pipe = client.pipeline(transaction=False)
+    spends = [budgets.queue_spend(pipe, "a") for _ in range(4)]
+    replies = pipe.execute(raise_on_error=False)
+    assert [spend(replies) for spend in spends] == [True, True, True, False]
+    assert budgets.spent("c") == pytest.approx(0.9, abs=1e-12)
+    budgets.refund("a")
+    assert budgets.spent("c") == pytest.approx(0.6, abs=1e-12)
+    pipe = client.pipeline(transaction=False)
+    exhausted = budgets.queue_exhausted(pipe, ["a", "b"])
+    assert exhausted(pipe.execute()) == set() == budgets.exhausted(["a", "b"])
+    client.script_flush()
+    pipe = client.pipeline(transaction=False)
+    spend = budgets.queue_spend(pipe, "a")
+    assert spend(pipe.execute(raise_on_error=False)) is True and budgets.spent("c") == pytest.approx(0.9, abs=1e-12)

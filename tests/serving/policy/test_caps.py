@@ -207,3 +207,28 @@ def test_release_returns_the_slot_to_every_rule(redis_databases):
     caps.release("u1", "push", "t1")
     assert caps.count("u1", "day", now=1_002.0) == 0 and caps.count("u1", "push_week", now=1_002.0) == 0
     assert caps.reserve("u1", "push", "t3", now=1_003.0)
+
+
+def test_pipelined_reads_and_reservations_agree_with_the_direct_calls(redis_databases):
+    client = redis.Redis.from_url(redis_databases.fresh())
+    caps = FrequencyCaps(client, [CapRule("day", 86_400, 2)], "none")
+    pipe = client.pipeline(transaction=False)
+    first = caps.queue_reserve(pipe, "u1", "push", "t1", now=10.0)
+    second = caps.queue_reserve(pipe, "u1", "push", "t2", now=11.0)
+    third = caps.queue_reserve(pipe, "u1", "push", "t3", now=12.0)
+    replies = pipe.execute(raise_on_error=False)
+    assert [first(replies), second(replies), third(replies)] == [True, True, False]
+    pipe = client.pipeline(transaction=False)
+    blocked = caps.queue_blocked(pipe, "u1", ["none", "push"], now=13.0)
+    assert blocked(pipe.execute()) == {"push"} == caps.blocked("u1", ["none", "push"], now=13.0)
+
+
+def test_pipelined_reservation_survives_a_flushed_script_cache(redis_databases):
+    client = redis.Redis.from_url(redis_databases.fresh())
+    caps = FrequencyCaps(client, [CapRule("day", 86_400, 1)], "none")
+    caps.load_scripts()
+    client.script_flush()  # what a Redis restart does
+    pipe = client.pipeline(transaction=False)
+    reserve = caps.queue_reserve(pipe, "u1", "push", "t1", now=10.0)
+    assert reserve(pipe.execute(raise_on_error=False)) is True
+    assert caps.count("u1", "day", now=11.0) == 1
