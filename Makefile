@@ -24,6 +24,7 @@ test: install  ## run the test suite (starts its own redis-server unless REDIS_U
 
 bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they read its state)
 	$(BIN)/python -m bench.decision_latency
+	$(BIN)/python -m bench.decision_load
 	$(BIN)/python -m bench.learner_settings
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)

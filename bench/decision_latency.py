@@ -3,9 +3,10 @@
 Run after `make demo` (reads its registry, Redis dump and champion):
     .venv/bin/python -m bench.decision_latency [N]
 Measures N sequential single-user requests of each kind, one warm-up pass first:
-  feast_sdk_read     FeatureStore.get_online_features(uplift_v1), in process
+  feast_sdk_read     the serving feature reader (Feast's keys and values, one pipelined round trip), in process
   model_score        champion uplift for one feature row, in process
-  decide_in_process  DecisionService.decide: features + scores + policy + decision log (Redis XADD)
+  decide_in_process  DecisionService.decide on the shipped `home` surface: features + counters, scores, policy,
+                     reservation, trace
   decide_http        POST /v1/decisions to uvicorn (one keep-alive connection)
   feast_serve_http   POST /get-online-features to `feast serve` with the same feature service
 """
@@ -27,7 +28,7 @@ from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
 from serving.config import ServingSettings
-from serving.main import build_service
+from serving.main import build_runtime
 from serving.schemas import DecisionRequest
 
 VENV_BIN = Path(sys.executable).parent
@@ -64,16 +65,16 @@ def main(n: int = 2000) -> None:
     settings = HyperliftSettings()
     with project_environment(settings) as env:
         os.environ.update(env)
-        service, _ = build_service(ServingSettings(seed=0))
-        if service.champion is None:
+        service = build_runtime(ServingSettings(seed=0, log_decisions=False)).service
+        champion = service.champions.get(("hyperlift_uplift", "champion"))
+        if champion is None:
             raise SystemExit("no champion registered: run `make demo` first")
-        champion = service.champion
         users = np.random.default_rng(0).integers(0, 20_000, size=n + 50)
         row = champion.features.read(1, champion.model.feature_names).values[None, :]
         results = {
             "feast_sdk_read": timed(n, lambda u: champion.features.read(u, champion.model.feature_names), users),
             "model_score": timed(n, lambda u: champion.model.uplift(row), users),
-            "decide_in_process": timed(n, lambda u: service.decide(DecisionRequest(user_id=u, surface="bench")), users),
+            "decide_in_process": timed(n, lambda u: service.decide(DecisionRequest(user_id=u, surface="home")), users),
         }
         api_port, feast_port = free_port(), free_port()
         api = start([str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(api_port), "--log-level", "warning"],
@@ -84,7 +85,7 @@ def main(n: int = 2000) -> None:
             wait_healthy(f"http://127.0.0.1:{api_port}")
             with httpx.Client(base_url=f"http://127.0.0.1:{api_port}") as client:
                 results["decide_http"] = timed(
-                    n, lambda u: client.post("/v1/decisions", json={"user_id": u, "surface": "bench"}).raise_for_status(), users
+                    n, lambda u: client.post("/v1/decisions", json={"user_id": u, "surface": "home"}).raise_for_status(), users
                 )
             with httpx.Client(base_url=f"http://127.0.0.1:{feast_port}") as client:
                 results["feast_serve_http"] = timed(

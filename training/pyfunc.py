@@ -24,11 +24,15 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
         feature_names: list[str],
         action_costs: dict[str, float],
         recalibrator: UpliftRecalibrator | None = None,
+        uplift_se: dict[str, float] | None = None,
     ):
         self.learner = learner
         self.feature_names = list(feature_names)
         self.action_costs = dict(action_costs)
         self.recalibrator = recalibrator
+        # Standard error of each action's average uplift on the holdout (AIPW): the `s` of the serving policy's
+        # optimistic score u = μ + γ·s. Rarely logged actions have a larger s, so γ > 0 explores them more.
+        self.uplift_se = dict(uplift_se or {})
 
     @property
     def treatments(self) -> list[str]:

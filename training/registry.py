@@ -78,7 +78,8 @@ def log_and_register(
     with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        mlflow.log_dict({"action_costs": model.action_costs, "features": model.feature_names}, "model_card.json")
+        card = {"action_costs": model.action_costs, "features": model.feature_names, "uplift_se": model.uplift_se}
+        mlflow.log_dict(card, "model_card.json")
         for name, figure in (figures or {}).items():
             mlflow.log_figure(figure, f"plots/{name}.png")
         example = input_example[model.feature_names].head(5)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy.stats import norm
 from sklearn.base import clone
 
 from training.calibration import UpliftRecalibrator, calibration_summary, uplift_calibration
-from training.learners import MultiArmUpliftLearner
+from training.learners import MultiArmUpliftLearner, estimate_ate
 from training.metrics import multi_action_auuc, multi_action_qini, policy_value_snips, uplift_at_k
 from training.plots import calibration_figure, qini_figure, uplift_curve_figure
 from training.pyfunc import UpliftModel
@@ -178,6 +179,16 @@ def cross_fitted_uplift(
     return out
 
 
+def holdout_uplift_se(learner: MultiArmUpliftLearner, test: pd.DataFrame, feature_names: list[str]) -> dict[str, float]:
+    """Standard error of each treatment's AIPW average uplift on the holdout rows (the serving bonus's `s`)."""
+    ate = estimate_ate(
+        learner, test[feature_names], test["action_id"].to_numpy(), test["label_revenue"].to_numpy(float),
+        test["propensity"].to_numpy(float),
+    )
+    z = float(norm.ppf(0.975))
+    return {row.action: float((row.upper - row.ate) / z) for row in ate.itertuples()}
+
+
 def train_uplift(
     training_set: pd.DataFrame,
     feature_names: list[str],
@@ -208,6 +219,7 @@ def train_uplift(
     costs = {a: float(action_costs[a]) for a in learner.treatments_}
     model = UpliftModel(learner, feature_names, costs, recalibrator)
     evaluation = evaluate_uplift(model, split.test)
+    model.uplift_se = holdout_uplift_se(learner, split.test, feature_names)
     metrics = dict(evaluation.metrics)
     metrics.update(
         n_train_rows=float(len(train)),

@@ -180,3 +180,18 @@ def test_bad_outcomes_get_422_with_the_rule(serving_settings, payload, needle):
     with TestClient(create_app(serving_settings)) as client:
         response = client.post("/v1/outcomes", json=payload)
     assert response.status_code == 422 and needle in response.text
+
+
+def test_uncertainty_bonus_adds_gamma_times_the_actions_standard_error(serving_settings, served_world, tmp_path):
+    surfaces = {"home": {**SURFACES["home"], "exploration": {"method": "greedy"}, "uncertainty_bonus": 2.0}}
+    policy = write_policy_dir(tmp_path / "ucb", surfaces=surfaces)
+    serving_settings.config_dir, serving_settings.experiments_file = policy, policy / "experiments.yaml"
+    service = build_runtime(serving_settings).service
+    champion = service.champions[("hyperlift_uplift", "champion")]
+    champion.model.uplift_se = {"pct10_sitewide": 5.0, "push_reminder": 0.0}
+    user = standard_consented(served_world)[0]
+    read = champion.features.read(user, champion.model.feature_names)
+    mu = dict(zip(champion.model.treatments, champion.model.uplift(read.values[None, :])[0]))
+    (action,) = service.decide(DecisionRequest(user_id=user, surface="home")).actions
+    assert action.action_id == "pct10_sitewide" and action.propensity == 1.0
+    assert action.score == pytest.approx(mu["pct10_sitewide"] - champion.model.action_costs["pct10_sitewide"] + 2.0 * 5.0)

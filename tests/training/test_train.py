@@ -1,9 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
-from training.learners import TLearner
-from training.train import cross_fitted_uplift, holdout_mask, train_uplift
+from training.learners import TLearner, estimate_ate
+from training.train import cross_fitted_uplift, holdout_mask, split_training_set, train_uplift
 
 
 def test_holdout_is_user_level_deterministic_and_sized():
@@ -41,6 +42,11 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
     assert trained.metrics["holdout_qini_p"] > 0
     assert set(trained.figures) == {"holdout_qini_curves", "holdout_uplift_curves", "holdout_uplift_calibration"}
     assert set(trained.calibration["action"]) == {"p"} and len(trained.calibration) == 5
+    # the serving bonus's s: the AIPW standard error of p's average uplift on the holdout rows
+    test = split_training_set(frame, 0.25).test
+    ate = estimate_ate(trained.model.learner, test[["f"]], test["action_id"], test["label_revenue"], test["propensity"])
+    assert trained.model.uplift_se == {"p": pytest.approx((ate["upper"][0] - ate["ate"][0]) / norm.ppf(0.975))}
+    assert 0.02 < trained.model.uplift_se["p"] < 0.3
     with pytest.raises(ValueError, match=r"actions \['p'\] were logged but are not in the action catalogue"):
         train_uplift(frame, ["f"], {}, TLearner(n_estimators=5))
 

@@ -1,0 +1,248 @@
+"""Decision latency under load, side by side in one run with `feast serve` for the same feature service.
+
+Run after `make demo` (reads its registry, Redis dump and champion):
+    .venv/bin/python -m bench.decision_load [--rate 500] [--seconds 20] [--workers 1 2]
+
+For each uvicorn worker count it starts the decision service on a bench configuration (two surfaces):
+  one      the demo champion, 1 candidate action (plus the neutral one) per request
+  fifty    a 50-action S-learner (49 promotions + neutral, registered once as `hyperlift_bench50`, trained on
+           synthetic outcomes over the same feature service): 50 candidates per request
+both with a frequency cap and a campaign budget, so every decision pays the cap/budget read and reservation.
+Then, per surface: an open-loop run at --rate requests/s for --seconds (latency from the due time, no
+coordinated omission) and a closed-loop run (32 connections) for the maximum throughput; the same two runs
+against `feast serve` answering get-online-features for uplift_v1. Per-segment times come from the decision
+traces of the open-loop run. Prints a markdown table and writes it into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import redis
+import yaml
+
+from bench.loadgen import LoadResult, encode_post, run_load
+from demo.traffic import wait_healthy
+from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
+from infra.launch import project_environment
+from infra.redis_server import free_port
+from infra.settings import HyperliftSettings
+from serving.decision_log import DECISION_STREAM
+from serving.surfaces import DEFAULT_CONFIG_DIR
+from training.learners import SLearner
+from training.lifecycle import alias_version
+from training.pyfunc import UpliftModel
+from training.registry import CHAMPION_ALIAS, log_and_register
+
+VENV_BIN = Path(sys.executable).parent
+BENCH_MODEL = "hyperlift_bench50"
+FIFTY = [f"bench_promo_{i:02d}" for i in range(49)]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- decision_load:begin -->", "<!-- decision_load:end -->"
+N_USERS = 20_000
+
+
+def ensure_bench_model(settings: HyperliftSettings) -> None:
+    """Register the 50-action model once (synthetic outcomes; only its scoring cost matters here)."""
+    if alias_version(settings.mlflow_uri, BENCH_MODEL, CHAMPION_ALIAS) is not None:
+        return
+    features = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((20_000, len(features))), columns=features)
+    treatment = np.array(["no_action", *FIFTY])[rng.integers(0, 50, len(X))]
+    effect = np.array([0.0, *np.linspace(-0.2, 0.4, 49)])
+    arm = pd.Series(treatment).map({a: i for i, a in enumerate(["no_action", *FIFTY])}).to_numpy()
+    y = rng.gamma(1.0, 1.0 + effect[arm] * X["mobile_view_share"].to_numpy())
+    learner = SLearner(random_state=0).fit(X, treatment, y)
+    model = UpliftModel(learner, features, {a: 0.0 for a in FIFTY})
+    log_and_register(
+        model=model, tracking_uri=settings.mlflow_uri, experiment="bench", artifact_dir=settings.mlflow_artifacts_dir,
+        model_name=BENCH_MODEL, feature_service="uplift_v1", params={}, metrics={}, tags={}, input_example=X.head(5),
+        alias=CHAMPION_ALIAS,
+    )
+
+
+def write_config(root: Path) -> Path:
+    """Bench surfaces, the shipped region bundles, no experiments."""
+    limits = {
+        "caps": [{"name": "bench_per_day", "window_s": 86_400, "limit": 1_000_000}],
+        "deadlines": {"features_ms": 50, "scoring_ms": 50, "total_ms": 200},
+    }
+    surfaces = {
+        "one": {"name": "one", "feature_service": "uplift_v1", **limits,
+                "budgets": [{"campaign": "bench_push", "daily_budget": 1e9, "costs": {"push_reminder": 0.02}}]},
+        "fifty": {"name": "fifty", "feature_service": "uplift_v1", "model": {"name": BENCH_MODEL, "alias": "champion"},
+                  **limits,
+                  "budgets": [{"campaign": "bench_fifty", "daily_budget": 1e9, "costs": {FIFTY[-1]: 0.01}}]},
+    }
+    (root / "surfaces").mkdir(parents=True)
+    for name, body in surfaces.items():
+        (root / "surfaces" / f"{name}.yaml").write_text(yaml.safe_dump(body))
+    (root / "regions").mkdir()
+    for path in (DEFAULT_CONFIG_DIR / "regions").glob("*.yaml"):
+        (root / "regions" / path.name).write_text(path.read_text())
+    (root / "experiments.yaml").write_text("layers: []\n")
+    return root
+
+
+def start(command: list[str], env: dict[str, str], health_path: str, port: int) -> subprocess.Popen:
+    """Start a server and wait until it answers."""
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_healthy(f"http://127.0.0.1:{port}", timeout_s=120.0) if health_path == "/healthz" else _wait(port, health_path)
+    return process
+
+
+def _wait(port: int, path: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.25)
+    raise TimeoutError(f"nothing answered on :{port}{path}")
+
+
+def decision_requests(port: int, surface: str, users: np.ndarray):
+    """Request i: a decision for users[i] on `surface` (the `one` surface names its single candidate)."""
+    extra = {"candidates": ["push_reminder"]} if surface == "one" else {}
+    encoded = [encode_post(f"127.0.0.1:{port}", "/v1/decisions", {"user_id": int(u), "surface": surface, **extra})
+               for u in users]
+    return lambda i: encoded[i % len(encoded)]
+
+
+def feast_requests(port: int, users: np.ndarray):
+    """Request i: get-online-features of uplift_v1 for users[i]."""
+    encoded = [encode_post(f"127.0.0.1:{port}", "/get-online-features",
+                           {"feature_service": "uplift_v1", "entities": {"user_id": [int(u)]}}) for u in users]
+    return lambda i: encoded[i % len(encoded)]
+
+
+def segments_since(client: redis.Redis, start_id: str) -> dict[str, dict[str, float]]:
+    """p50/p99 per segment (ms) of the decision traces written after `start_id`."""
+    time.sleep(1.0)  # the trace writer batches asynchronously
+    latencies: dict[str, list[float]] = {}
+    low = f"({start_id}"
+    while entries := client.xrange(DECISION_STREAM, min=low, max="+", count=10_000):
+        for _, fields in entries:
+            for segment, ms in json.loads(fields[b"record"])["latency_ms"].items():
+                latencies.setdefault(segment, []).append(ms)
+        low = "(" + entries[-1][0].decode()
+    return {s: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for s, v in latencies.items()}
+
+
+def last_id(client: redis.Redis) -> str:
+    """Id of the newest trace entry ("0-0" when none)."""
+    newest = client.xrevrange(DECISION_STREAM, count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+def row(label: str, open_loop: LoadResult, closed: LoadResult) -> str:
+    """One markdown table row."""
+    p = open_loop.percentiles()
+    bad = sum(n for status, n in open_loop.statuses.items() if status != 200) + open_loop.errors
+    return (f"| {label} | {open_loop.achieved_rps:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p99.9']:.2f} | "
+            f"{bad} | {closed.achieved_rps:.0f} |")
+
+
+def main() -> None:
+    """Run every configuration, print the table, write it to docs/benchmarks.md."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    n_open = int(args.rate * args.seconds)
+    users = np.random.default_rng(0).integers(0, N_USERS, size=n_open)
+    settings = HyperliftSettings()
+    rows, segment_rows = [], []
+    with project_environment(settings) as env, tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(env)
+        if alias_version(settings.mlflow_uri, "hyperlift_uplift", CHAMPION_ALIAS) is None:
+            raise SystemExit("no champion registered: run `make demo` first")
+        print("registering the 50-action bench model (once) ...", flush=True)
+        ensure_bench_model(settings)
+        config = write_config(Path(tmp) / "policy")
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        serving_env = {**env, "HYPERLIFT_SERVING_CONFIG_DIR": str(config),
+                       "HYPERLIFT_SERVING_EXPERIMENTS_FILE": str(config / "experiments.yaml"),
+                       "HYPERLIFT_SERVING_MAX_IN_FLIGHT": "256"}
+        for workers in args.workers:
+            port = free_port()
+            command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(port), "--workers", str(workers),
+                       "--log-level", "warning", "--no-access-log"]
+            server = start(command, serving_env, "/healthz", port)
+            try:
+                for surface in ("one", "fifty"):
+                    requests = decision_requests(port, surface, users)
+                    run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)  # warm-up
+                    start_id = last_id(client)
+                    print(f"decisions, {surface}, {workers} worker(s): open loop {args.rate:.0f}/s ...", flush=True)
+                    open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
+                    segments = segments_since(client, start_id)
+                    closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
+                    label = f"decision, {'1 candidate' if surface == 'one' else '50 candidates'}, {workers} worker(s)"
+                    rows.append(row(label, open_loop, closed))
+                    segment_rows.append(
+                        f"| {label} | " + " | ".join(
+                            f"{segments[s]['p50']:.2f} / {segments[s]['p99']:.2f}" if s in segments else "–"
+                            for s in ("features", "policy", "scoring", "total")
+                        ) + f" | {open_loop.percentiles()['p50'] - segments['total']['p50']:.2f} |"
+                    )
+                    print("  " + rows[-1], flush=True)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        port = free_port()
+        feast = start([str(VENV_BIN / "feast"), "-c", "feature_repo", "serve", "-p", str(port), "--no-access-log",
+                       "--workers", "1"], env, "/health", port)
+        try:
+            requests = feast_requests(port, users)
+            run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)
+            print(f"feast serve: open loop {args.rate:.0f}/s ...", flush=True)
+            open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
+            closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
+            rows.append(row("`feast serve` get-online-features (uplift_v1), 1 worker", open_loop, closed))
+            print("  " + rows[-1], flush=True)
+        finally:
+            feast.terminate()
+            feast.wait(timeout=30)
+    command = f".venv/bin/python -m bench.decision_load --rate {args.rate:.0f} --seconds {args.seconds:.0f} " \
+              f"--workers {' '.join(map(str, args.workers))}"
+    table = "\n".join([
+        f"Command: `{command}` (after `make demo`), {os.cpu_count()} cores, load generator on the same machine, "
+        f"{n_open} requests per open-loop run.",
+        "",
+        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | max req/s (closed loop, 32 conns) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Where the time goes (decision traces of the open-loop runs; p50 / p99 ms; HTTP = client p50 − service p50):",
+        "",
+        "| path | features + counters (1 round trip) | policy | scoring | service total | HTTP + queueing p50 |",
+        "|---|---|---|---|---|---|",
+        *segment_rows,
+    ])
+    print("\n" + table)
+    text = DOCS.read_text()
+    if BEGIN in text:
+        text = text[: text.index(BEGIN) + len(BEGIN)] + "\n" + table + "\n" + text[text.index(END):]
+    else:
+        text += f"\n## Decision latency under load\n\n{BEGIN}\n{table}\n{END}\n"
+    DOCS.write_text(text)
+    print(f"\nwrote {DOCS}")
+
+
+if __name__ == "__main__":
+    main()
