@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from serving.features import FeatureClient
 from serving.service import Champion, DecisionService
 from serving.surfaces import PolicyConfig
+from training.learners.base import single_threaded
 from training.lifecycle import alias_version
 from training.registry import load_alias
 
@@ -43,6 +44,7 @@ def load_champion(tracking_uri: str, model_name: str, alias: str, store: Feature
     missing = sorted(set(model.feature_names) - set(features.feature_names))
     if missing:
         raise FeatureServiceMissing(f"feature service {feature_service!r} lacks features {missing} the model needs")
+    single_threaded(model.learner)  # one user per call: no OpenMP team spinning on the cores other requests need
     return Champion(model=model, ref=ref, features=features)
 
 

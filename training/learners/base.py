@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
-from xgboost import XGBRegressor
+from xgboost import XGBModel, XGBRegressor
 
 OUTCOME_OBJECTIVES = {"revenue": "reg:tweedie", "conversion": "binary:logistic"}
 """Default XGBoost objective per outcome kind: zero-inflated revenue → Tweedie; 0/1 conversion → logistic."""
@@ -159,6 +159,28 @@ def as_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
 def ipw(data: FitData) -> np.ndarray:
     """Sample weights times inverse logged propensity (re-weights each arm's rows to the whole population)."""
     return data.weight if data.propensity is None else data.weight / data.propensity
+
+
+def single_threaded(learner: object) -> int:
+    """Make every XGBoost model of a fitted learner predict on one thread; returns how many it changed.
+
+    Serving scores one user at a time: an OpenMP team per calling thread buys nothing there, and its worker
+    threads spin after each call, burning the cores the other requests need (measured: 3–4 ms of CPU per decision
+    with n_jobs=2 vs ~1 ms with one thread).
+    """
+    changed = 0
+    stack = list(vars(learner).values())
+    while stack:
+        item = stack.pop()
+        if isinstance(item, XGBModel):
+            item.set_params(n_jobs=1)
+            item.get_booster().set_param({"nthread": 1})
+            changed += 1
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return changed
 
 
 def booster_predict(model: XGBRegressor, features: np.ndarray) -> np.ndarray:
