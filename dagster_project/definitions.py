@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import decisions, experiments, features, ingestion, models, online_store, training, validation
+from dagster_project.assets import (
+    decisions, embeddings, experiments, features, ingestion, models, online_store, training, validation,
+)
 from dagster_project.checks import promotion, validation as validation_checks
-from dagster_project.jobs import decision_log_job, decision_readout_job, decision_readout_schedule, hyperlift_job
+from dagster_project.jobs import (
+    decision_log_job, decision_readout_job, decision_readout_schedule, embeddings_refresh_job, hyperlift_job,
+)
 from dagster_project.resources import resources_from_env
 from dagster_project.sensors import decision_log_sensor
 
@@ -15,10 +19,10 @@ def build_definitions(resources: dict[str, object]) -> dg.Definitions:
     """All assets, checks, jobs and sensors bound to the given resources."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [ingestion, validation, features, online_store, training, models, decisions, experiments]
+            [ingestion, validation, features, online_store, embeddings, training, models, decisions, experiments]
         ),
         asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion]),
-        jobs=[hyperlift_job, decision_log_job, decision_readout_job],
+        jobs=[hyperlift_job, embeddings_refresh_job, decision_log_job, decision_readout_job],
         schedules=[decision_readout_schedule],
         sensors=[decision_log_sensor],
         resources=resources,

@@ -7,12 +7,20 @@ import dagster as dg
 from dagster_project.assets.decisions import DECISION_DAYS
 
 # The training pipeline's asset groups; the decision log (group "decision_log") runs on its own schedule.
-PIPELINE_GROUPS = ("ingestion", "validation", "features", "online_store", "training", "models")
+PIPELINE_GROUPS = ("ingestion", "validation", "features", "online_store", "embeddings", "training", "models")
 
 hyperlift_job = dg.define_asset_job(
     "hyperlift_job",
     selection=dg.AssetSelection.groups(*PIPELINE_GROUPS),
-    description="Ingest → validate → features → Feast/Redis → training set → challenger → gate → champion.",
+    description="Ingest → validate → features (and embeddings) → Feast/Redis → training set → challenger → gate → "
+    "champion.",
+)
+
+# Between full retrains: fold in the users active since the last train or refresh, and put their vectors online.
+embeddings_refresh_job = dg.define_asset_job(
+    "embeddings_refresh_job",
+    selection=dg.AssetSelection.assets("user_embeddings_refresh", "online_user_embeddings"),
+    description="Fold-in of active users against the fixed item vectors, then materialize user_embedding_fv.",
 )
 
 decision_log_job = dg.define_asset_job(

@@ -1,4 +1,4 @@
-"""Feast objects in dependency order: entity → sources → feature views → feature service.
+"""Feast objects in dependency order: entity → sources → feature views → feature services.
 
 `build_repo(data_dir)` is the one definition; the module-level objects below are what `feast apply` picks up,
 bound to the data folder of the current environment (HYPERLIFT_HOME).
@@ -13,11 +13,15 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float32, Int64
 
+from feature_repo.embeddings import EMBEDDING_FEATURES, USER_EMBEDDING_TABLE
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 
 UPLIFT_FEATURE_SERVICE = "uplift_v1"
 """The feature service shared by training and serving; models record it in their MLflow tags."""
+
+CANDIDATES_FEATURE_SERVICE = "candidates_v1"
+"""The feature service of candidate generation: the user's embedding, scored against the item index."""
 
 ACTIVITY_TABLE = "features/user_activity.parquet"
 PROFILE_TABLE = "features/user_profile.parquet"
@@ -33,12 +37,15 @@ class FeatureRepo:
     user_activity_fv: FeatureView
     user_profile_fv: FeatureView
     uplift_v1: FeatureService
+    embedding_source: FileSource
+    user_embedding_fv: FeatureView
+    candidates_v1: FeatureService
 
     def objects(self) -> list[object]:
         """All objects in apply order."""
         return [
-            self.user, self.activity_source, self.profile_source,
-            self.user_activity_fv, self.user_profile_fv, self.uplift_v1,
+            self.user, self.activity_source, self.profile_source, self.embedding_source,
+            self.user_activity_fv, self.user_profile_fv, self.user_embedding_fv, self.uplift_v1, self.candidates_v1,
         ]
 
 
@@ -81,7 +88,32 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         features=[user_activity_fv, user_profile_fv],
         description="Features of the uplift models: activity snapshots and CRM profile.",
     )
-    return FeatureRepo(user, activity_source, profile_source, user_activity_fv, user_profile_fv, uplift_v1)
+    embedding_source = FileSource(
+        name="user_embedding_source",
+        path=str(Path(data_dir) / USER_EMBEDDING_TABLE),
+        timestamp_field="event_timestamp",
+        description="User vectors of E ≈ UᵀV, written by the item_user_embeddings and user_embeddings_refresh assets.",
+    )
+    user_embedding_fv = FeatureView(
+        name="user_embedding_fv",
+        entities=[user],
+        # A full retrain rewrites every user's row and a refresh adds newer rows for active users: a vector stays
+        # valid until one of them replaces it.
+        ttl=timedelta(0),
+        schema=[Field(name=name, dtype=Float32) for name in EMBEDDING_FEATURES],
+        source=embedding_source,
+        online=True,
+        tags={"owner": "hyperlift", "cadence": "full retrain + fold-in refresh"},
+    )
+    candidates_v1 = FeatureService(
+        name=CANDIDATES_FEATURE_SERVICE,
+        features=[user_embedding_fv],
+        description="The user's embedding, whose inner products with the item vectors rank candidate items.",
+    )
+    return FeatureRepo(
+        user, activity_source, profile_source, user_activity_fv, user_profile_fv, uplift_v1,
+        embedding_source, user_embedding_fv, candidates_v1,
+    )
 
 
 _repo = build_repo(HyperliftSettings().data_dir)
@@ -89,3 +121,5 @@ user = _repo.user
 user_activity_fv = _repo.user_activity_fv
 user_profile_fv = _repo.user_profile_fv
 uplift_v1 = _repo.uplift_v1
+user_embedding_fv = _repo.user_embedding_fv
+candidates_v1 = _repo.candidates_v1

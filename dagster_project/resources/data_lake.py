@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE
+from feature_repo.embeddings import USER_EMBEDDING_TABLE
 
 RAW_EVENTS = "raw/events.parquet"
 CUSTOMERS = "raw/customers.parquet"
@@ -17,6 +18,9 @@ QUARANTINE = "quarantine/events.parquet"
 USER_ACTIVITY = ACTIVITY_TABLE
 USER_PROFILE = PROFILE_TABLE
 TRAINING_SET = "training/training_set.parquet"
+USER_EMBEDDING = USER_EMBEDDING_TABLE
+ITEM_INDEX_DIR = "embeddings/items"  # item vectors (parquet) + HNSW graph: serving.candidates.ItemIndex.load
+EMBEDDING_MANIFEST = "embeddings/manifest.json"  # watermarks and parameters of the last full train and refresh
 
 
 class DataLakeResource(dg.ConfigurableResource):

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 ASSETS = {
     "raw_events", "customers", "action_catalogue", "validated_events", "user_activity_features",
     "user_profile_features", "feast_registry", "online_features", "training_set", "uplift_challenger", "uplift_champion",
+    "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
 DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "decision_outcomes", "experiment_readout"}
 
@@ -31,6 +32,23 @@ def test_one_job_runs_the_whole_graph_in_dependency_order():
     graph = defs.resolve_asset_graph()
     upstream = {k.to_user_string() for k in graph.get(dg.AssetKey("training_set")).parent_keys}
     assert upstream == {"validated_events", "online_features"}
+
+
+def test_embeddings_are_refreshed_by_their_own_job_after_a_full_train():
+    job = defs.resolve_job_def("embeddings_refresh_job")
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert selected == {"user_embeddings_refresh", "online_user_embeddings"}
+    graph = defs.resolve_asset_graph()
+    parents = {
+        name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+        for name in ("item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings")
+    }
+    assert parents == {
+        "item_user_embeddings": {"validated_events"},
+        "user_embeddings_refresh": {"item_user_embeddings", "validated_events"},
+        "online_user_embeddings": {"feast_registry", "user_embeddings_refresh"},
+    }
+    assert graph.get(dg.AssetKey("item_user_embeddings")).group_name == "embeddings"
 
 
 def test_contract_checks_are_blocking():

@@ -34,7 +34,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 def materialize_shop(settings, redis_url: str, shop_config):
     """Feature tables of a simulated shop written, applied and materialized; returns (store, activity, profile, shop)."""
     from feature_repo.contracts import validate_events
-    from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, build_repo
+    from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, UPLIFT_FEATURE_SERVICE, build_repo
     from feature_repo.store import feature_store
     from feature_repo.transforms import SnapshotWindow, user_activity_snapshots, user_profile_rows
     from simulator import build_shop, simulate_events
@@ -50,5 +50,6 @@ def materialize_shop(settings, redis_url: str, shop_config):
     store = feature_store(redis_url, settings)
     store.apply(build_repo(settings.data_dir).objects())
     end = window.stamps()[-1] + pd.Timedelta(seconds=1)
-    store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime())
+    views = [projection.name for projection in store.get_feature_service(UPLIFT_FEATURE_SERVICE).feature_view_projections]
+    store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime(), feature_views=views)
     return store, activity, profile, shop
