@@ -47,7 +47,7 @@ VENV_BIN = Path(sys.executable).parent
 BENCH_MODEL = "hyperlift_bench50"
 FIFTY = [f"bench_promo_{i:02d}" for i in range(49)]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- decision_load:begin -->", "<!-- decision_load:end -->"
+BEGIN, END = "<!-- decision_load:{rate}:begin -->", "<!-- decision_load:{rate}:end -->"
 N_USERS = 20_000
 
 
@@ -129,17 +129,25 @@ def feast_requests(port: int, users: np.ndarray):
     return lambda i: encoded[i % len(encoded)]
 
 
-def segments_since(client: redis.Redis, start_id: str) -> dict[str, dict[str, float]]:
-    """p50/p99 per segment (ms) of the decision traces written after `start_id`."""
+def traces_since(client: redis.Redis, start_id: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """From the decision traces written after `start_id`: p50/p99 per segment (ms), and the share of decisions
+    per fallback reason."""
     time.sleep(1.0)  # the trace writer batches asynchronously
     latencies: dict[str, list[float]] = {}
+    fallbacks: dict[str, int] = {}
+    n = 0
     low = f"({start_id}"
     while entries := client.xrange(DECISION_STREAM, min=low, max="+", count=10_000):
         for _, fields in entries:
-            for segment, ms in json.loads(fields[b"record"])["latency_ms"].items():
+            record = json.loads(fields[b"record"])
+            n += 1
+            if record["fallback"]:
+                fallbacks[record["fallback"]] = fallbacks.get(record["fallback"], 0) + 1
+            for segment, ms in record["latency_ms"].items():
                 latencies.setdefault(segment, []).append(ms)
         low = "(" + entries[-1][0].decode()
-    return {s: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for s, v in latencies.items()}
+    segments = {s: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for s, v in latencies.items()}
+    return segments, {reason: count / max(n, 1) for reason, count in fallbacks.items()}
 
 
 def last_id(client: redis.Redis) -> str:
@@ -148,12 +156,13 @@ def last_id(client: redis.Redis) -> str:
     return newest[0][0].decode() if newest else "0-0"
 
 
-def row(label: str, open_loop: LoadResult, closed: LoadResult) -> str:
+def row(label: str, open_loop: LoadResult, closed: LoadResult, fallbacks: dict[str, float] | None = None) -> str:
     """One markdown table row."""
     p = open_loop.percentiles()
     bad = sum(n for status, n in open_loop.statuses.items() if status != 200) + open_loop.errors
+    answered = ", ".join(f"{reason} {share:.1%}" for reason, share in sorted((fallbacks or {}).items())) or "–"
     return (f"| {label} | {open_loop.achieved_rps:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p99.9']:.2f} | "
-            f"{bad} | {closed.achieved_rps:.0f} |")
+            f"{bad} | {answered} | {closed.achieved_rps:.0f} ({closed.policy_share:.0%}) |")
 
 
 def main() -> None:
@@ -162,6 +171,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--max-in-flight", type=int, default=8, help="admission limit per worker (the default)")
     args = parser.parse_args()
     n_open = int(args.rate * args.seconds)
     users = np.random.default_rng(0).integers(0, N_USERS, size=n_open)
@@ -177,7 +187,7 @@ def main() -> None:
         client = redis.Redis.from_url(env["REDIS_URL"])
         serving_env = {**env, "HYPERLIFT_SERVING_CONFIG_DIR": str(config),
                        "HYPERLIFT_SERVING_EXPERIMENTS_FILE": str(config / "experiments.yaml"),
-                       "HYPERLIFT_SERVING_MAX_IN_FLIGHT": "256"}
+                       "HYPERLIFT_SERVING_MAX_IN_FLIGHT": str(args.max_in_flight)}
         for workers in args.workers:
             port = free_port()
             command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(port), "--workers", str(workers),
@@ -190,10 +200,13 @@ def main() -> None:
                     start_id = last_id(client)
                     print(f"decisions, {surface}, {workers} worker(s): open loop {args.rate:.0f}/s ...", flush=True)
                     open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
-                    segments = segments_since(client, start_id)
+                    segments, fallbacks = traces_since(client, start_id)
+                    start_id = last_id(client)
                     closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
+                    _, closed_fallbacks = traces_since(client, start_id)
+                    closed.policy_share = 1.0 - closed_fallbacks.get("overloaded", 0.0)
                     label = f"decision, {'1 candidate' if surface == 'one' else '50 candidates'}, {workers} worker(s)"
-                    rows.append(row(label, open_loop, closed))
+                    rows.append(row(label, open_loop, closed, fallbacks))
                     segment_rows.append(
                         f"| {label} | " + " | ".join(
                             f"{segments[s]['p50']:.2f} / {segments[s]['p99']:.2f}" if s in segments else "–"
@@ -219,13 +232,13 @@ def main() -> None:
             feast.terminate()
             feast.wait(timeout=30)
     command = f".venv/bin/python -m bench.decision_load --rate {args.rate:.0f} --seconds {args.seconds:.0f} " \
-              f"--workers {' '.join(map(str, args.workers))}"
+              f"--workers {' '.join(map(str, args.workers))} --max-in-flight {args.max_in_flight}"
     table = "\n".join([
         f"Command: `{command}` (after `make demo`), {os.cpu_count()} cores, load generator on the same machine, "
         f"{n_open} requests per open-loop run.",
         "",
-        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | max req/s (closed loop, 32 conns) |",
-        "|---|---|---|---|---|---|---|",
+        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | fallbacks | closed loop, 32 conns: req/s (share not shed) |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes (decision traces of the open-loop runs; p50 / p99 ms; HTTP = client p50 − service p50):",
@@ -235,11 +248,12 @@ def main() -> None:
         *segment_rows,
     ])
     print("\n" + table)
+    begin, end = BEGIN.format(rate=f"{args.rate:.0f}"), END.format(rate=f"{args.rate:.0f}")
     text = DOCS.read_text()
-    if BEGIN in text:
-        text = text[: text.index(BEGIN) + len(BEGIN)] + "\n" + table + "\n" + text[text.index(END):]
+    if begin in text:
+        text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
     else:
-        text += f"\n## Decision latency under load\n\n{BEGIN}\n{table}\n{END}\n"
+        text += f"\n### Decision latency at {args.rate:.0f} requests/s\n\n{begin}\n{table}\n{end}\n"
     DOCS.write_text(text)
     print(f"\nwrote {DOCS}")
 

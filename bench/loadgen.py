@@ -26,6 +26,7 @@ class LoadResult:
     errors: int
     elapsed_s: float
     offered_rps: float
+    policy_share: float = 1.0  # share of answers not shed by admission control (filled in from the traces)
 
     @property
     def achieved_rps(self) -> float:

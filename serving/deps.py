@@ -10,8 +10,9 @@ if TYPE_CHECKING:
     from serving.main import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The process-wide runtime built at start-up (service, outcome log, admission, settings)."""
+async def get_runtime(request: Request) -> Runtime:
+    """The process-wide runtime built at start-up (service, outcome log, admission, settings). `async` on
+    purpose: FastAPI runs a sync dependency in its thread pool, one thread hop per request for a field read."""
     return request.app.state.runtime
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import RuntimeDep
@@ -12,17 +12,22 @@ from serving.service import BadCandidates, UnknownSurface
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
 
+def _json(response: DecisionResponse) -> Response:
+    """The response built by the service is already valid: serialize it once, skip FastAPI's re-validation."""
+    return Response(response.model_dump_json(), media_type="application/json")
+
+
 @router.post("/decisions", response_model=DecisionResponse)
-async def decide(request: DecisionRequest, runtime: RuntimeDep) -> DecisionResponse:
+async def decide(request: DecisionRequest, runtime: RuntimeDep) -> Response:
     """Choose an action (or a slate) for a user on a surface, with logged exploration; never waits in an
     unbounded queue: beyond the in-flight limit the surface's neutral action is served (`fallback="overloaded"`)."""
     service = runtime.service
     try:
         if not runtime.admission.try_enter():
-            return service.shed(request)
+            return _json(service.shed(request))
         service.metrics.in_flight.inc()
         try:
-            return await run_in_threadpool(service.decide, request)
+            return _json(await run_in_threadpool(service.decide, request))
         finally:
             runtime.admission.leave()
             service.metrics.in_flight.dec()
