@@ -181,7 +181,9 @@ class DecisionService:
         self.metrics.shed.inc()
         champion = self.champions.get((surface.config.model.name, surface.config.model.alias))
         outcome = self._neutral(surface.config, OVERLOADED, champion)
-        return self._respond(request, surface, user_key(request.user_id, self.salt), [], outcome, {}, started)
+        ukey = user_key(request.user_id, self.salt)
+        assignments = self.experiments.assign(ukey, surface.config.name)  # the arm still counts in the readout
+        return self._respond(request, surface, ukey, assignments, outcome, {}, started)
 
     def warm_up(self) -> None:
         """Load the Lua scripts, then one feature read and one scoring per champion, so that the first request does

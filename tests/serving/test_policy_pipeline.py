@@ -195,3 +195,25 @@ def test_uncertainty_bonus_adds_gamma_times_the_actions_standard_error(serving_s
     (action,) = service.decide(DecisionRequest(user_id=user, surface="home")).actions
     assert action.action_id == "pct10_sitewide" and action.propensity == 1.0
     assert action.score == pytest.approx(mu["pct10_sitewide"] - champion.model.action_costs["pct10_sitewide"] + 2.0 * 5.0)
+
+
+def test_a_refused_slot_ends_the_slate_and_later_grants_are_handed_back(serving_settings, tmp_path):
+    """What a race looks like at reservation time: a cap filled between the read and the reservation."""
+    slate = {
+        "name": "slate", "feature_service": "uplift_v1", "slate_size": 2,
+        "caps": [{"name": "promos_per_day", "window_s": 86400, "limit": 5},
+                 {"name": "one_push", "window_s": 86400, "limit": 1, "actions": ["push_reminder"]}],
+        "budgets": [{"campaign": "pct10_daily", "daily_budget": 10.0, "costs": {"pct10_sitewide": 0.1}, "pacing": "none"}],
+    }
+    policy = write_policy_dir(tmp_path / "slate", surfaces={"slate": slate})
+    serving_settings.config_dir, serving_settings.experiments_file = policy, policy / "experiments.yaml"
+    clear_counters(serving_settings.redis_url)
+    service = build_runtime(serving_settings).service
+    surface = service.surfaces["slate"]
+    assert surface.caps.reserve("u1", PUSH, "earlier-push")  # the user's one push of the day is gone
+    assert service._reserve(surface, "u1", ["pct10_sitewide", PUSH]) == 1  # first slot kept, slate ends at push
+    assert surface.caps.count("u1", "promos_per_day") == 2 and surface.budgets.spent("pct10_daily") == pytest.approx(0.1)
+    assert service._reserve(surface, "u1", [PUSH, "pct10_sitewide"]) == 0  # nothing kept: pct10's grant handed back
+    assert surface.caps.count("u1", "promos_per_day") == 2 and surface.budgets.spent("pct10_daily") == pytest.approx(0.1)
+    assert service.metrics.total("hyperlift_cap_refusals_total", surface="slate") == 2
+    clear_counters(serving_settings.redis_url)
