@@ -1,0 +1,43 @@
+"""The trace writer batches records into few round trips, keeps their order, and counts what it must drop."""
+
+import json
+import time
+
+import redis
+
+from serving.trace import TraceWriter
+
+
+class CountingClient(redis.Redis):
+    """A real client that counts the pipelines it opens."""
+
+    pipelines = 0
+
+    def pipeline(self, *args, **kwargs):
+        type(self).pipelines += 1
+        return super().pipeline(*args, **kwargs)
+
+
+def test_records_are_written_in_order_in_a_few_batches(redis_databases):
+    client = CountingClient.from_url(redis_databases.fresh())
+    writer = TraceWriter(client, "s", maxlen=10_000, linger_s=0.05)
+    for i in range(200):
+        writer.append({"decision_id": str(i)})
+    writer.close()
+    ids = [json.loads(fields[b"record"])["decision_id"] for _, fields in client.xrange("s")]
+    assert ids == [str(i) for i in range(200)] and writer.written == 200 and writer.dropped == 0
+    assert CountingClient.pipelines <= 5  # not one round trip per record
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(redis_databases):
+    drops = []
+    writer = TraceWriter(redis.Redis.from_url(redis_databases.fresh()), "s", 100, queue_size=1, linger_s=0.5,
+                         on_drop=drops.append)
+    writer.append({"decision_id": "first"})
+    deadline = time.monotonic() + 5
+    while writer._queue.qsize() and time.monotonic() < deadline:  # the writer took it and lingers
+        time.sleep(0.001)
+    for i in range(3):
+        writer.append({"decision_id": str(i)})  # one fits in the queue, two do not
+    writer.close()
+    assert writer.dropped == 2 and drops == [1, 1] and writer.written == 2
