@@ -49,7 +49,7 @@ def timed(n: int, call: Callable[[int], object], users: np.ndarray) -> np.ndarra
 def start(command: list[str], env: dict[str, str], health_url: str) -> subprocess.Popen:
     """Start a server process and wait until `health_url` answers."""
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # two uvicorn workers each load Feast and the models
     while time.monotonic() < deadline:
         try:
             if httpx.get(health_url, timeout=1).status_code < 500:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import redis
 import yaml
 
 from bench.loadgen import LoadResult, encode_post, run_load
-from demo.traffic import wait_healthy
+from bench.decision_latency import start
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.launch import project_environment
 from infra.redis_server import free_port
@@ -92,26 +91,6 @@ def write_config(root: Path) -> Path:
         (root / "regions" / path.name).write_text(path.read_text())
     (root / "experiments.yaml").write_text("layers: []\n")
     return root
-
-
-def start(command: list[str], env: dict[str, str], health_path: str, port: int) -> subprocess.Popen:
-    """Start a server and wait until it answers."""
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_healthy(f"http://127.0.0.1:{port}", timeout_s=120.0) if health_path == "/healthz" else _wait(port, health_path)
-    return process
-
-
-def _wait(port: int, path: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.25)
-    raise TimeoutError(f"nothing answered on :{port}{path}")
 
 
 def decision_requests(port: int, surface: str, users: np.ndarray):
@@ -192,7 +171,7 @@ def main() -> None:
             port = free_port()
             command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(port), "--workers", str(workers),
                        "--log-level", "warning", "--no-access-log"]
-            server = start(command, serving_env, "/healthz", port)
+            server = start(command, serving_env, f"http://127.0.0.1:{port}/healthz")
             try:
                 for surface in ("one", "fifty"):
                     requests = decision_requests(port, surface, users)
@@ -219,7 +198,7 @@ def main() -> None:
                 server.wait(timeout=30)
         port = free_port()
         feast = start([str(VENV_BIN / "feast"), "-c", "feature_repo", "serve", "-p", str(port), "--no-access-log",
-                       "--workers", "1"], env, "/health", port)
+                       "--workers", "1"], env, f"http://127.0.0.1:{port}/health")
         try:
             requests = feast_requests(port, users)
             run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)

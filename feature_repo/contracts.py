@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
 from feature_repo.transforms import DEVICES, N_CATEGORIES, REGIONS

@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from serving.breaker import CircuitBreaker
-from serving.experiments import ExperimentAssigner
+from serving.experiments import ExperimentAssigner, arms_by_experiment
 from serving.feature_cache import LastKnownGood
 from serving.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
 from serving.identity import context_hash, user_key
@@ -27,7 +27,6 @@ from serving.policy.budgets import CampaignBudgets
 from serving.policy.caps import FrequencyCaps
 from serving.policy.consent import consent_allows, consented, mask_features
 from serving.policy.eligibility import eligible_actions
-from serving.policy.exploration import action_probabilities
 from serving.policy.slates import draw_slate
 from serving.policy.uncertainty import with_bonus
 from serving.safe_mode import SafeMode
@@ -290,8 +289,7 @@ class DecisionService:
             if kept:
                 return Outcome(
                     actions[:kept], slate.adjusted_scores[:kept], slate.probabilities[:kept], pool,
-                    [float(s) for s in pool_scores], action_probabilities(pool_scores, exploration).tolist(),
-                    fallback, region, champion,
+                    [float(s) for s in pool_scores], slate.first_slot, fallback, region, champion,
                 )
             refused = [i for i, a in enumerate(pool) if a != actions[0]]  # a concurrent request took the last slot
             pool, pool_scores = [pool[i] for i in refused], pool_scores[refused]
@@ -404,7 +402,7 @@ class DecisionService:
     ) -> DecisionResponse:
         config = surface.config
         champion = outcome.champion
-        experiments = {a.experiment: a.arm for a in assignments}
+        experiments = arms_by_experiment(assignments)
         response = DecisionResponse(
             decision_id=uuid.uuid4().hex,
             surface=config.name,

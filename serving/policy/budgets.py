@@ -30,7 +30,7 @@ from typing import Literal
 
 import redis
 
-from serving.policy.scripts import script_reply
+from serving.policy.scripts import hash_tag_free, script_reply
 
 MICROS = 1_000_000
 DAY_S = 86_400
@@ -100,13 +100,9 @@ class CampaignBudgets:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate campaign names: {duplicates}; merge them or rename one (the name is the key)")
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(
-                f"key prefix must not contain braces (they set the Redis Cluster hash tag); got {prefix!r}"
-            )
         self.client = client
         self.budgets = {budget.campaign: budget for budget in budgets}
-        self.prefix = prefix
+        self.prefix = hash_tag_free(prefix, "key prefix")
         self.clock = clock
         self._spend = client.register_script(_SPEND)
 

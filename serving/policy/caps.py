@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-from serving.policy.scripts import script_reply
+from serving.policy.scripts import hash_tag_free, script_reply
 
 # KEYS: the rule sets covering the action. ARGV: now_ms, token, then per key: cutoff_ms, limit, window_ms.
 # A token already in a set is a retried call: it needs no room there and is not added twice (ZADD NX).
@@ -93,14 +93,10 @@ class FrequencyCaps:
         capped_control = [rule.name for rule in rules if rule.actions is not None and control in rule.actions]
         if capped_control:
             raise ValueError(f"the control {control!r} is never capped; remove it from rules {capped_control}")
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(
-                f"key prefix must not contain braces (they set the Redis Cluster hash tag); got {prefix!r}"
-            )
         self.client = client
         self.rules = list(rules)
         self.control = control
-        self.prefix = prefix
+        self.prefix = hash_tag_free(prefix, "key prefix")
         self.clock = clock
         self._reserve = client.register_script(_RESERVE)
 
@@ -110,9 +106,7 @@ class FrequencyCaps:
 
     def key(self, user_key: str, rule: CapRule) -> str:
         """Redis key of one user's shows under one rule; the `{user_key}` hash tag keeps a user on one slot."""
-        if not user_key or "{" in user_key or "}" in user_key:
-            raise ValueError(f"user_key must be non-empty and free of braces (they set the hash tag); got {user_key!r}")
-        return f"{self.prefix}:{{{user_key}}}:{rule.name}"
+        return f"{self.prefix}:{{{hash_tag_free(user_key, 'user_key')}}}:{rule.name}"
 
     def rules_for(self, action: str) -> list[CapRule]:
         """The rules that count and limit `action`."""

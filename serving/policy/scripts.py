@@ -1,4 +1,4 @@
-"""Lua scripts queued on pipelines: one round trip for several atomic steps of a decision."""
+"""Redis plumbing shared by the policy counters: Lua replies from pipelines, hash-tag-safe key parts."""
 
 from __future__ import annotations
 
@@ -15,3 +15,10 @@ def script_reply(reply: object, rerun: Callable[[], object]) -> object:
     if isinstance(reply, Exception):
         raise reply
     return reply
+
+
+def hash_tag_free(value: str, what: str) -> str:
+    """`value` if it can go into a Redis key next to a `{...}` hash tag: non-empty and without braces."""
+    if not value or "{" in value or "}" in value:
+        raise ValueError(f"{what} must be non-empty and free of braces (they set the Redis Cluster hash tag); got {value!r}")
+    return value

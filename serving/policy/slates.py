@@ -32,6 +32,7 @@ class Slate:
     probabilities: list[float]  # slot j: probability that slot j picked indices[j], given slots < j
     slate_probability: float  # product of the above: probability of this ordered slate
     adjusted_scores: list[float]  # diversity-penalised score of each chosen item at the time it was picked
+    first_slot: list[float]  # the first slot's distribution over all K candidates (what a trace logs)
 
 
 def draw_slate(
@@ -56,11 +57,14 @@ def draw_slate(
     indices: list[int] = []
     probabilities: list[float] = []
     adjusted_scores: list[float] = []
+    first_slot: list[float] = []
     # Overflow to -inf inside softmax is harmless (see exploration); one errstate for the whole slate, not per slot.
     with np.errstate(over="ignore", invalid="ignore"):
         for slot in range(min(size, values.size)):
             adjusted = _penalised(values, overlap, remaining, penalty, slot)
             slot_probabilities = distribution(adjusted, exploration)
+            if slot == 0:
+                first_slot = slot_probabilities.tolist()
             pick = sample(slot_probabilities, rng)
             chosen = int(remaining[pick])
             indices.append(chosen)
@@ -69,7 +73,7 @@ def draw_slate(
             if penalty > 0.0:
                 overlap += features @ features[chosen]
             remaining = remaining[remaining != chosen]
-    return Slate(indices, probabilities, math.prod(probabilities), adjusted_scores)
+    return Slate(indices, probabilities, math.prod(probabilities), adjusted_scores, first_slot)
 
 
 def _penalised(values: np.ndarray, overlap: np.ndarray, remaining: np.ndarray, penalty: float, slot: int) -> np.ndarray:

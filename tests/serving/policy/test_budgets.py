@@ -186,7 +186,7 @@ def test_redis_errors_propagate_to_the_caller():
             lambda: CampaignBudgets(None, [Budget("b", {}, 1.0), Budget("b", {}, 2.0), Budget("c", {}, 1.0)]),
             "duplicate campaign names: \\['b'\\]",
         ),
-        (lambda: CampaignBudgets(None, [], prefix="budget:{x}"), "must not contain braces"),
+        (lambda: CampaignBudgets(None, [], prefix="budget:{x}"), "key prefix must be non-empty and free of braces"),
     ],
 )
 def test_configuration_errors_say_what_is_wrong(make, message):

@@ -180,7 +180,7 @@ def test_redis_errors_propagate_to_the_caller():
             lambda: FrequencyCaps(None, [CapRule("c", 60, 1, frozenset({CONTROL, "pct10"}))], CONTROL),
             "control 'no_action' is never capped; remove it from rules \\['c'\\]",
         ),
-        (lambda: FrequencyCaps(None, [HOURLY], CONTROL, prefix="caps:{x}"), "must not contain braces"),
+        (lambda: FrequencyCaps(None, [HOURLY], CONTROL, prefix="caps:{x}"), "key prefix must be non-empty and free of braces"),
     ],
 )
 def test_configuration_errors_say_what_is_wrong(make, message):

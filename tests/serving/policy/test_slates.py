@@ -164,7 +164,10 @@ def test_a_slate_of_one_is_exactly_action_probabilities_then_draw(exploration):
         slate = draw_slate(scores, attributes, 1, 3.0, exploration, rng)
         probabilities = action_probabilities(scores, exploration)
         pick = draw(probabilities, twin)
-        assert slate == Slate([pick], [float(probabilities[pick])], float(probabilities[pick]), [float(scores[pick])])
+        assert slate == Slate(
+            [pick], [float(probabilities[pick])], float(probabilities[pick]), [float(scores[pick])],
+            probabilities.tolist(),
+        )
         assert rng.bit_generator.state == twin.bit_generator.state
 
 
@@ -219,3 +222,11 @@ def test_huge_attributes_are_harmless_without_a_penalty():
 def test_a_fractional_size_is_a_type_error():
     with pytest.raises(TypeError):
         draw_slate(HAND_SCORES, HAND_ATTRIBUTES, 2.5, 0.5, GREEDY, np.random.default_rng(0))
+
+
+def test_first_slot_distribution_is_that_of_the_unpenalised_scores_for_any_slate_size():
+    scores = np.array([0.3, 0.5, 0.1, 0.5, -0.4])
+    exploration = Exploration(method="softmax", temperature=0.2, floor=0.05)
+    slate = draw_slate(scores, one_hot(["a", "b", "a", "b", "c"]), 3, 3.0, exploration, np.random.default_rng(1))
+    assert slate.first_slot == action_probabilities(scores, exploration).tolist()
+    assert slate.first_slot[slate.indices[0]] == slate.probabilities[0]
