@@ -14,6 +14,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Float32, Int64
 
 from feature_repo.embeddings import EMBEDDING_FEATURES, USER_EMBEDDING_TABLE
+from feature_repo.freshness import FreshnessContract, freshness_tags
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 
@@ -72,7 +73,12 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         schema=[Field(name=name, dtype=Float32) for name in ACTIVITY_FEATURES],
         source=activity_source,
         online=True,
-        tags={"owner": "hyperlift", "cadence": "daily"},
+        # Fallback past two days (the TTL): recency features are relative to the snapshot's midnight, so an older row
+        # describes a more active user than today's and would buy uplift that is not there.
+        tags={
+            "owner": "hyperlift", "cadence": "daily",
+            **freshness_tags(FreshnessContract(timedelta(days=2), "fallback")),
+        },
     )
     user_profile_fv = FeatureView(
         name="user_profile_fv",
@@ -81,7 +87,9 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         schema=[Field(name=name, dtype=Int64) for name in PROFILE_FEATURES],
         source=profile_source,
         online=True,
-        tags={"owner": "hyperlift"},
+        # Rows are stamped at sign-up (the shop's users signed up to 3 years ago) and do not decay: the long bound
+        # only catches broken stamps, and an old profile is still the user's profile, so it is used (and counted).
+        tags={"owner": "hyperlift", **freshness_tags(FreshnessContract(timedelta(days=3650), "use"))},
     )
     uplift_v1 = FeatureService(
         name=UPLIFT_FEATURE_SERVICE,
@@ -103,7 +111,12 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         schema=[Field(name=name, dtype=Float32) for name in EMBEDDING_FEATURES],
         source=embedding_source,
         online=True,
-        tags={"owner": "hyperlift", "cadence": "full retrain + fold-in refresh"},
+        # A week without a retrain or refresh is a stalled pipeline worth counting, but a week-old vector still ranks
+        # candidates better than none: use it.
+        tags={
+            "owner": "hyperlift", "cadence": "full retrain + fold-in refresh",
+            **freshness_tags(FreshnessContract(timedelta(days=7), "use")),
+        },
     )
     candidates_v1 = FeatureService(
         name=CANDIDATES_FEATURE_SERVICE,
