@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from string import Template
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from feast.types import Float32
 
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.point_in_time import point_in_time_join, service_views
-from feature_repo.store import feature_store
+from feature_repo.store import REPO_PATH, feature_store
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 
 D = pd.Timestamp("2026-10-02", tz="UTC")
@@ -198,13 +199,12 @@ def test_rejects_entity_frames_it_cannot_join(store):
 
 
 def duckdb_store(settings, redis_url: str) -> FeatureStore:
-    """The project's store with Feast's DuckDB offline store in place of the file one."""
-    base = feature_store(redis_url, settings)
-    raw = yaml.safe_load(yaml.safe_dump(base.config.model_dump(by_alias=True, exclude_unset=True)))
-    raw["offline_store"] = {"type": "duckdb"}
+    """The project's store with Feast's DuckDB offline store in place of the file one (feature_store.yaml otherwise)."""
+    text = Template((REPO_PATH / "feature_store.yaml").read_text()).substitute(settings.environment(redis_url))
+    raw = yaml.safe_load(text) | {"offline_store": {"type": "duckdb"}}
     config = RepoConfig(**raw)
-    config.repo_path = base.repo_path
-    return FeatureStore(repo_path=str(base.repo_path), config=config)
+    config.repo_path = REPO_PATH
+    return FeatureStore(repo_path=str(REPO_PATH), config=config)
 
 
 def test_default_semantics_equal_feast_duckdb_store(store, settings, online_redis_url):
