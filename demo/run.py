@@ -120,7 +120,8 @@ def main() -> int:
         unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
         cleared = clear_policy_counters(redis.Redis.from_url(env["REDIS_URL"]))
         print(f"  cleared {cleared} cap/budget counters of earlier demo runs (the demo replays the same users)")
-        served = serve_and_query(env, np.concatenate([known, unknown]))
+        clock = {"HYPERLIFT_SERVING_NOW": shop_config.end.isoformat()}  # the shop's features are fresh at its end
+        served = serve_and_query({**env, **clock}, np.concatenate([known, unknown]))
         timings["serving_s"] = time.perf_counter() - started
 
         client = redis.Redis.from_url(env["REDIS_URL"])

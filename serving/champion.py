@@ -8,10 +8,13 @@ from collections.abc import Iterable
 
 from feast import FeatureStore
 from feast.errors import FeatureServiceNotFoundException
+from feast.infra.online_stores.redis import _versioned_fv_name
 from mlflow.exceptions import MlflowException
 
+from feature_repo.freshness import MissingFreshnessContract, contract_of
+
 from serving.features import FeatureClient
-from serving.service import Champion, DecisionService
+from serving.service import Champion, DecisionService, ViewFreshness
 from serving.surfaces import PolicyConfig
 from training.learners.base import single_threaded
 from training.lifecycle import alias_version
@@ -44,8 +47,29 @@ def load_champion(tracking_uri: str, model_name: str, alias: str, store: Feature
     missing = sorted(set(model.feature_names) - set(features.feature_names))
     if missing:
         raise FeatureServiceMissing(f"feature service {feature_service!r} lacks features {missing} the model needs")
+    try:
+        freshness = view_freshness(store, features)
+    except MissingFreshnessContract as exc:
+        raise MissingFreshnessContract(
+            f"{model_name} v{ref.version} reads feature service {feature_service!r}: {exc}"
+        ) from exc
     single_threaded(model.learner)  # one user per call: no OpenMP team spinning on the cores other requests need
-    return Champion(model=model, ref=ref, features=features)
+    return Champion(model=model, ref=ref, features=features, freshness=freshness)
+
+
+def view_freshness(store: FeatureStore, features: FeatureClient) -> tuple[ViewFreshness, ...]:
+    """The freshness contract of every view of the client's feature service, as the Feast registry declares it;
+    raises MissingFreshnessContract for a view without one (every view the service reads must declare one)."""
+    out = []
+    for projection in features.service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        contract = contract_of(view)
+        out.append(ViewFreshness(
+            name=view.name, key=_versioned_fv_name(view, store.config),  # the key FeatureClient's reads use
+            features=tuple(f.name for f in projection.features), max_staleness=contract.max_staleness,
+            on_stale=contract.on_stale,
+        ))
+    return tuple(out)
 
 
 def check_against_surfaces(key: ModelKey, champion: Champion, config: PolicyConfig) -> None:

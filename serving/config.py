@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import HyperliftSettings
@@ -12,7 +12,19 @@ from serving.decision_log import DECISION_STREAM, OUTCOME_STREAM
 from serving.surfaces import DEFAULT_CONFIG_DIR
 
 
-class ServingSettings(BaseSettings):
+class ClockSettings(BaseSettings):
+    """The instant the service judges feature freshness against; its own class so the service can read it alone."""
+
+    model_config = SettingsConfigDict(env_prefix="HYPERLIFT_SERVING_", extra="ignore", protected_namespaces=())
+
+    now: AwareDatetime | None = Field(
+        default=None,
+        description="Fixed 'now' for feature freshness, ISO-8601 with offset (e.g. 2026-10-31T00:00:00Z), for "
+        "simulation and replay; unset: the wall clock.",
+    )
+
+
+class ServingSettings(ClockSettings):
     """What the decision service connects to and how it protects itself."""
 
     model_config = SettingsConfigDict(env_prefix="HYPERLIFT_SERVING_", extra="ignore", protected_namespaces=())

@@ -1,8 +1,9 @@
 """Prometheus metrics of the decision service, on a registry of its own (one per app, so tests can build many).
 
 Latency is a histogram per surface and segment (features, scoring, policy, log, total); fallbacks are counted by
-reason, exploration by surface, budget spend and refusals by campaign, cap refusals by rule. With several uvicorn
-workers each worker exposes its own series (scrape each worker, or sum in Prometheus).
+reason, exploration by surface, budget spend and refusals by campaign, cap refusals by rule, stale feature reads by
+view and policy. With several uvicorn workers each worker exposes its own series (scrape each worker, or sum in
+Prometheus).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class ServiceMetrics:
             "hyperlift_deadline_breaches", "Segments that overran their deadline.", ["surface", "segment"], registry=r
         )
         self.safe_mode = Gauge("hyperlift_safe_mode", "1 while the global safe mode is on.", registry=r)
+        self.stale_reads = Counter(
+            "hyperlift_stale_feature_reads",
+            "Feature reads whose view row was older than the view's freshness contract (or had values but no "
+            "timestamp), by view and the contract's policy (use: scored anyway; fallback: stale_features).",
+            ["feature_view", "policy"], registry=r,
+        )
 
     def total(self, name: str, **labels: str) -> float:
         """Sum of the samples called `name` whose labels include `labels`, e.g. total('hyperlift_fallbacks_total',

@@ -1,4 +1,4 @@
-"""The decision service: surface → features → eligibility → consent → caps → budgets → uplift scores →
+"""The decision service: surface → features → freshness → eligibility → consent → caps → budgets → uplift scores →
 uncertainty bonus → exploration → diversified slate → reservations → traced decision.
 
 Every answer is a decision; when the policy cannot be followed the surface's neutral action is served with
@@ -13,11 +13,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import redis
 
 from serving.breaker import CircuitBreaker
+from serving.clock import Clock
+from serving.config import ClockSettings
 from serving.experiments import ExperimentAssigner, arms_by_experiment
 from serving.feature_cache import LastKnownGood
 from serving.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
@@ -47,14 +50,15 @@ COLD_START = "cold_start_unknown_user"
 FEATURES_UNAVAILABLE = "feature_store_unavailable"
 FEATURES_CIRCUIT_OPEN = "feature_store_circuit_open"
 FEATURES_LATE = "features_deadline_exceeded"
+STALE_FEATURES = "stale_features"  # a view older than its freshness contract, whose policy is "fallback"
 DEADLINE = "deadline_exceeded"
 POLICY_STORE_UNAVAILABLE = "policy_store_unavailable"
 RESERVATION_CONFLICT = "reservation_conflict"
 # Not neutral: the policy ran on the user's cached features because the online store failed.
 LAST_KNOWN_GOOD = "last_known_good_features"
 FALLBACKS = (
-    SAFE_MODE, OVERLOADED, NO_MODEL, COLD_START, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE, DEADLINE,
-    POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
+    SAFE_MODE, OVERLOADED, NO_MODEL, COLD_START, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE,
+    STALE_FEATURES, DEADLINE, POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
 )
 SINGLE_SLOT_REDRAWS = 3  # a chosen action refused at reservation (a concurrent request took the last slot): redraw
 
@@ -67,13 +71,26 @@ class BadCandidates(ValueError):
     """The request's candidates do not fit the surface or the model."""
 
 
+@dataclass(frozen=True)
+class ViewFreshness:
+    """One feature view's freshness contract (feature_repo/freshness.py), laid out for the request path."""
+
+    name: str  # the view's name in the Feast registry (the metric label)
+    key: str  # its key in FeatureRead.event_timestamps (the name Feast's online store keys it by)
+    features: tuple[str, ...]  # its features in the read: a view with none of them has no row for the user
+    max_staleness: timedelta
+    on_stale: str  # "use" or "fallback"
+
+
 @dataclass
 class Champion:
-    """A loaded model and the feature client of the feature service it was trained with."""
+    """A loaded model, the feature client of the feature service it was trained with, and that service's views'
+    freshness contracts."""
 
     model: UpliftModel
     ref: RegisteredModel
     features: FeatureClient
+    freshness: tuple[ViewFreshness, ...]
 
 
 @dataclass
@@ -126,6 +143,7 @@ class DecisionService:
         breaker: CircuitBreaker | None = None,
         feature_cache: LastKnownGood | None = None,
         clock: Callable[[], float] = time.time,
+        freshness_clock: Clock | None = None,
     ):
         self.config = config
         self.champions = champions
@@ -138,7 +156,9 @@ class DecisionService:
         self.metrics = metrics or ServiceMetrics()
         self.breaker = breaker or CircuitBreaker()
         self.feature_cache = feature_cache or LastKnownGood()
-        self.clock = clock
+        self.clock = clock  # stamps the trace: always the wall clock
+        # "now" of feature freshness: the wall clock, or HYPERLIFT_SERVING_NOW when replaying a simulated period.
+        self.freshness_clock = freshness_clock if freshness_clock is not None else Clock(ClockSettings().now)
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; handlers run in a thread pool
         self._scoring_ewma_s: dict[str, float] = {}
         self.surfaces = {
@@ -216,6 +236,8 @@ class DecisionService:
             return self._neutral(config, fallback, champion)
         if not read.found:
             return self._neutral(config, COLD_START, champion)
+        if self._stale(champion, read):
+            return self._neutral(config, STALE_FEATURES, champion)
         if timings["features"] * 1000.0 > config.deadlines.features_ms:
             self.metrics.deadline_breaches.labels(config.name, "features").inc()
             return self._neutral(config, FEATURES_LATE, champion)
@@ -355,6 +377,26 @@ class DecisionService:
             reason = FEATURES_CIRCUIT_OPEN
         cached = self.feature_cache.get(key) if surface.config.use_last_known_good else None
         return (cached, None, LAST_KNOWN_GOOD) if cached is not None else (None, None, reason)
+
+    def _stale(self, champion: Champion, read: FeatureRead) -> bool:
+        """Count every view of `read` older than its contract allows (or with values but no timestamp); True when
+        one of them says to fall back. A view with no row for the user is not stale: its values are just missing."""
+        now = self.freshness_clock.now()
+        fall_back = False
+        for view in champion.freshness:
+            stamp = read.event_timestamps.get(view.key)
+            if stamp is None:
+                if all(read.by_name.get(name) is None for name in view.features):
+                    continue
+            elif now - stamp <= view.max_staleness:
+                continue
+            self.metrics.stale_reads.labels(view.name, view.on_stale).inc()
+            fall_back = fall_back or view.on_stale == "fallback"
+        return fall_back
+
+    def freshness_contracts(self) -> dict[str, ViewFreshness]:
+        """The freshness contract of every feature view the loaded champions read, by view name."""
+        return {view.name: view for c in self.champions.values() if c is not None for view in c.freshness}
 
     # ------------------------------------------------------------------ helpers
     def _surface(self, name: str) -> Surface:

@@ -34,6 +34,19 @@ def healthz(runtime: RuntimeDep) -> dict[str, Any]:
         "surfaces": sorted(service.surfaces),
         "policy_version": service.config.version,
         "safe_mode": service.safe_mode.enabled,
+        "freshness": _freshness(runtime),
+    }
+
+
+def _freshness(runtime: RuntimeDep) -> dict[str, Any]:
+    """The clock freshness is judged by and each served view's contract, as the Feast registry declares it."""
+    service = runtime.service
+    return {
+        "now": service.freshness_clock.describe(),
+        "views": {
+            name: {"max_staleness_s": view.max_staleness.total_seconds(), "on_stale": view.on_stale}
+            for name, view in sorted(service.freshness_contracts().items())
+        },
     }
 
 
@@ -66,6 +79,10 @@ def stats(runtime: RuntimeDep) -> dict[str, Any]:
     return {
         "decisions": m.total("hyperlift_decisions_total"),
         "fallbacks": {r: n for r in FALLBACKS if (n := m.total("hyperlift_fallbacks_total", reason=r))},
+        "stale_feature_reads": {
+            view: n for view in sorted(service.freshness_contracts())
+            if (n := m.total("hyperlift_stale_feature_reads_total", feature_view=view))
+        },
         "shed": m.total("hyperlift_shed_requests_total"),
         "decision_log_failures": m.total("hyperlift_decision_log_failures_total"),
         "model_swaps": m.total("hyperlift_model_swaps_total"),

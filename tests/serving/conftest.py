@@ -39,6 +39,12 @@ def register_model(
     ).version
 
 
+@pytest.fixture(autouse=True)
+def shop_clock(monkeypatch) -> None:
+    """Serve at the end of the simulated shop: judged by the wall clock (later) every feature row would be stale."""
+    monkeypatch.setenv("HYPERLIFT_SERVING_NOW", SHOP.end.isoformat())
+
+
 @pytest.fixture(scope="module")
 def served_world(tmp_path_factory, redis_databases):
     """(platform settings, redis url, shop users) with features online and a champion registered."""
