@@ -57,7 +57,7 @@ def point_in_time_join(
     entity_ts = pd.to_datetime(entity_df[ts_col], utc=True)
     if entity_ts.isna().any():
         raise ValueError(f"entity_df has {int(entity_ts.isna().sum())} rows without a {ts_col!r}; drop or fill them first")
-    out = {name: entity_df[name].to_numpy() for name in entity_df.columns}
+    out = {name: entity_df[name].array for name in entity_df.columns}  # .array keeps extension dtypes as given
     out[ts_col] = entity_ts.array
     ts_ns = entity_ts.dt.as_unit("ns").array.asi8
     keep = np.ones(len(entity_df), dtype=bool)

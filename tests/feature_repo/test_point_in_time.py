@@ -97,6 +97,7 @@ def entity_frame(cases: list[tuple[str, int, pd.Timestamp]]) -> pd.DataFrame:
             "action_id": [name for name, _, _ in cases],
             "propensity": np.linspace(0.1, 0.9, len(cases)),
             "label_revenue": np.arange(len(cases), dtype=np.float64),
+            "segment": pd.array(["a" if user % 2 else None for _, user, _ in cases], dtype="string"),
         }
     )
 
