@@ -16,6 +16,7 @@ import redis
 
 from dagster_project.assets.training import TrainingSetConfig
 from dagster_project.definitions import build_definitions
+from dagster_project.partitions import shop_days
 from dagster_project.resources import build_resources
 from demo.evaluate import incremental_value
 from demo.traffic import Served, send_decisions, wait_healthy
@@ -57,6 +58,7 @@ def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) 
     defs = build_definitions(build_resources(settings, redis_url, shop))
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         instance=dg.DagsterInstance.get(),
+        tags=shop_days(shop),  # every arrival day of the shop's period, in one run
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         raise_on_error=False,
     )

@@ -24,7 +24,8 @@ UPLIFT_FEATURE_SERVICE = "uplift_v1"
 CANDIDATES_FEATURE_SERVICE = "candidates_v1"
 """The feature service of candidate generation: the user's embedding, scored against the item index."""
 
-ACTIVITY_TABLE = "features/user_activity.parquet"
+ACTIVITY_TABLE = "features/user_activity"
+"""A folder: one parquet file per snapshot stamp (`YYYY-MM-DD.parquet`), rewritten while late events may change it."""
 PROFILE_TABLE = "features/user_profile.parquet"
 
 
@@ -57,7 +58,8 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         name="user_activity_source",
         path=str(Path(data_dir) / ACTIVITY_TABLE),
         timestamp_field="event_timestamp",
-        description="Daily user activity snapshots written by the user_activity_features asset.",
+        description="Daily user activity snapshots written by the user_activity_features asset (late events inside "
+        "the watermark rewrite the snapshots they change).",
     )
     profile_source = FileSource(
         name="user_profile_source",

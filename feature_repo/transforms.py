@@ -1,5 +1,9 @@
 """Pure feature transforms: one definition of every user feature, called by the batch assets (and later streaming).
 
+Events are first folded into exact integer *tiles* per (user, event day) (`event_tiles`, `merge_tiles`); features
+are a deterministic function of the tiles (`snapshots_from_tiles`). Tiles merge in any order, so duplicates removed
+upstream, shuffled arrival and late events inside the watermark all give the same features.
+
 User activity features are daily snapshots: the row stamped `event_timestamp = T` (midnight UTC) summarises every
 accepted event with `ts < T`, so a point-in-time join at time t >= T never sees the future.
 """
@@ -55,82 +59,148 @@ class SnapshotWindow:
         return pd.date_range(self.start + pd.Timedelta(days=1), periods=self.n_days, freq="D", tz="UTC")
 
 
-def _day_index(ts: pd.Series, start: pd.Timestamp) -> np.ndarray:
-    return ((ts - start) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+US_PER_DAY = 86_400_000_000
+"""Microseconds per day: event times are kept as integer µs since the Unix epoch, days as integer days since it."""
+
+MICROS = 1_000_000
+"""Money is summed in integer micro-units (10⁻⁶ of the currency), so sums are exact whatever the event order."""
+
+TILE_SUMS: tuple[str, ...] = (
+    "views", "purchases", "exposures", "mobile_views", "revenue_micros", "viewed_price_micros",
+    *(f"category_views_{c}" for c in range(N_CATEGORIES)),
+)
+"""Additive integer aggregates of a tile: merging two tiles of the same user and day adds them."""
+
+TILE_MAXES: tuple[str, ...] = ("last_visit_us", "last_purchase_us")
+"""Latest event time (µs since the epoch, -1 for none) of a tile: merging two tiles takes the maximum."""
+
+TILE_KEY = ("user_id", "day")
+TILE_COLUMNS = (*TILE_KEY, *TILE_SUMS, *TILE_MAXES)
+
+
+def _micros(values: pd.Series) -> np.ndarray:
+    return np.rint(values.to_numpy(dtype=float, na_value=0.0) * MICROS).astype(np.int64)
+
+
+def event_tiles(events: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate accepted events into one integer tile per (user, event day).
+
+    Tiles are exact (integers and maxima) and merge by `merge_tiles` in any order and grouping, so features derived
+    from them are identical whatever order, batching or partitioning the events came in. Deduplication by
+    `event_id` happens before (the contracts' validation); a tile cannot tell a duplicate from a second event.
+    """
+    ts_us = (pd.to_datetime(events["ts"], utc=True).astype("int64") // 1000).to_numpy(dtype=np.int64)
+    etype = events["event_type"].to_numpy(dtype=object)
+    is_view, is_purchase, is_exposure = etype == "page_view", etype == "purchase", etype == "promo_exposure"
+    category = events["category_id"].to_numpy(dtype=float, na_value=-1).astype(np.int64)
+    device = events["device"].to_numpy(dtype=object)
+    parts = {
+        "user_id": events["user_id"].to_numpy(dtype=np.int64),
+        "day": np.floor_divide(ts_us, US_PER_DAY),
+        "views": is_view.astype(np.int64),
+        "purchases": is_purchase.astype(np.int64),
+        "exposures": is_exposure.astype(np.int64),
+        "mobile_views": (is_view & (device == "mobile")).astype(np.int64),
+        "revenue_micros": np.where(is_purchase, _micros(events["revenue"]), 0),
+        "viewed_price_micros": np.where(is_view, _micros(events["price"]), 0),
+        **{f"category_views_{c}": (is_view & (category == c)).astype(np.int64) for c in range(N_CATEGORIES)},
+        "last_visit_us": np.where(is_view | is_exposure, ts_us, -1),
+        "last_purchase_us": np.where(is_purchase, ts_us, -1),
+    }
+    return merge_tiles(pd.DataFrame(parts))
+
+
+def merge_tiles(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Merge tiles (or per-event contributions) by (user, day): sums add, maxima take the maximum; sorted by key."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=np.int64) for c in TILE_COLUMNS})
+    grouped = pd.concat(frames, ignore_index=True).groupby(list(TILE_KEY), sort=True)
+    merged = grouped[list(TILE_SUMS)].sum().join(grouped[list(TILE_MAXES)].max())
+    return merged.reset_index()[list(TILE_COLUMNS)].astype(np.int64)
+
+
+def snapshots_from_tiles(tiles: pd.DataFrame, user_ids: np.ndarray, stamps: pd.DatetimeIndex) -> pd.DataFrame:
+    """Activity features of every user in `user_ids` at each midnight in `stamps` (dense: one row per user and stamp).
+
+    The row stamped T summarises the tiles of days before T's day, i.e. every event with ts < T. Cumulative values
+    are exact integer sums; the decayed accumulators fold z_d = λ·z_{d-1} + x_d over days in ascending order, one
+    fixed sequence of float operations, so equal tiles always give bit-identical features.
+    """
+    stamps = pd.DatetimeIndex(stamps).tz_convert("UTC")
+    stamp_us = (stamps.asi8 // 1000).astype(np.int64)
+    if (stamp_us % US_PER_DAY).any():
+        raise ValueError(f"snapshot stamps must be UTC midnights, got {list(stamps[stamp_us % US_PER_DAY != 0])}")
+    stamp_days = stamp_us // US_PER_DAY
+    n_users = len(user_ids)
+    rows = pd.Index(np.asarray(user_ids, dtype=np.int64)).get_indexer(tiles["user_id"].to_numpy(dtype=np.int64))
+    tiles = tiles.loc[rows >= 0]
+    rows = rows[rows >= 0]
+    tile_days = tiles["day"].to_numpy(dtype=np.int64)
+    first_day = int(min(tile_days.min(initial=stamp_days.min()), stamp_days.min() - 1))
+    n_days = int(stamp_days.max() - first_day)  # days first_day … last stamp's day − 1
+    keep = tile_days < first_day + n_days
+    tiles, rows, col = tiles.loc[keep], rows[keep], tile_days[keep] - first_day
+    take = stamp_days - first_day - 1  # the last day each stamp covers, as a column of the daily arrays
+
+    def daily(name: str) -> np.ndarray:
+        out = np.zeros((n_users, n_days), dtype=np.int64)
+        np.add.at(out, (rows, col), tiles[name].to_numpy(dtype=np.int64))
+        return out
+
+    def cumulative(name: str) -> np.ndarray:
+        return daily(name).cumsum(axis=1)[:, take]
+
+    def latest(name: str) -> np.ndarray:
+        out = np.full((n_users, n_days), -1, dtype=np.int64)
+        np.maximum.at(out, (rows, col), tiles[name].to_numpy(dtype=np.int64))
+        return np.maximum.accumulate(out, axis=1)[:, take]
+
+    def decayed(name: str) -> np.ndarray:
+        counts = daily(name).astype(np.float64)
+        z, acc = np.empty_like(counts), np.zeros(n_users)
+        for d in range(n_days):
+            acc = DECAY_PER_DAY * acc + counts[:, d]
+            z[:, d] = acc
+        return z[:, take]
+
+    def days_since(name: str) -> np.ndarray:
+        last = latest(name)
+        elapsed = (stamp_us[None, :] - last) / US_PER_DAY
+        return np.where(last < 0, RECENCY_CAP_DAYS, np.minimum(elapsed, RECENCY_CAP_DAYS))
+
+    views, purchases = cumulative("views"), cumulative("purchases")
+    revenue = cumulative("revenue_micros") / MICROS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns = {
+            "days_since_last_visit": days_since("last_visit_us"),
+            "days_since_last_purchase": days_since("last_purchase_us"),
+            "page_views_total": views,
+            "purchases_total": purchases,
+            "revenue_total": revenue,
+            "avg_order_value": np.where(purchases > 0, revenue / purchases, 0.0),
+            "avg_viewed_price": np.where(views > 0, cumulative("viewed_price_micros") / MICROS / views, 0.0),
+            "mobile_view_share": np.where(views > 0, cumulative("mobile_views") / views, 0.0),
+            "activity_decayed": decayed("views"),
+            "purchases_decayed": decayed("purchases"),
+            "exposures_decayed": decayed("exposures"),
+        }
+        for c in range(N_CATEGORIES):
+            columns[f"category_affinity_{c}"] = np.where(views > 0, cumulative(f"category_views_{c}") / views, 0.0)
+
+    frame = pd.DataFrame({name: columns[name].ravel().astype(np.float32) for name in ACTIVITY_FEATURES})
+    frame.insert(0, "user_id", np.repeat(np.asarray(user_ids, dtype=np.int64), len(stamps)))
+    frame.insert(1, "event_timestamp", pd.DatetimeIndex(np.tile(stamps.tz_localize(None).to_numpy(), n_users)).tz_localize("UTC"))
+    return frame
 
 
 def user_activity_snapshots(events: pd.DataFrame, user_ids: np.ndarray, window: SnapshotWindow) -> pd.DataFrame:
-    """Daily activity features for every user in `user_ids` (dense: one row per user per day).
+    """Daily activity features for every user in `user_ids` (dense: one row per user per day of the window).
 
-    `events` are accepted events (see `feature_repo.contracts`); events outside the window are ignored.
+    `events` are accepted, deduplicated events (see `feature_repo.contracts`); each snapshot covers all of them
+    with ts before its stamp.
     """
-    start = pd.Timestamp(window.start).tz_convert("UTC")
-    n_users, n_days = len(user_ids), window.n_days
-    index = pd.Index(user_ids)
-    day = _day_index(events["ts"], start)
-    row = index.get_indexer(events["user_id"].to_numpy(dtype=np.int64))
-    keep = (day >= 0) & (day < n_days) & (row >= 0)
-    ev = events.loc[keep]
-    day, row = day[keep], row[keep]
-    etype = ev["event_type"].to_numpy()
-
-    def daily(mask: np.ndarray, values: np.ndarray | float = 1.0) -> np.ndarray:
-        out = np.zeros((n_users, n_days))
-        vals = values[mask] if isinstance(values, np.ndarray) else values
-        np.add.at(out, (row[mask], day[mask]), vals)
-        return out
-
-    is_view, is_purchase, is_exposure = etype == "page_view", etype == "purchase", etype == "promo_exposure"
-    price = ev["price"].to_numpy(dtype=float, na_value=0.0)
-    revenue = ev["revenue"].to_numpy(dtype=float, na_value=0.0)
-    views, purchases = daily(is_view), daily(is_purchase)
-    cum_views, cum_purchases = views.cumsum(1), purchases.cumsum(1)
-    cum_revenue = daily(is_purchase, revenue).cumsum(1)
-    cum_viewed_price = daily(is_view, price).cumsum(1)
-    cum_mobile_views = daily(is_view & (ev["device"].to_numpy() == "mobile")).cumsum(1)
-    category = ev["category_id"].to_numpy(dtype=float, na_value=-1).astype(np.int64)
-    cum_cat = np.stack([daily(is_view & (category == c)).cumsum(1) for c in range(N_CATEGORIES)])
-
-    stamps = window.stamps()
-    seconds_to_stamp = (stamps - start).total_seconds().to_numpy()
-    event_seconds = (ev["ts"] - start).dt.total_seconds().to_numpy()
-
-    def days_since_last(mask: np.ndarray) -> np.ndarray:
-        last = np.full((n_users, n_days), -np.inf)
-        np.maximum.at(last, (row[mask], day[mask]), event_seconds[mask])
-        last = np.maximum.accumulate(last, axis=1)
-        return np.minimum((seconds_to_stamp[None, :] - last) / 86400.0, RECENCY_CAP_DAYS)
-
-    def decayed(daily_counts: np.ndarray) -> np.ndarray:
-        z = np.zeros_like(daily_counts)
-        acc = np.zeros(n_users)
-        for d in range(n_days):
-            acc = DECAY_PER_DAY * acc + daily_counts[:, d]
-            z[:, d] = acc
-        return z
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        columns = {
-            "days_since_last_visit": days_since_last(is_view | is_exposure),
-            "days_since_last_purchase": days_since_last(is_purchase),
-            "page_views_total": cum_views,
-            "purchases_total": cum_purchases,
-            "revenue_total": cum_revenue,
-            "avg_order_value": np.where(cum_purchases > 0, cum_revenue / cum_purchases, 0.0),
-            "avg_viewed_price": np.where(cum_views > 0, cum_viewed_price / cum_views, 0.0),
-            "mobile_view_share": np.where(cum_views > 0, cum_mobile_views / cum_views, 0.0),
-            "activity_decayed": decayed(views),
-            "purchases_decayed": decayed(purchases),
-            "exposures_decayed": decayed(daily(is_exposure)),
-        }
-        for c in range(N_CATEGORIES):
-            columns[f"category_affinity_{c}"] = np.where(cum_views > 0, cum_cat[c] / cum_views, 0.0)
-
-    frame = pd.DataFrame({name: columns[name].ravel().astype(np.float32) for name in ACTIVITY_FEATURES})
-    frame.insert(0, "user_id", np.repeat(np.asarray(user_ids, dtype=np.int64), n_days))
-    frame.insert(1, "event_timestamp", np.tile(stamps.to_numpy(), n_users))
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    return frame
+    return snapshots_from_tiles(event_tiles(events), user_ids, window.stamps())
 
 
 def user_profile_rows(users: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from serving import json_logs
 from serving.admission import Admission
 from serving.body_limit import BodyLimit
 from serving.breaker import CircuitBreaker
+from serving.clock import Clock
 from serving.champion import ChampionWatcher, load_champions, model_keys
 from serving.config import ServingSettings
 from serving.experiments import ExperimentAssigner, load_experiments
@@ -74,6 +75,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         np.random.default_rng(settings.seed), settings.hash_salt, metrics,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
+        freshness_clock=Clock(settings.now),
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)

@@ -1,34 +1,62 @@
-"""Features: daily user activity snapshots and CRM profile rows, the offline sources of the Feast views."""
+"""Features: daily user activity snapshots (with revisions for late events) and CRM profile rows, the offline
+sources of the Feast views."""
 
 
 import dagster as dg
 import pandas as pd
 
-from dagster_project.resources import DataLakeResource, ShopResource
-from dagster_project.resources.data_lake import CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
-from feature_repo.transforms import SnapshotWindow, user_activity_snapshots, user_profile_rows
+from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
+from dagster_project.resources import DataLakeResource, EventTimeResource
+from dagster_project.resources.data_lake import ACTIVITY_TILES, CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
+from feature_repo.event_time import partition_snapshots
+from feature_repo.transforms import event_tiles, merge_tiles, user_profile_rows
+
+FIRST_STAMP = pd.Timestamp(ARRIVAL_DAYS.start)
 
 
-@dg.asset(deps=["validated_events", "customers"], group_name="features")
+@dg.asset(
+    deps=["validated_events", "customers"], partitions_def=ARRIVAL_DAYS, backfill_policy=SINGLE_RUN,
+    group_name="features",
+)
 def user_activity_features(
-    context: dg.AssetExecutionContext, lake: DataLakeResource, shop: ShopResource
+    context: dg.AssetExecutionContext, lake: DataLakeResource, event_time: EventTimeResource
 ) -> dg.MaterializeResult:
-    """One activity snapshot per known user per day (recency, frequency, monetary, decayed activity, affinities)."""
-    config = shop.config()
-    events = lake.read(VALIDATED_EVENTS)
+    """Per arrival day P, in day order: the tiles of the day's accepted events, then the snapshots stamped
+    P − lateness + 1 … P + 1 of every known user (the new one, and the earlier ones late events may change)."""
+    lateness = event_time.lateness()
+    keys = sorted(context.partition_keys)
     users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
-    window = SnapshotWindow(start=pd.Timestamp(config.start), n_days=config.n_days)
-    snapshots = user_activity_snapshots(events, users, window)
-    path = lake.write(USER_ACTIVITY, snapshots)
-    context.log.info("wrote %d activity snapshots (%d users × %d days)", len(snapshots), len(users), config.n_days)
+    others = [k for k in lake.partition_keys(ACTIVITY_TILES) if k not in set(keys)]
+    tiles = merge_tiles(lake.read_partitions(ACTIVITY_TILES, others)) if others else merge_tiles()
+    written, revised = 0, 0
+    for key in keys:
+        day_tiles = event_tiles(lake.read_partitions(VALIDATED_EVENTS, [key]))
+        lake.write_partition(ACTIVITY_TILES, key, day_tiles)
+        tiles = merge_tiles(tiles, day_tiles)
+        for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness).items():
+            if stamp <= FIRST_STAMP:  # covers nothing: no event arrives before the first arrival day
+                continue
+            stamp_key = stamp.strftime("%Y-%m-%d")
+            revised += _changed_rows(lake, stamp_key, rows)
+            lake.write_partition(USER_ACTIVITY, stamp_key, rows)
+            written += len(rows)
+    context.log.info("wrote %d activity rows for %d users over %d arrival days; %d rows revised by late events",
+                     written, len(users), len(keys), revised)
     return dg.MaterializeResult(
-        metadata={
-            "rows": len(snapshots),
-            "users": len(users),
-            "last_snapshot": str(window.stamps()[-1]),
-            "path": str(path),
-        }
+        metadata={"rows_written": written, "rows_revised": revised, "users": len(users), "days": len(keys),
+                  "last_snapshot": str(pd.Timestamp(keys[-1], tz="UTC") + pd.Timedelta(days=1))}
     )
+
+
+def _changed_rows(lake: DataLakeResource, stamp_key: str, rows: pd.DataFrame) -> int:
+    """Rows of a snapshot file that a rewrite changes (0 for a new file): how much late events moved features."""
+    if stamp_key not in lake.partition_keys(USER_ACTIVITY):
+        return 0
+    before = lake.read_partitions(USER_ACTIVITY, [stamp_key])
+    if len(before) != len(rows) or not before["user_id"].equals(rows["user_id"]):
+        return len(rows)
+    features = [c for c in rows.columns if c not in ("user_id", "event_timestamp")]
+    return int((before[features].to_numpy() != rows[features].to_numpy()).any(axis=1).sum())
 
 
 @dg.asset(deps=["customers"], group_name="features")

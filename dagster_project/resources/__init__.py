@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.resources.data_lake import DataLakeResource
+from dagster_project.resources.event_time import EventTimeResource
 from dagster_project.resources.feast_store import FeastResource
 from dagster_project.resources.mlflow_registry import MlflowResource
 from dagster_project.resources.redis_store import RedisResource
@@ -21,6 +22,7 @@ def build_resources(settings: HyperliftSettings, redis_url: str | dg.EnvVar, sho
         "feast": FeastResource(redis_url=redis_url, home=str(settings.home)),
         "mlflow": MlflowResource(tracking_uri=settings.mlflow_uri, artifact_dir=str(settings.mlflow_artifacts_dir)),
         "shop": ShopResource.from_config(shop),
+        "event_time": EventTimeResource(),
     }
 
 
@@ -30,6 +32,6 @@ def resources_from_env() -> dict[str, object]:
 
 
 __all__ = [
-    "DataLakeResource", "FeastResource", "MlflowResource", "RedisResource", "ShopResource",
+    "DataLakeResource", "EventTimeResource", "FeastResource", "MlflowResource", "RedisResource", "ShopResource",
     "build_resources", "resources_from_env",
 ]

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from dagster_project.assets import models
 from dagster_project.checks import promotion
 from dagster_project.definitions import build_definitions
+from dagster_project.partitions import shop_days
 from dagster_project.resources import MlflowResource, build_resources
 from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING_SET, USER_ACTIVITY, VALIDATED_EVENTS
 from serving.config import ServingSettings
@@ -51,6 +52,7 @@ def pipeline(e2e_redis_url, tmp_path_factory):
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         run_config={"ops": {"uplift_challenger": {"config": {"n_estimators": 40}}}},
         instance=dg.DagsterInstance.ephemeral(),
+        tags=shop_days(TINY_SHOP),
     )
     return settings, result
 
@@ -70,7 +72,8 @@ def test_job_succeeds_and_accounts_for_every_event(pipeline):
 def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, monkeypatch):
     settings, _ = pipeline
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
-    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1))  # the shipped surfaces, regions, experiments
+    # The shop's clock: its features are fresh as of its end, not as of today's wall clock.
+    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1, now=TINY_SHOP.end))  # the shipped surfaces, regions, experiments
     with TestClient(app) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["surfaces"] == ["checkout", "home"]

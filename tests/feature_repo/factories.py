@@ -44,9 +44,10 @@ def materialize_shop(settings, redis_url: str, shop_config):
     window = SnapshotWindow(pd.Timestamp(shop_config.start), shop_config.n_days)
     activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
     profile = user_profile_rows(shop.users)
-    for table, table_frame in ((ACTIVITY_TABLE, activity), (PROFILE_TABLE, profile)):
-        (settings.data_dir / table).parent.mkdir(parents=True, exist_ok=True)
-        table_frame.to_parquet(settings.data_dir / table, index=False)
+    # The activity source is a folder of snapshot files (one per stamp, as the asset writes it); profiles, a file.
+    for path, table_frame in ((ACTIVITY_TABLE + "/all.parquet", activity), (PROFILE_TABLE, profile)):
+        (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        table_frame.to_parquet(settings.data_dir / path, index=False)
     store = feature_store(redis_url, settings)
     store.apply(build_repo(settings.data_dir).objects())
     end = window.stamps()[-1] + pd.Timedelta(seconds=1)
