@@ -25,6 +25,7 @@ import numpy as np
 
 from demo.traffic import wait_healthy
 from infra.launch import project_environment
+from simulator import ShopConfig
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
 from serving.config import ServingSettings
@@ -65,6 +66,8 @@ def main(n: int = 2000) -> None:
     settings = HyperliftSettings()
     with project_environment(settings) as env:
         os.environ.update(env)
+        # The demo's features are stamped in the shop's period: judge their freshness by its clock, as the demo does.
+        os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
         service = build_runtime(ServingSettings(seed=0, log_decisions=False)).service
         champion = service.champions.get(("hyperlift_uplift", "champion"))
         if champion is None:

@@ -33,6 +33,7 @@ from bench.loadgen import LoadResult, encode_post, run_load
 from bench.decision_latency import start
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.launch import project_environment
+from simulator import ShopConfig
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
 from serving.decision_log import DECISION_STREAM
@@ -158,6 +159,8 @@ def main() -> None:
     rows, segment_rows = [], []
     with project_environment(settings) as env, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(env)
+        # The demo's features are stamped in the shop's period: judge their freshness by its clock, as the demo does.
+        os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
         if alias_version(settings.mlflow_uri, "hyperlift_uplift", CHAMPION_ALIAS) is None:
             raise SystemExit("no champion registered: run `make demo` first")
         print("registering the 50-action bench model (once) ...", flush=True)
