@@ -6,6 +6,7 @@ import pandas as pd
 from dagster_project.resources import DataLakeResource, FeastResource, ShopResource
 from dagster_project.resources.data_lake import TRAINING_SET, VALIDATED_EVENTS
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from feature_repo.point_in_time import point_in_time_join, service_views
 from training.labels import attributed_revenue, mature_exposures
 
 
@@ -39,9 +40,13 @@ def training_set(
         .astype({"user_id": "int64", "action_id": str})
     )
     store = feast.store()
-    joined = store.get_historical_features(
-        entity_df=entity_df.reset_index(drop=True), features=store.get_feature_service(UPLIFT_FEATURE_SERVICE)
-    ).to_df()
+    # Feast's semantics through our join (bench/training_set_build.py: 6-13x faster, 5-9x less memory than Feast's
+    # file offline store at 1M rows, equal value for value). It keeps the file store's rows for now: exposures
+    # with no feature row in the window (the first day, before sign-up) are dropped, as before.
+    joined = point_in_time_join(
+        entity_df.reset_index(drop=True), service_views(store, UPLIFT_FEATURE_SERVICE), store,
+        drop_like_file_store=True,
+    )
     path = lake.write(TRAINING_SET, joined)
     context.log.info("training set: %d mature exposures of %d", len(joined), int(mature.size))
     return dg.MaterializeResult(
