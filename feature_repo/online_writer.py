@@ -133,7 +133,7 @@ def _decimal(numbers: np.ndarray) -> _Segment:
 
 
 def _framed(value: _Segment) -> _Segment:
-    """`$<len>\r\n<value>\r\n` of values of at most 99 bytes, built in one matrix (the common, numeric case)."""
+    r"""`$<len>\r\n<value>\r\n` of values of at most 99 bytes, built in one matrix (the common, numeric case)."""
     n, width = value.data.shape
     lengths = value.lengths
     two = lengths >= 10
@@ -156,7 +156,7 @@ def _framed(value: _Segment) -> _Segment:
 
 
 def _bulk_string(value: _Piece) -> list[_Piece]:
-    """RESP bulk string `$<len>\r\n<bytes>\r\n` around each row's value."""
+    r"""RESP bulk string `$<len>\r\n<bytes>\r\n` around each row's value."""
     if isinstance(value, bytes):
         return [b"$%d\r\n%s\r\n" % (len(value), value)]
     n, width = value.data.shape
