@@ -27,6 +27,9 @@ Modes:
   row whose event time is <= the stored one — an *equal* timestamp is refused. The streaming updater writes
   corrections whose event time equals the stored one, so here an equal timestamp is accepted.
 
+A write is not a transaction: when Redis refuses a command (`OnlineWriteError`, with Redis's message), the rows
+before it may be written. Writing the same frame again is idempotent.
+
 Only a standalone Redis (or a Sentinel master) is supported: a pipeline of raw commands to one connection cannot
 span a Redis Cluster's slots.
 """

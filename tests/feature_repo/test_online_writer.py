@@ -14,7 +14,7 @@ from feast.types import Bool, Float32, Float64, Int32, Int64, String
 from feast.utils import _convert_arrow_to_proto
 
 from feature_repo.definitions import build_repo
-from feature_repo.online_writer import OnlineWriter
+from feature_repo.online_writer import OnlineWriter, OnlineWriteError
 from feature_repo.store import feature_store
 
 T0 = pd.Timestamp("2026-11-20 08:00:00.123456", tz="UTC")
@@ -98,6 +98,10 @@ def test_key_ttl_seconds_expires_keys_like_feast(stores):
     assert dump(our_client) == dump(feast_client)
     ttls = [our_client.ttl(key) for key in our_client.keys()]
     assert len(ttls) == 7 and all(3590 <= ttl <= 3600 for ttl in ttls)
+    our_client.flushdb()
+    assert OnlineWriter(our_store).write("mixed_fv", frame, mode="newer_or_equal") == 7
+    assert dump(our_client) == dump(feast_client)
+    assert all(3590 <= our_client.ttl(key) <= 3600 for key in our_client.keys())
 
 
 def test_get_online_features_returns_the_written_values(stores):
@@ -198,6 +202,20 @@ def test_bulk_mode_writes_regardless_of_the_stored_time(stores):
     writer.write("user_profile_fv", profile_row(4, T0, 1))
     writer.write("user_profile_fv", profile_row(4, T0 - pd.Timedelta(days=1), 2))
     assert stored_profile(store, 4) == ([2, 3, 4], T0 - pd.Timedelta(days=1))
+
+
+@pytest.mark.parametrize("mode", ["bulk", "newer_or_equal"])
+def test_a_refused_command_raises_with_redis_message(stores, mode):
+    _, store, (_, client) = stores
+    writer = OnlineWriter(store, chunk_rows=2)
+    frame = pd.concat([profile_row(user, T0, 1) for user in range(5)])
+    writer.write("user_profile_fv", frame.iloc[:1])
+    (key,) = client.keys()
+    client.delete(key)
+    client.set(key, b"not a hash")  # user 0's key now holds a string: HSET (and HGET in the script) must fail
+    with pytest.raises(OnlineWriteError, match="WRONGTYPE"):
+        writer.write("user_profile_fv", frame, mode=mode)
+    assert client.get(key) == b"not a hash"
 
 
 def test_frame_errors_say_what_is_wrong(stores):
