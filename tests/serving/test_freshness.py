@@ -36,7 +36,7 @@ def consented(served_world) -> list[int]:
 
 def service_at(serving_settings, monkeypatch, now: datetime) -> DecisionService:
     monkeypatch.setenv("HYPERLIFT_SERVING_NOW", now.isoformat())
-    return build_runtime(serving_settings).service
+    return build_runtime(serving_settings.model_copy(update={"now": now})).service
 
 
 @pytest.fixture
@@ -162,8 +162,7 @@ def test_a_new_champion_whose_views_lack_a_contract_is_refused_and_the_current_o
 
 def test_the_fixed_clock_the_contracts_and_the_counts_are_exposed(serving_settings, served_world, monkeypatch):
     now = END + timedelta(days=3)
-    monkeypatch.setenv("HYPERLIFT_SERVING_NOW", now.isoformat())
-    with TestClient(create_app(serving_settings)) as client:
+    with TestClient(create_app(serving_settings.model_copy(update={"now": now}))) as client:
         assert client.app.state.runtime.service.freshness_clock.now() == now
         assert client.get("/healthz").json()["freshness"] == {
             "now": "2026-10-08T00:00:00+00:00",
@@ -184,7 +183,7 @@ def test_without_the_setting_the_wall_clock_judges_and_the_october_shop_is_stale
     serving_settings, served_world, monkeypatch
 ):
     monkeypatch.delenv("HYPERLIFT_SERVING_NOW")
-    service = build_runtime(serving_settings).service
+    service = build_runtime(serving_settings.model_copy(update={"now": None})).service
     assert service.freshness_clock.fixed is None and service.freshness_clock.describe() == "wall clock"
     if service.freshness_clock.now() <= END + ACTIVITY_MAX_STALENESS:
         pytest.skip("this machine's clock is set before the simulated shop ended")
