@@ -11,7 +11,7 @@ What Feast's `RedisOnlineStore.online_write_batch` stores, and so what this writ
 
 Feast builds one protobuf object per value and one redis-py command per row. This writer builds the wire bytes
 of a whole chunk of rows with numpy instead: fixed-width values (Float32, Float64, Bool) are a column of bytes
-behind their proto tag, Int32/Int64 are varints computed per column, and the RESP commands themselves (HSET or
+behind their proto tag, Int32/Int64 are varints computed per column, and the RESP commands themselves (HSET, or
 EVALSHA with their arguments) are laid out as a matrix and flattened in one pass. Chunks go to Redis over one
 dedicated connection, and the next chunk is built while Redis applies the previous one (two cores: we build,
 Redis writes). Types without a vectorised encoder (strings, lists, ...) go through Feast's own
@@ -21,11 +21,12 @@ Modes:
 - ``bulk``: every row is written, like Feast's `skip_dedup` fast path (the full-materialization case). When a
   frame holds several rows of one entity, the last one in frame order wins.
 - ``newer_or_equal``: per entity, a row is written only if its event time is >= the stored `_ts:<view>`
-  (seconds and nanos compared), checked and written atomically by one Lua script per row. Rows of one entity are
-  applied in frame order. This differs from Feast's default write path on purpose: Feast reads all stored
-  timestamps in one round trip, then writes in a second one (not atomic against a concurrent writer), and skips a
-  row whose event time is <= the stored one — an *equal* timestamp is refused. The streaming updater writes
-  corrections whose event time equals the stored one, so here an equal timestamp is accepted.
+  (seconds and nanos compared), checked and written atomically by a Lua script (one call per 64 rows, each call
+  atomic as a whole). Rows of one entity are applied in frame order. This differs from Feast's default write path
+  on purpose. Feast 0.67 reads all stored timestamps in one round trip, then writes in a second one (not atomic
+  against a concurrent writer), and skips a row whose event time is <= the stored one (seconds and nanos): an
+  *equal* timestamp is refused. The streaming updater writes corrections whose event time equals the stored one,
+  so here an equal timestamp is accepted.
 
 A write is not a transaction: when Redis refuses a command (`OnlineWriteError`, with Redis's message), the rows
 before it may be written. Writing the same frame again is idempotent.
@@ -54,6 +55,7 @@ from feast.value_type import ValueType
 Mode = Literal["bulk", "newer_or_equal"]
 EVENT_TIMESTAMP = "event_timestamp"
 DEFAULT_CHUNK_ROWS = 20_000
+ROWS_PER_SCRIPT_CALL = 64  # newer_or_equal: rows per EVALSHA (amortises the call; Redis blocks ~1 ms per call)
 
 # Keeps a row when its event time is >= the stored one. Timestamps are the serialized protos themselves (field 1
 # seconds, field 2 nanos, both varints), decoded here so the stored value stays exactly Feast's.
@@ -85,16 +87,30 @@ local function timestamp(s)
   end
   return seconds, nanos
 end
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local old_s, old_n = timestamp(stored)
-  local new_s, new_n = timestamp(ARGV[2])
-  if new_s < old_s or (new_s == old_s and new_n < old_n) then return 0 end
+-- KEYS: one entity key per row. ARGV: ts field, key TTL (0: none), F, the F hash fields, then per row its
+-- timestamp and its F values. Rows are applied in order, so two rows of one entity behave as two calls would.
+local ts_field, ttl, nf = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local args = {ts_field, false}
+for k = 1, nf do args[2 * k + 1] = ARGV[3 + k] end
+local written = 0
+for i = 1, #KEYS do
+  local at = 3 + nf + (i - 1) * (1 + nf) + 1
+  local keep = true
+  local stored = redis.call('HGET', KEYS[i], ts_field)
+  if stored then
+    local old_s, old_n = timestamp(stored)
+    local new_s, new_n = timestamp(ARGV[at])
+    keep = not (new_s < old_s or (new_s == old_s and new_n < old_n))
+  end
+  if keep then
+    args[2] = ARGV[at]
+    for k = 1, nf do args[2 * k + 2] = ARGV[at + k] end
+    redis.call('HSET', KEYS[i], unpack(args))
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+    written = written + 1
+  end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 4))
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+return written
 """
 
 
@@ -193,6 +209,17 @@ def _assemble(pieces: list[_Piece], n: int) -> bytes:
     for i, piece in ragged:
         mask[:, starts[i]:starts[i + 1]] = np.arange(piece.data.shape[1]) < piece.lengths[:, None]
     return data[mask].tobytes()
+
+
+def _row_offsets(pieces: list[_Piece], n: int) -> np.ndarray:
+    """Start of each row's bytes in `_assemble(pieces, n)`, plus the end: n + 1 offsets."""
+    lengths = np.zeros(n, dtype=np.int64)
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            lengths += len(piece)
+        else:
+            lengths += piece.data.shape[1] if piece.lengths is None else piece.lengths
+    return np.concatenate([[0], np.cumsum(lengths)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -345,16 +372,16 @@ class OnlineWriter:
         written = 0
         connection = self._connect()
         try:
-            pending: tuple[int, Mode] | None = None
+            pending: tuple[int, int] | None = None  # (rows, replies) of the chunk Redis is applying
             for start in range(0, len(frame), self.chunk_rows):
-                payload = self._encode(layout, frame.iloc[start:start + self.chunk_rows], mode)
+                payload, replies = self._encode(layout, frame.iloc[start:start + self.chunk_rows], mode)
                 # Build chunk k+1 while Redis applies chunk k, then collect k's replies before sending k+1.
                 if pending is not None:
-                    written += self._replies(connection, *pending)
+                    written += self._rows_written(connection, *pending, mode)
                 connection.sendall(payload)
-                pending = (min(self.chunk_rows, len(frame) - start), mode)
+                pending = (min(self.chunk_rows, len(frame) - start), replies)
             if pending is not None:
-                written += self._replies(connection, *pending)
+                written += self._rows_written(connection, *pending, mode)
         finally:
             connection.close()
         return written
@@ -398,27 +425,43 @@ class OnlineWriter:
         ]
         return _ragged_from_bytes(keys)
 
-    def _encode(self, layout: _Layout, frame: pd.DataFrame, mode: Mode) -> bytes:
-        """RESP bytes of the chunk's commands: HSET (+ EXPIRE) per row in bulk mode, EVALSHA per row otherwise."""
+    def _encode(self, layout: _Layout, frame: pd.DataFrame, mode: Mode) -> tuple[bytes, int]:
+        """RESP bytes of the chunk's commands and how many replies they get: HSET (+ EXPIRE) per row in bulk mode,
+        one EVALSHA of the newer_or_equal script per ROWS_PER_SCRIPT_CALL rows otherwise."""
         n = len(frame)
         key = _bulk_string(self._key_segment(layout, frame))
         nanos = frame[EVENT_TIMESTAMP].dt.as_unit("ns").array.asi8  # UTC nanoseconds, whatever the zone
         ts_value = _bulk_string(_timestamp_segment(nanos))
         ts_field = _bulk_string(layout.ts_field)
-        pairs: list[_Piece] = []
-        for name, value_type, field in layout.features:
-            pairs += _bulk_string(field)
-            pairs += _bulk_string(_value_segment(frame[name], value_type))
-        n_args = 2 + 2 * len(layout.features)  # the ts field/value pair + one pair per feature
         ttl = b"%d" % self.key_ttl_seconds
         if mode == "bulk":
+            pairs: list[_Piece] = []
+            for name, value_type, field in layout.features:
+                pairs += [*_bulk_string(field), *_bulk_string(_value_segment(frame[name], value_type))]
+            n_args = 2 + 2 * len(layout.features)  # the ts field/value pair + one pair per feature
             pieces = [b"*%d\r\n$4\r\nHSET\r\n" % (2 + n_args), *key, *ts_field, *ts_value, *pairs]
             if self.key_ttl_seconds:
                 pieces += [b"*3\r\n$6\r\nEXPIRE\r\n", *key, *_bulk_string(ttl)]
-        else:
-            head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n" % (4 + n_args + 1, self._script_sha.encode())
-            pieces = [head, *key, *ts_field, *ts_value, *_bulk_string(ttl), *pairs]
-        return _assemble(pieces, n)
+            return _assemble(pieces, n), n * (2 if self.key_ttl_seconds else 1)
+        # newer_or_equal: one EVALSHA per ROWS_PER_SCRIPT_CALL rows; hash fields once per call, not once per row
+        values: list[_Piece] = [*ts_value]
+        for name, value_type, _ in layout.features:
+            values += _bulk_string(_value_segment(frame[name], value_type))
+        keys, key_at = _assemble(key, n), _row_offsets(key, n)
+        rows, row_at = _assemble(values, n), _row_offsets(values, n)
+        fields = [field for _, _, field in layout.features]
+        shared = b"".join(b"".join(_bulk_string(v)) for v in (layout.ts_field, ttl, b"%d" % len(fields), *fields))
+        out: list[bytes] = []
+        for first in range(0, n, ROWS_PER_SCRIPT_CALL):
+            last = min(first + ROWS_PER_SCRIPT_CALL, n)
+            count = last - first
+            n_args = 3 + count + 3 + len(fields) + count * (1 + len(fields))
+            out += [
+                b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (n_args, self._script_sha.encode()),
+                b"".join(_bulk_string(b"%d" % count)), keys[key_at[first]:key_at[last]], shared,
+                rows[row_at[first]:row_at[last]],
+            ]
+        return b"".join(out), -(-n // ROWS_PER_SCRIPT_CALL)
 
     # -- transport ---------------------------------------------------------------------------------------------
 
@@ -431,9 +474,9 @@ class OnlineWriter:
         connection._sock = None  # the socket is ours now; redis-py must not reuse or close it
         return sock
 
-    def _replies(self, sock: socket.socket, n_commands: int, mode: Mode) -> int:
-        """Read the replies of one chunk; return the rows written. Every reply here is one CRLF-terminated line."""
-        expected = n_commands * (2 if mode == "bulk" and self.key_ttl_seconds else 1)
+    @staticmethod
+    def _rows_written(sock: socket.socket, rows: int, expected: int, mode: Mode) -> int:
+        """Read a chunk's `expected` replies; return its rows written. Every reply here is one CRLF-ended line."""
         chunks: list[bytes] = []
         lines = 0
         while lines < expected:
@@ -448,5 +491,5 @@ class OnlineWriter:
             message = replies[start:replies.index(b"\r\n", start)].decode(errors="replace")
             raise OnlineWriteError(f"Redis refused a write: {message}")
         if mode == "bulk":
-            return n_commands
-        return replies.split(b"\r\n").count(b":1")
+            return rows
+        return sum(int(line[1:]) for line in replies.split(b"\r\n")[:expected])

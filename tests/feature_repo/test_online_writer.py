@@ -188,12 +188,24 @@ def test_newer_or_equal_compares_against_what_feast_stored(stores):
     assert stored_profile(store, 7) == ([4, 5, 6], old + pd.Timedelta(seconds=1))
 
 
-def test_newer_or_equal_applies_rows_of_one_frame_in_order(stores):
+@pytest.mark.parametrize("chunk_rows", [2, 20_000])  # rows of one entity in different script calls, or in one
+def test_newer_or_equal_applies_rows_of_one_frame_in_order(stores, chunk_rows):
     _, store, _ = stores
-    frame = pd.concat([profile_row(8, T0, 1), profile_row(8, T0 - pd.Timedelta(hours=1), 2), profile_row(9, T0, 3)])
-    assert OnlineWriter(store, chunk_rows=2).write("user_profile_fv", frame, mode="newer_or_equal") == 2
+    frame = pd.concat([
+        profile_row(8, T0, 1), profile_row(8, T0 - pd.Timedelta(hours=1), 2), profile_row(9, T0, 3),
+        profile_row(9, T0 + pd.Timedelta(hours=1), 4), profile_row(9, T0, 5),
+    ])
+    assert OnlineWriter(store, chunk_rows=chunk_rows).write("user_profile_fv", frame, mode="newer_or_equal") == 3
     assert stored_profile(store, 8) == ([1, 2, 3], T0)
-    assert stored_profile(store, 9) == ([3, 4, 5], T0)
+    assert stored_profile(store, 9) == ([4, 5, 6], T0 + pd.Timedelta(hours=1))
+
+
+def test_newer_or_equal_spans_several_script_calls_per_chunk(stores):
+    feast_store, our_store, (feast_client, our_client) = stores
+    frame = pd.concat([profile_row(user, T0 + pd.Timedelta(seconds=user), user % 7) for user in range(150)])
+    feast_write(feast_store, "user_profile_fv", frame)
+    assert OnlineWriter(our_store).write("user_profile_fv", frame, mode="newer_or_equal") == 150
+    assert dump(our_client) == dump(feast_client)
 
 
 def test_bulk_mode_writes_regardless_of_the_stored_time(stores):
