@@ -2,6 +2,10 @@
 
 Every promotion appends the replaced champion's version to the registered model's `champion_history` tag, so a
 rollback can move `champion` back one step; it never deletes versions.
+
+A version is *live* while serving may load it: it holds an alias (champion, challenger or any other a surface
+names), or it is the champion a rollback would return to (the last entry of `champion_history`). The online store
+keeps writing the feature views live versions pin (`view_users`), and only those.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from training.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS
+from training.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, view_pins_of
 
 HISTORY_TAG = "champion_history"
 
@@ -79,3 +83,36 @@ def rollback(tracking_uri: str, model_name: str) -> AliasMove:
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, target)
     client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
     return AliasMove(model_name, current, target)
+
+
+def live_versions(tracking_uri: str, model_name: str) -> dict[str, tuple[str, ...]]:
+    """Version -> why it is live (its aliases, and `rollback` for the champion a rollback returns to); {} when the
+    model is not registered yet."""
+    try:
+        model = _client(tracking_uri).get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return {}
+        raise
+    reasons: dict[str, list[str]] = {}
+    for alias, version in sorted(model.aliases.items()):
+        reasons.setdefault(str(version), []).append(alias)
+    history = json.loads(model.tags.get(HISTORY_TAG, "[]"))
+    if history:
+        reasons.setdefault(str(history[-1]), []).append("rollback")
+    return {version: tuple(why) for version, why in reasons.items()}
+
+
+def view_users(tracking_uri: str, model_name: str) -> dict[str, tuple[str, ...]]:
+    """Feature view -> the live versions of `model_name` that pin it (versions that pin none are left out: serving
+    refuses them)."""
+    users: dict[str, list[str]] = {}
+    for version in sorted(live_versions(tracking_uri, model_name), key=int):
+        for view in view_pins_of(tracking_uri, model_name, version) or {}:
+            users.setdefault(view, []).append(version)
+    return {view: tuple(versions) for view, versions in sorted(users.items())}
+
+
+def views_in_use(tracking_uri: str, model_name: str) -> set[str]:
+    """The feature views some live version of `model_name` pins: the ones the online store must keep writing."""
+    return set(view_users(tracking_uri, model_name))

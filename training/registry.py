@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,15 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from feature_repo.versions import definition_view_pins, format_view_pins, parse_view_pins
 from training.pyfunc import UpliftModel
 
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 FEATURE_SERVICE_TAG = "feature_service"
 FEATURE_SERVICE_VERSION_TAG = "feature_service_version"
+FEATURE_VIEWS_TAG = "feature_views"
+"""The views of the model's feature service and their schemas, `view@<schema hash>,...` (feature_repo/versions.py)."""
 DATASET_HASH_TAG = "dataset_hash"
 
 
@@ -64,16 +68,23 @@ def log_and_register(
     input_example: pd.DataFrame,
     figures: dict[str, Any] | None = None,
     alias: str = CHALLENGER_ALIAS,
+    feature_views: Mapping[str, str] | None = None,
 ) -> RegisteredModel:
     """Log params, metrics, figures and the pyfunc; register it under `model_name` and point `alias` at it.
 
-    New models enter as the challenger; `training.lifecycle.promote` makes one the champion.
+    New models enter as the challenger; `training.lifecycle.promote` makes one the champion. The model version is
+    tagged with its feature service and the schema of each view in it: `feature_views` as the training read them
+    (`feature_repo.versions.service_view_pins(store, feature_service)`), else as feature_repo/definitions.py declares
+    the service. A service that is neither given nor declared gets no `feature_views` tag, and serving refuses it.
     """
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_dir)
     service_tags = {
         FEATURE_SERVICE_TAG: feature_service,
         FEATURE_SERVICE_VERSION_TAG: feature_service_version(feature_service),
     }
+    pins = dict(feature_views) if feature_views is not None else definition_view_pins(feature_service)
+    if pins:
+        service_tags[FEATURE_VIEWS_TAG] = format_view_pins(pins)
     run_tags = {**tags, **service_tags}
     with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
         mlflow.log_params(params)
@@ -116,6 +127,12 @@ def load_alias(tracking_uri: str, model_name: str, alias: str = CHAMPION_ALIAS) 
         raise TypeError(f"{model_name}@{alias} is a {type(python_model).__name__}, not a training.pyfunc.UpliftModel")
     return python_model, RegisteredModel(model_name, str(version.version), version.run_id), feature_service
 
+
+def view_pins_of(tracking_uri: str, model_name: str, version: str) -> dict[str, str] | None:
+    """{view: schema hash} a registered model version pins (tag `feature_views`); None when it records none."""
+    tags = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version(model_name, version).tags
+    text = tags.get(FEATURE_VIEWS_TAG)
+    return parse_view_pins(text) if text else None
 
 
 def feature_service_version(feature_service: str) -> str:
