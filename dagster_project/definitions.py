@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.assets import (
-    decisions, embeddings, experiments, features, ingestion, models, online_store, training, validation,
+    decisions, embeddings, experiments, features, ingestion, models, online_store, stream_state, training, validation,
 )
 from dagster_project.checks import promotion, validation as validation_checks
 from dagster_project.jobs import (
@@ -19,7 +19,7 @@ def build_definitions(resources: dict[str, object]) -> dg.Definitions:
     """All assets, checks, jobs and sensors bound to the given resources."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [ingestion, validation, features, online_store, embeddings, training, models, decisions, experiments]
+            [ingestion, validation, features, online_store, stream_state, embeddings, training, models, decisions, experiments]
         ),
         asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion]),
         jobs=[hyperlift_job, embeddings_refresh_job, decision_log_job, decision_readout_job],

@@ -117,11 +117,19 @@ class ValidationResult:
         return len(self.accepted) + len(self.quarantined)
 
 
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """UTC timestamps from datetimes or ISO-8601 strings, each string parsed on its own (with or without fractions
+    or offsets: pandas would otherwise infer one format from the first value); unparseable values become NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
 def _coerce(values: pd.Series, dtype: FieldType) -> pd.Series:
     if dtype == "string":
         return values.astype("string")
     if dtype == "timestamp":
-        return pd.to_datetime(values, utc=True, errors="coerce")
+        return parse_timestamps(values)
     numeric = pd.to_numeric(values, errors="coerce")
     return numeric.astype("Int64") if dtype == "int" and numeric.dropna().mod(1).eq(0).all() else numeric
 
@@ -190,7 +198,7 @@ def validate_events(
             for spec in contract.fields:
                 for name, broken, why in _field_violations(spec, raw.loc[scope, spec.name]):
                     mark(broken, name, why)
-    ts = pd.to_datetime(raw["ts"], utc=True, errors="coerce")
+    ts = parse_timestamps(raw["ts"])
     limit = pd.Timestamp(as_of).tz_convert("UTC") + MAX_FUTURE
     mark(ts > limit, "ts.not_future", f"ts is later than as_of + {MAX_FUTURE} ({limit.isoformat()})")
     if not_before is not None:
@@ -216,7 +224,7 @@ def validate_events(
 def _typed(accepted: pd.DataFrame) -> pd.DataFrame:
     """Cast accepted rows to the canonical dtypes of the validated event table."""
     out = accepted[list(RAW_COLUMNS)].copy()
-    out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    out["ts"] = parse_timestamps(out["ts"])
     for name in ("event_version", "user_id", "item_id", "category_id"):
         out[name] = pd.to_numeric(out[name]).astype("Int64")
     for name in ("price", "revenue", "propensity"):

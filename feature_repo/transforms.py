@@ -82,14 +82,9 @@ def _micros(values: pd.Series) -> np.ndarray:
     return np.rint(values.to_numpy(dtype=float, na_value=0.0) * MICROS).astype(np.int64)
 
 
-def event_tiles(events: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate accepted events into one integer tile per (user, event day).
-
-    Tiles are exact (integers and maxima) and merge by `merge_tiles` in any order and grouping, so features derived
-    from them are identical whatever order, batching or partitioning the events came in. Deduplication by
-    `event_id` happens before (the contracts' validation); a tile cannot tell a duplicate from a second event.
-    """
-    ts_us = (pd.to_datetime(events["ts"], utc=True).astype("int64") // 1000).to_numpy(dtype=np.int64)
+def event_contributions(events: pd.DataFrame) -> pd.DataFrame:
+    """What each accepted event adds to its (user, event day) tile, one row per event in the input's order."""
+    ts_us = pd.to_datetime(events["ts"], utc=True).dt.as_unit("us").astype("int64").to_numpy(dtype=np.int64)
     etype = events["event_type"].to_numpy(dtype=object)
     is_view, is_purchase, is_exposure = etype == "page_view", etype == "purchase", etype == "promo_exposure"
     category = events["category_id"].to_numpy(dtype=float, na_value=-1).astype(np.int64)
@@ -107,7 +102,17 @@ def event_tiles(events: pd.DataFrame) -> pd.DataFrame:
         "last_visit_us": np.where(is_view | is_exposure, ts_us, -1),
         "last_purchase_us": np.where(is_purchase, ts_us, -1),
     }
-    return merge_tiles(pd.DataFrame(parts))
+    return pd.DataFrame(parts)
+
+
+def event_tiles(events: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate accepted events into one integer tile per (user, event day).
+
+    Tiles are exact (integers and maxima) and merge by `merge_tiles` in any order and grouping, so features derived
+    from them are identical whatever order, batching or partitioning the events came in. Deduplication by
+    `event_id` happens before (the contracts' validation); a tile cannot tell a duplicate from a second event.
+    """
+    return merge_tiles(event_contributions(events))
 
 
 def merge_tiles(*frames: pd.DataFrame) -> pd.DataFrame:
@@ -121,27 +126,27 @@ def merge_tiles(*frames: pd.DataFrame) -> pd.DataFrame:
 
 
 def snapshots_from_tiles(tiles: pd.DataFrame, user_ids: np.ndarray, stamps: pd.DatetimeIndex) -> pd.DataFrame:
-    """Activity features of every user in `user_ids` at each midnight in `stamps` (dense: one row per user and stamp).
+    """Activity features of every user in `user_ids` at each stamp in `stamps` (dense: one row per user and stamp).
 
-    The row stamped T summarises the tiles of days before T's day, i.e. every event with ts < T. Cumulative values
-    are exact integer sums; the decayed accumulators fold z_d = λ·z_{d-1} + x_d over days in ascending order, one
-    fixed sequence of float operations, so equal tiles always give bit-identical features.
+    The row stamped T summarises every event with ts < T: the tiles of the days up to the day of T − 1 µs. For a
+    midnight that is the days before T's day (the daily snapshots); for any other T (the streaming path's "now")
+    the caller passes tiles whose day of T holds only events before T. Cumulative values are exact integer sums;
+    the decayed accumulators fold z_d = λ·z_{d-1} + x_d over days in ascending order, one fixed sequence of float
+    operations, so equal tiles always give bit-identical features.
     """
     stamps = pd.DatetimeIndex(stamps).tz_convert("UTC")
-    stamp_us = (stamps.asi8 // 1000).astype(np.int64)
-    if (stamp_us % US_PER_DAY).any():
-        raise ValueError(f"snapshot stamps must be UTC midnights, got {list(stamps[stamp_us % US_PER_DAY != 0])}")
-    stamp_days = stamp_us // US_PER_DAY
+    stamp_us = stamps.as_unit("us").asi8.astype(np.int64)
+    last_days = (stamp_us - 1) // US_PER_DAY  # the last day each stamp covers
     n_users = len(user_ids)
     rows = pd.Index(np.asarray(user_ids, dtype=np.int64)).get_indexer(tiles["user_id"].to_numpy(dtype=np.int64))
     tiles = tiles.loc[rows >= 0]
     rows = rows[rows >= 0]
     tile_days = tiles["day"].to_numpy(dtype=np.int64)
-    first_day = int(min(tile_days.min(initial=stamp_days.min()), stamp_days.min() - 1))
-    n_days = int(stamp_days.max() - first_day)  # days first_day … last stamp's day − 1
+    first_day = int(min(tile_days.min(initial=last_days.min()), last_days.min()))
+    n_days = int(last_days.max() - first_day + 1)  # days first_day … the last day the latest stamp covers
     keep = tile_days < first_day + n_days
     tiles, rows, col = tiles.loc[keep], rows[keep], tile_days[keep] - first_day
-    take = stamp_days - first_day - 1  # the last day each stamp covers, as a column of the daily arrays
+    take = last_days - first_day  # the last day each stamp covers, as a column of the daily arrays
 
     def daily(name: str) -> np.ndarray:
         out = np.zeros((n_users, n_days), dtype=np.int64)

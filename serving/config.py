@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feature_repo.event_time import Lateness
 from infra.settings import HyperliftSettings
 from serving.decision_log import DECISION_STREAM, OUTCOME_STREAM
 from serving.surfaces import DEFAULT_CONFIG_DIR
@@ -60,6 +61,11 @@ class ServingSettings(ClockSettings):
     outcome_stream: str = OUTCOME_STREAM
     trace_queue_size: int = Field(default=10_000, ge=1, description="Decisions waiting for the trace writer.")
     log_decisions: bool = Field(default=True, description="One JSON log line per decision (keyed by decision_id).")
+    allowed_lateness_days: int = Field(
+        default=Lateness().allowed_days, ge=0,
+        description="Events of /v1/events older than the arrival day's start minus this are behind the watermark "
+        "(the batch pipeline's EventTimeResource default is the same value).",
+    )
 
     def platform(self) -> HyperliftSettings:
         """The shared platform settings (home folder, MLflow store)."""

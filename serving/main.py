@@ -10,7 +10,10 @@ import numpy as np
 import redis
 from fastapi import FastAPI
 
+from feature_repo.event_time import Lateness
+from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
+from feature_repo.stream import StreamUpdater
 from feature_repo.transforms import REGIONS
 from serving import json_logs
 from serving.admission import Admission
@@ -19,11 +22,12 @@ from serving.breaker import CircuitBreaker
 from serving.clock import Clock
 from serving.champion import ChampionWatcher, load_champions, model_keys
 from serving.config import ServingSettings
+from serving.events import EventIntake
 from serving.experiments import ExperimentAssigner, load_experiments
 from serving.feature_cache import LastKnownGood
 from serving.metrics import ServiceMetrics
 from serving.outcomes import OutcomeLog
-from serving.routes import admin, decisions, health, outcomes
+from serving.routes import admin, decisions, events as event_routes, health, outcomes
 from serving.safe_mode import SafeMode
 from serving.service import DecisionService
 from serving.surfaces import load_policy_config
@@ -38,6 +42,7 @@ class Runtime:
 
     service: DecisionService
     outcomes: OutcomeLog
+    events: EventIntake
     watcher: ChampionWatcher
     admission: Admission
     settings: ServingSettings
@@ -65,6 +70,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     # retry=None: redis-py's default retries would hold a decision for seconds when Redis hangs.
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
     metrics = ServiceMetrics()
+    clock = Clock(settings.now)  # one clock: freshness of reads, arrival time of events
     trace = TraceWriter(
         client, settings.decision_stream, settings.decision_stream_maxlen, settings.trace_queue_size,
         on_drop=metrics.decision_log_failures.inc,
@@ -75,12 +81,14 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         np.random.default_rng(settings.seed), settings.hash_salt, metrics,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
-        freshness_clock=Clock(settings.now),
+        freshness_clock=clock,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
     outcomes = OutcomeLog(client, settings.outcome_stream, settings.hash_salt)
-    return Runtime(service, outcomes, watcher, Admission(settings.max_in_flight), settings)
+    updater = StreamUpdater(OnlineWriter(store), client, Lateness(settings.allowed_lateness_days), clock.now)
+    events = EventIntake(updater, metrics.registry)
+    return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings)
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -98,7 +106,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Hyperlift decision service", version="0.2.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    for module in (decisions, outcomes, admin, health):
+    for module in (decisions, outcomes, event_routes, admin, health):
         app.include_router(module.router)
     return app
 

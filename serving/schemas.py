@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_CONTEXT_KEYS = 32
+MAX_EVENTS_PER_CALL = 500  # events in one /v1/events call (the 64 kB body limit holds a few hundred anyway)
 MAX_CONTEXT_STRING = 256
 Scalar = str | int | float | bool | None
 
@@ -93,3 +94,29 @@ class OutcomeAccepted(BaseModel):
 
     outcome_id: str
     attributed_by: Literal["decision_id", "user_and_time"]
+
+
+class EventBatch(BaseModel):
+    """Raw events in the union schema of `feature_repo.contracts` (fields of other event types are left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_CALL)
+
+
+class EventRejection(BaseModel):
+    """An event that was not applied: its position in the call, id, the contract rule it broke and why."""
+
+    index: int
+    event_id: str | None
+    rule: str
+    reason: str
+
+
+class EventsApplied(BaseModel):
+    """What a call to /v1/events did."""
+
+    accepted: int
+    rejected: list[EventRejection]
+    users_updated: int
+    rows_written: int

@@ -11,7 +11,7 @@ from dagster_project.definitions import defs
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = {
     "raw_events", "customers", "action_catalogue", "validated_events", "validation_report", "user_activity_features",
-    "user_profile_features", "feast_registry", "online_features", "training_set", "uplift_challenger", "uplift_champion",
+    "user_profile_features", "feast_registry", "online_features", "online_tiles", "training_set", "uplift_challenger", "uplift_champion",
     "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
 DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "decision_outcomes", "experiment_readout"}

@@ -84,3 +84,19 @@ def test_profile_rows_encode_codes_and_reject_unknown_values():
     users.loc[0, "region"] = "mars"
     with pytest.raises(ValueError, match=r"unknown region/device values \['mars'\]"):
         user_profile_rows(users)
+
+
+def test_a_stamp_inside_a_day_covers_that_days_events_at_lag_zero():
+    """The streaming path's "now" rows: the day of the stamp counts with weight 1, recency from the stamp."""
+    from feature_repo.transforms import event_tiles, snapshots_from_tiles
+
+    rows = [event(event_id="v1", ts=START + 10 * H, price=10.0), event(event_id="v2", ts=START + D + 12 * H, price=30.0)]
+    tiles = event_tiles(validate_events(frame(rows), START + 3 * D).accepted)
+    stamp = START + D + 13 * H
+    row = snapshots_from_tiles(tiles, np.array([1]), pd.DatetimeIndex([stamp])).iloc[0]
+    assert row["page_views_total"] == 2 and row["avg_viewed_price"] == 20.0
+    assert row["activity_decayed"] == np.float32(0.8 * 1 + 1)  # yesterday at λ, today at 1
+    assert row["days_since_last_visit"] == np.float32(1 / 24)
+    # At the next midnight the same tiles give the daily snapshot, continuously.
+    midnight = snapshots_from_tiles(tiles, np.array([1]), pd.DatetimeIndex([START + 2 * D])).iloc[0]
+    assert midnight["activity_decayed"] == row["activity_decayed"] and midnight["page_views_total"] == 2
