@@ -222,6 +222,7 @@ def measure(args: argparse.Namespace) -> dict:
             results.setdefault("reads", {})[reader] = figures
             progress(f"read:{reader}: {figures['seconds']:.1f} s, peak RSS {figures['peak_rss_mb']:.0f} MB")
         client.close()
+    results["load_after"] = os.getloadavg()
     return results
 
 
@@ -230,6 +231,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     runs = results["runs"]
     feast = runs[0]
     load = ", ".join(f"{v:.1f}" for v in results["load"])
+    load_after = ", ".join(f"{v:.1f}" for v in results["load_after"])
     command = f".venv/bin/python -m bench.materialize --users {args.users} --features {args.features} " \
               f"--rows-per-user {args.rows_per_user}" + (f" --feast-users {args.feast_users}" if args.feast_users else "") \
               + f" --modes {' '.join(args.modes)} --write"
@@ -242,7 +244,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             f"process on a flushed database; seconds cover reading the offline source and writing Redis (not "
             f"interpreter start-up); peak RSS is that process's maximum resident set, imports included. After each "
             f"run {SAMPLE} sampled users are read back with `get_online_features` and must equal the source's newest "
-            f"rows, values and event timestamps. Load average before the run: {load} (1, 5, 15 min)."
+            f"rows, values and event timestamps. Load average (1, 5, 15 min) before the run: {load}; after it: "
+            f"{load_after} (other sessions' tests share the two cores: compare rows within one table)."
         ),
         "",
         "| path | users (= rows written) | seconds | rows/s | × plain Feast | peak RSS MB | read s | write s | "
