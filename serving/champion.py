@@ -12,13 +12,14 @@ from feast.infra.online_stores.redis import _versioned_fv_name
 from mlflow.exceptions import MlflowException
 
 from feature_repo.freshness import MissingFreshnessContract, contract_of
+from feature_repo.versions import pin_problem
 
 from serving.features import FeatureClient
 from serving.service import Champion, DecisionService, ViewFreshness
 from serving.surfaces import PolicyConfig
 from training.learners.base import single_threaded
 from training.lifecycle import alias_version
-from training.registry import load_alias
+from training.registry import load_alias, view_pins_of
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ ModelKey = tuple[str, str]  # (registered model name, alias)
 
 
 class FeatureServiceMissing(RuntimeError):
-    """A model was trained with a feature service that the Feast registry (or a surface) does not accept."""
+    """A model was trained with a feature service (or view versions) that the Feast registry (or a surface) does
+    not accept."""
 
 
 def load_champion(tracking_uri: str, model_name: str, alias: str, store: FeatureStore) -> Champion | None:
@@ -37,6 +39,10 @@ def load_champion(tracking_uri: str, model_name: str, alias: str, store: Feature
         log.error("no model %s@%s in %s (%s); serving the neutral action", model_name, alias, tracking_uri, exc)
         return None
     try:
+        # The pinned view versions first: a client of a service whose views are gone or changed must not be built.
+        problem = pin_problem(store, feature_service, view_pins_of(tracking_uri, model_name, ref.version))
+        if problem is not None:
+            raise FeatureServiceMissing(f"{model_name} v{ref.version} {problem}")
         features = FeatureClient(store, feature_service)
     except FeatureServiceNotFoundException as exc:
         raise FeatureServiceMissing(
