@@ -9,6 +9,7 @@ from dagster_project.resources import DataLakeResource, FeastResource, MlflowRes
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
+from feature_repo.versions import format_view_pins, service_view_pins
 from training.learners import LEARNERS, MultiArmUpliftLearner
 from training.lifecycle import alias_version, promote
 from training.registry import CHALLENGER_ALIAS, dataset_hash, log_and_register
@@ -49,7 +50,9 @@ def uplift_challenger(
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Fit the uplift learner, evaluate it on the holdout users, register it with alias `challenger`."""
-    feature_names = service_feature_names(feast.store().get_feature_service(UPLIFT_FEATURE_SERVICE))
+    store = feast.store()
+    feature_names = service_feature_names(store.get_feature_service(UPLIFT_FEATURE_SERVICE))
+    view_pins = service_view_pins(store, UPLIFT_FEATURE_SERVICE)  # the view versions this model is trained on
     data = lake.read(TRAINING_SET)
     catalogue = lake.read(ACTION_CATALOGUE)
     learner = config.learner()
@@ -79,6 +82,7 @@ def uplift_challenger(
         input_example=data,
         figures=trained.figures,
         alias=CHALLENGER_ALIAS,
+        feature_views=view_pins,
     )
     plots = {}
     for name, figure in trained.figures.items():
@@ -94,6 +98,8 @@ def uplift_challenger(
             "model": registered.name,
             "version": registered.version,
             "run_id": registered.run_id,
+            "feature_service": UPLIFT_FEATURE_SERVICE,
+            "feature_views": format_view_pins(view_pins),
             "holdout_qini_mean": qini,
             "metrics": dg.MetadataValue.json({k: round(v, 5) for k, v in trained.metrics.items()}),
             **plots,

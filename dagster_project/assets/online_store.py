@@ -4,10 +4,14 @@ import time
 
 import dagster as dg
 import pandas as pd
+from feast import FeatureStore
 
-from dagster_project.resources import DataLakeResource, FeastResource, RedisResource
+from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource, RedisResource
 from dagster_project.resources.data_lake import USER_ACTIVITY, USER_PROFILE
+from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.materialize import fast_materialize
+from feature_repo.versions import OnlineWritePlan, online_write_plan
+from training.lifecycle import view_users
 
 
 @dg.asset(group_name="online_store")
@@ -24,15 +28,34 @@ def feast_registry(feast: FeastResource) -> dg.MaterializeResult:
     )
 
 
+def uplift_views_to_write(
+    context: dg.AssetExecutionContext, store: FeatureStore, mlflow: MlflowResource
+) -> OnlineWritePlan:
+    """The uplift views to materialize: the current feature service's, plus every view version a live model pins
+    (dual write); views of older uplift services that nothing reads any more are retired (no longer written)."""
+    plan = online_write_plan(store, UPLIFT_FEATURE_SERVICE, view_users(mlflow.tracking_uri, mlflow.model_name))
+    context.log.info("writing views %s; retired (no live model pins them) %s", list(plan.write), list(plan.retired))
+    if plan.missing:
+        # Serving refuses these models already; the other views still need their fresh rows.
+        context.log.error(
+            "views %s are pinned by live models (%s) but not in the Feast registry: they cannot be written; keep "
+            "them in feature_repo/definitions.py until no model uses them",
+            list(plan.missing), {view: list(plan.users[view]) for view in plan.missing},
+        )
+    return plan
+
+
 @dg.asset(deps=["feast_registry", "user_activity_features", "user_profile_features"], group_name="online_store")
 def online_features(
-    context: dg.AssetExecutionContext, feast: FeastResource, redis: RedisResource, lake: DataLakeResource
+    context: dg.AssetExecutionContext, feast: FeastResource, redis: RedisResource, lake: DataLakeResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    """`feast materialize` of the uplift_v1 views through `fast_materialize`: latest value per user into Redis."""
+    """`feast materialize` of the uplift views in use through `fast_materialize`: latest value per user into Redis."""
     client = redis.client()  # fail fast with a clear message before Feast's own retries
     store = feast.store()
-    # Only the views of uplift_v1: other views (user_embedding_fv) have their own tables, windows and assets.
-    views = [projection.name for projection in feast.repo().uplift_v1.feature_view_projections]
+    # Only uplift views: other views (user_embedding_fv) have their own tables, windows and assets.
+    plan = uplift_views_to_write(context, store, mlflow)
+    views = list(plan.write)
     activity_ts = lake.read(USER_ACTIVITY, columns=["user_id", "event_timestamp"])
     profile_ts = lake.read(USER_PROFILE, columns=["user_id", "event_timestamp"])
     start = min(activity_ts["event_timestamp"].min(), profile_ts["event_timestamp"].min())
@@ -57,5 +80,6 @@ def online_features(
             "rows_written": written,
             "rows_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0,
             "seconds": round(seconds, 3),
+            **plan.metadata(),
         }
     )
