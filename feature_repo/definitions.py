@@ -19,7 +19,10 @@ from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 
 UPLIFT_FEATURE_SERVICE = "uplift_v1"
-"""The feature service shared by training and serving; models record it in their MLflow tags."""
+"""The feature service shared by training and serving; models record it (and its views' schemas) in their MLflow tags.
+
+A view's schema never changes in place: a new schema is a new view `<stem>_v<N>_fv` in a new `uplift_v<M>`, and the
+old ones stay here until no live model pins them (feature_repo/versions.py, docs/data-plane.md "Schema versions")."""
 
 CANDIDATES_FEATURE_SERVICE = "candidates_v1"
 """The feature service of candidate generation: the user's embedding, scored against the item index."""
