@@ -112,13 +112,13 @@ def pin_problem(store: FeatureStore, feature_service: str, pins: Mapping[str, st
 
     The feature service itself must exist (FeatureServiceNotFoundException propagates, for the caller's message).
     """
+    served = [p.name for p in store.get_feature_service(feature_service).feature_view_projections]
     if not pins:
         return (
             f"records no feature view versions (model version tag 'feature_views'), so serving cannot tell whether "
             f"feature service {feature_service!r} still has the schemas it was trained on; re-register it with "
             "training.registry.log_and_register, which pins them"
         )
-    served = [p.name for p in store.get_feature_service(feature_service).feature_view_projections]
     if sorted(served) != sorted(pins):
         return (
             f"was trained on feature service {feature_service!r} reading views {sorted(pins)}, but the Feast "
