@@ -34,6 +34,7 @@ from serving.policy.slates import draw_slate
 from serving.policy.uncertainty import with_bonus
 from serving.safe_mode import SafeMode
 from serving.schemas import DecisionRequest, DecisionResponse, ModelRef, ScoredAction
+from serving.scoring import scorer
 from serving.surfaces import PolicyConfig, SurfaceConfig
 from serving.trace import TraceWriter
 from training.pyfunc import UpliftModel
@@ -85,12 +86,18 @@ class ViewFreshness:
 @dataclass
 class Champion:
     """A loaded model, the feature client of the feature service it was trained with, and that service's views'
-    freshness contracts."""
+    freshness contracts. `score` is the model's uplift function: its trees compiled (serving/scoring.py), or
+    XGBoost's path for learners the compiler does not support."""
 
     model: UpliftModel
     ref: RegisteredModel
     features: FeatureClient
     freshness: tuple[ViewFreshness, ...]
+    score: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None:
+            self.score = scorer(self.model)
 
 
 @dataclass
@@ -218,7 +225,7 @@ class DecisionService:
                 continue
             try:
                 read = champion.features.read(0, champion.model.feature_names)
-                champion.model.uplift(read.values[None, :])
+                champion.score(read.values[None, :])
             except FeatureStoreUnavailable as exc:
                 log.warning("warm-up of %s@%s could not read features: %s", *key, exc)
 
@@ -272,7 +279,7 @@ class DecisionService:
             read.values, [model.feature_names.index(f) for f in bundle.consent.masked_features if f in model.feature_names],
             has_consent,
         )
-        uplift = dict(zip(model.treatments, model.uplift(values[None, :])[0].tolist()))
+        uplift = dict(zip(model.treatments, champion.score(values[None, :])[0].tolist()))
         mu = np.array([uplift.get(a, 0.0) - model.action_costs.get(a, 0.0) for a in allowed])
         mu[[a == model.control for a in allowed]] = 0.0
         se = np.array([float(getattr(model, "uplift_se", {}).get(a, 0.0)) for a in allowed])
