@@ -47,18 +47,21 @@ class EventContract:
         return [f.name for f in self.fields]
 
 
+MAX_ID = 2**53
+"""Largest id: integers beyond 2^53 do not survive JSON's doubles (and would not fit Feast's Int64 keys for long)."""
+
 _ENVELOPE = (
     FieldSpec("event_id", "string"),
     FieldSpec("event_type", "string"),
     FieldSpec("event_version", "int"),
     FieldSpec("ts", "timestamp", unit="UTC event time"),
-    FieldSpec("user_id", "int", min=0),
+    FieldSpec("user_id", "int", min=0, max=MAX_ID),
     FieldSpec("session_id", "string"),
     FieldSpec("device", "string", required=False, allowed=DEVICES),
     FieldSpec("region", "string", required=False, allowed=REGIONS),
 )
 _ITEM = (
-    FieldSpec("item_id", "int", min=0),
+    FieldSpec("item_id", "int", min=0, max=MAX_ID),
     FieldSpec("category_id", "int", min=0, max=N_CATEGORIES - 1),
     FieldSpec("price", "float", min=0, min_exclusive=True, unit="currency (list price)"),
 )
@@ -131,7 +134,9 @@ def _coerce(values: pd.Series, dtype: FieldType) -> pd.Series:
     if dtype == "timestamp":
         return parse_timestamps(values)
     numeric = pd.to_numeric(values, errors="coerce")
-    return numeric.astype("Int64") if dtype == "int" and numeric.dropna().mod(1).eq(0).all() else numeric
+    integral = numeric.dropna()
+    fits = integral.mod(1).eq(0).all() and integral.abs().lt(2.0**63).all()
+    return numeric.astype("Int64") if dtype == "int" and fits else numeric
 
 
 def _field_violations(spec: FieldSpec, values: pd.Series) -> list[tuple[str, pd.Series, str]]:
@@ -223,7 +228,15 @@ def validate_events(
 
 def _typed(accepted: pd.DataFrame) -> pd.DataFrame:
     """Cast accepted rows to the canonical dtypes of the validated event table."""
-    out = accepted[list(RAW_COLUMNS)].copy()
+    out = accepted[list(RAW_COLUMNS)].copy().astype(object)
+    # A field outside the event's contract was never checked: the union schema holds it as null, so junk there
+    # can neither reach the features nor break the casts below.
+    version = pd.to_numeric(out["event_version"], errors="coerce")
+    for (event_type, event_version), contract in CONTRACTS.items():
+        rows = (out["event_type"] == event_type) & (version == event_version)
+        foreign = [c for c in RAW_COLUMNS if c not in contract.field_names()]
+        if rows.any() and foreign:
+            out.loc[rows, foreign] = None
     out["ts"] = parse_timestamps(out["ts"])
     for name in ("event_version", "user_id", "item_id", "category_id"):
         out[name] = pd.to_numeric(out[name]).astype("Int64")

@@ -1,9 +1,10 @@
 """The streaming path: events → the batch contracts → exactly-once tiles in Redis → the batch transform → Feast's
 online store, all before the call returns.
 
-One definition of every step is shared with the batch assets: `validate_events` (contracts, future, watermark),
-`event_contributions` (what an event adds to its tile) and `snapshots_from_tiles` (the features). What differs is
-where the tiles live: per user, a Redis hash `hyperlift:tiles:{<user>}` with fields `<day>:<tile column>`.
+One definition of every step is shared with the batch assets: the contracts (evaluated event by event by
+`validate_records`, which a property test holds equal to the batch's `validate_events`: contracts, future,
+watermark), `event_contributions` (what an event adds to its tile) and `snapshots_from_tiles` (the features). What
+differs is where the tiles live: per user, a Redis hash `hyperlift:tiles:{<user>}` with fields `<day>:<tile column>`.
 
 - **Exactly once.** Each accepted event runs one Lua script that claims `hyperlift:seen:{<user>}:<event_id>` with
   SET NX (kept `seen_ttl_s`, longer than the watermark: a copy arriving later than that is behind the watermark
@@ -35,9 +36,9 @@ import numpy as np
 import pandas as pd
 import redis
 
-from feature_repo.contracts import RAW_COLUMNS, validate_events
 from feature_repo.event_time import Lateness, day_start
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.record_validation import validate_records
 from feature_repo.transforms import TILE_COLUMNS, TILE_MAXES, TILE_SUMS, event_contributions, snapshots_from_tiles
 
 TILES_PREFIX = "hyperlift:tiles:"
@@ -185,9 +186,10 @@ class StreamUpdater:
     def apply(self, events: Sequence[dict]) -> StreamResult:
         """Validate, apply exactly once and write the touched users' rows; raises redis errors to the caller."""
         now = pd.Timestamp(self.now()).tz_convert("UTC")
-        raw = pd.DataFrame([{c: e.get(c) for c in RAW_COLUMNS} for e in events], columns=list(RAW_COLUMNS))
-        raw[POSITION] = np.arange(len(raw))
-        result = validate_events(raw, as_of=now, not_before=self.lateness.watermark(day_start(now)))
+        records = [{**e, POSITION: i} for i, e in enumerate(events)]
+        result = validate_records(
+            records, as_of=now, not_before=self.lateness.watermark(day_start(now)), extra_columns=[POSITION]
+        )
         rejected = [
             {"index": int(pos), "event_id": _text(eid), "rule": rule, "reason": reason}
             for pos, eid, rule, reason in result.quarantined[[POSITION, "event_id", "rule", "reason"]].itertuples(
@@ -197,8 +199,8 @@ class StreamUpdater:
         accepted = result.accepted
         applied = self._apply_tiles(accepted)
         if not applied.all():
-            kept = raw.loc[~raw[POSITION].isin(result.quarantined[POSITION])]
-            position = dict(zip(kept["event_id"].astype(str), kept[POSITION]))
+            refused = set(result.quarantined[POSITION])
+            position = {str(r.get("event_id")): r[POSITION] for r in reversed(records) if r[POSITION] not in refused}
             for event_id in accepted.loc[~applied, "event_id"]:
                 rejected.append({"index": int(position[str(event_id)]), "event_id": str(event_id),
                                  "rule": "event_id.unique", "reason": "duplicate of an event accepted earlier"})
