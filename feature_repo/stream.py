@@ -46,6 +46,8 @@ SEEN_PREFIX = "hyperlift:seen:"
 QUARANTINE_STREAM = "hyperlift:quarantine"
 MAX_TS = "max_ts_us"  # the latest event time of the user (any event type): the floor of the row's stamp
 ACTIVITY_VIEW = "user_activity_fv"
+_TILE_INDEX = {c: i for i, c in enumerate(TILE_COLUMNS)}
+_EMPTY_TILE = np.array([0 if c in TILE_SUMS or c in ("user_id", "day") else -1 for c in TILE_COLUMNS], dtype=np.int64)
 POSITION = "_position"  # the event's index in the call, carried through validation
 
 # KEYS: seen key, tiles key. ARGV: seen ttl (s), day, event ts (µs), then len(TILE_SUMS) increments, then
@@ -103,9 +105,9 @@ class StreamResult:
         return dict(sorted(counts.items()))
 
 
-def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[pd.DataFrame, int]:
-    """A user's tile hash as a tiles frame (one row per day) and the user's latest event time in µs (-1: none)."""
-    days: dict[int, dict[str, int]] = {}
+def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
+    """A user's tile hash as rows of `TILE_COLUMNS` (one per day, ascending) and its latest event time in µs."""
+    days: dict[int, np.ndarray] = {}
     latest = -1
     for raw_name, raw_value in fields.items():
         name = raw_name.decode()
@@ -113,14 +115,19 @@ def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[pd.DataFrame,
             latest = int(raw_value)
             continue
         day, column = name.split(":", 1)
-        days.setdefault(int(day), {})[column] = int(raw_value)
-    rows = [
-        {"user_id": int(user_id), "day": day, **{c: values.get(c, 0) for c in TILE_SUMS},
-         **{c: values.get(c, -1) for c in TILE_MAXES}}
-        for day, values in sorted(days.items())
-    ]
-    frame = pd.DataFrame(rows, columns=list(TILE_COLUMNS)).astype(np.int64)
-    return frame, latest
+        row = days.get(int(day))
+        if row is None:
+            row = days[int(day)] = _EMPTY_TILE.copy()
+            row[0], row[1] = int(user_id), int(day)
+        row[_TILE_INDEX[column]] = int(raw_value)
+    rows = np.stack([days[d] for d in sorted(days)]) if days else np.empty((0, len(TILE_COLUMNS)), dtype=np.int64)
+    return rows, latest
+
+
+def tiles_frame(rows: list[np.ndarray]) -> pd.DataFrame:
+    """Stacked `parse_tiles` rows as a tiles frame."""
+    data = np.concatenate(rows) if rows else np.empty((0, len(TILE_COLUMNS)), dtype=np.int64)
+    return pd.DataFrame(data, columns=list(TILE_COLUMNS))
 
 
 def write_tiles(client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500) -> int:
@@ -180,6 +187,7 @@ class StreamUpdater:
         self.seen_ttl_s = seen_ttl_s(lateness)
         self.quarantine_maxlen = quarantine_maxlen
         self._script = client.register_script(APPLY_LUA)
+        self._view = writer.store.get_feature_view(ACTIVITY_VIEW)  # once: a registry lookup costs ~5 ms
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -236,7 +244,7 @@ class StreamUpdater:
             pipe = self.client.pipeline(transaction=False)
             for user in users:
                 pipe.hgetall(tiles_key(user))
-            by_stamp: dict[pd.Timestamp, tuple[list[int], list[pd.DataFrame]]] = {}
+            by_stamp: dict[pd.Timestamp, tuple[list[int], list[np.ndarray]]] = {}
             for user, fields in zip(users, pipe.execute()):
                 tiles, latest = parse_tiles(user, fields)
                 stamp = max(now, pd.Timestamp(latest + 1, unit="us", tz="UTC"))
@@ -245,10 +253,10 @@ class StreamUpdater:
                 group[1].append(tiles)
             # Users sharing a stamp (nearly all: `now`) are computed together, in one call of the batch transform.
             rows = [
-                snapshots_from_tiles(pd.concat(tiles, ignore_index=True), np.array(group), pd.DatetimeIndex([stamp]))
+                snapshots_from_tiles(tiles_frame(tiles), np.array(group), pd.DatetimeIndex([stamp]))
                 for stamp, (group, tiles) in by_stamp.items()
             ]
-            return self.writer.write(ACTIVITY_VIEW, pd.concat(rows, ignore_index=True), mode="newer_or_equal")
+            return self.writer.write(self._view, pd.concat(rows, ignore_index=True), mode="newer_or_equal")
         finally:
             for lock in locks:
                 lock.release()

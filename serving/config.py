@@ -61,6 +61,11 @@ class ServingSettings(ClockSettings):
     outcome_stream: str = OUTCOME_STREAM
     trace_queue_size: int = Field(default=10_000, ge=1, description="Decisions waiting for the trace writer.")
     log_decisions: bool = Field(default=True, description="One JSON log line per decision (keyed by decision_id).")
+    events_redis_timeout_ms: float = Field(
+        default=1000.0, gt=0,
+        description="Bound on the Redis calls of /v1/events (a call of a hundred events is one pipeline; it is not on "
+        "the decision's latency budget, and a timeout makes the client retry the whole call).",
+    )
     allowed_lateness_days: int = Field(
         default=Lateness().allowed_days, ge=0,
         description="Events of /v1/events older than the arrival day's start minus this are behind the watermark "

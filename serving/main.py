@@ -86,7 +86,15 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
     outcomes = OutcomeLog(client, settings.outcome_stream, settings.hash_salt)
-    updater = StreamUpdater(OnlineWriter(store), client, Lateness(settings.allowed_lateness_days), clock.now)
+    # The event path has its own connections: a longer timeout than the decisions' (see the setting).
+    events_timeout_s = settings.events_redis_timeout_ms / 1000.0
+    events_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=events_timeout_s, socket_connect_timeout=events_timeout_s, retry=None
+    )
+    events_store = feature_store(settings.redis_url, platform, redis_timeout_s=events_timeout_s)
+    updater = StreamUpdater(
+        OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
+    )
     events = EventIntake(updater, metrics.registry)
     return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings)
 

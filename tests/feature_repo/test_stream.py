@@ -15,7 +15,7 @@ from feature_repo.definitions import UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.event_time import DAY, Lateness, validate_arrivals
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
-from feature_repo.stream import QUARANTINE_STREAM, StreamUpdater, parse_tiles, tiles_key
+from feature_repo.stream import QUARANTINE_STREAM, StreamUpdater, parse_tiles, tiles_frame, tiles_key
 from feature_repo.transforms import ACTIVITY_FEATURES, event_tiles, merge_tiles, snapshots_from_tiles
 from serving.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
@@ -101,7 +101,8 @@ def test_the_tiles_in_redis_equal_the_batch_tiles(streaming):
     events = [_json_event(r) for r in rows]
     updater.apply(events[6:])
     updater.apply(events[:6] + events[2:4])  # replays of two events in a later call
-    stored, latest = parse_tiles(7, client.hgetall(tiles_key(7)))
+    tile_rows, latest = parse_tiles(7, client.hgetall(tiles_key(7)))
+    stored = tiles_frame([tile_rows])
     frame = pd.DataFrame(rows)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     pd.testing.assert_frame_equal(stored, merge_tiles(event_tiles(frame)))
