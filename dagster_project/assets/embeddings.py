@@ -22,6 +22,7 @@ import pandas as pd
 from dagster_project.resources import DataLakeResource, FeastResource, RedisResource
 from dagster_project.resources.data_lake import EMBEDDING_MANIFEST, ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import EMBEDDING_DIM, next_stamp, user_embedding_rows
+from feature_repo.materialize import fast_materialize
 from serving.candidates import HnswParams, ItemIndex, recall_at_k
 from training.embeddings import INTERACTION_WEIGHTS, ImplicitALS, active_users, fold_in_users, interaction_matrix
 
@@ -169,14 +170,14 @@ def user_embeddings_refresh(context: dg.AssetExecutionContext, lake: DataLakeRes
 def online_user_embeddings(
     context: dg.AssetExecutionContext, feast: FeastResource, redis: RedisResource, lake: DataLakeResource
 ) -> dg.MaterializeResult:
-    """`feast materialize` of user_embedding_fv: each user's newest vector, from parquet into Redis."""
+    """Materialize user_embedding_fv: each user's newest vector, from parquet into Redis, in Feast's format
+    (`feature_repo.materialize`, ~10x `feast materialize`; never replacing a newer row)."""
     redis.client()  # fail fast with a clear message before Feast's own retries
     stamps = lake.read(USER_EMBEDDING, columns=["user_id", "event_timestamp"])
     start, end = stamps["event_timestamp"].min(), stamps["event_timestamp"].max()
     view = feast.repo().user_embedding_fv.name
-    feast.store().materialize(
-        start_date=start.to_pydatetime(), end_date=(end + pd.Timedelta(seconds=1)).to_pydatetime(), feature_views=[view]
-    )
+    fast_materialize(feast.store(), [view], start.to_pydatetime(), (end + pd.Timedelta(seconds=1)).to_pydatetime(),
+                     mode="newer_or_equal")
     users = int(stamps["user_id"].nunique())
     context.log.info("materialized %d user vectors of %s (window %s .. %s)", users, view, start, end)
     return dg.MaterializeResult(metadata={"users_materialized": users, "as_of": str(end), "feature_view": view})
