@@ -16,8 +16,8 @@ differs is where the tiles live: per user, a Redis hash `hyperlift:tiles:{<user>
   its tiles as of `max(now, latest event + 1 µs)` and written with `OnlineWriter` in `newer_or_equal` mode, so a
   late event (which does not move the latest time) still rewrites the row, and an older row never replaces a
   newer one.
-- **Quarantine.** Rejected events go to the stream `hyperlift:quarantine` with their rule and reason, and are
-  returned to the caller.
+- **Quarantine.** Rejected events go to the stream `hyperlift:quarantine` as received, with rule and reason
+  (drained into the lake by the `stream_quarantine` asset), and are returned to the caller.
 
 Concurrency: the tiles are updated atomically per event; two calls for one user may write their rows in either
 order when their stamps are equal, and the next event of that user rewrites the row from the complete tiles.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -275,8 +276,11 @@ class StreamUpdater:
         if not rejected:
             return
         pipe = self.client.pipeline(transaction=False)
+        received = now.timestamp()
         for row in rejected:
-            record = {**row, "event": events[row["index"]], "received_at": now.isoformat()}
+            # serving.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
+            record = {"quarantine_id": uuid.uuid4().hex, "ts": received, "event_id": row["event_id"],
+                      "rule": row["rule"], "reason": row["reason"], "event": events[row["index"]]}
             pipe.xadd(QUARANTINE_STREAM, {"record": json.dumps(record, default=str)},
                       maxlen=self.quarantine_maxlen, approximate=True)
         pipe.execute()

@@ -82,6 +82,16 @@ OUTCOME_FORMAT = RecordFormat(
     ]),
 )
 
+QUARANTINE_FORMAT = RecordFormat(
+    key="quarantine_id",
+    schema=pa.schema([
+        ("quarantine_id", pa.string()), ("ts", pa.float64()), ("event_id", pa.string()), ("rule", pa.string()),
+        ("reason", pa.string()), ("event", pa.string()),
+    ]),
+    json_fields=frozenset({"event"}),
+)
+"""Events refused by `POST /v1/events` (stream `hyperlift:quarantine`): the event as received, rule and reason."""
+
 
 @dataclass(frozen=True)
 class DrainResult:

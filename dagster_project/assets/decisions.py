@@ -18,6 +18,7 @@ from dagster_project.resources import DataLakeResource, RedisResource
 from serving.decision_log import (
     DECISION_FORMAT,
     OUTCOME_FORMAT,
+    QUARANTINE_FORMAT,
     DrainResult,
     RecordFormat,
     StreamDrain,
@@ -28,6 +29,7 @@ from training.outcome_join import join_outcomes
 
 DECISION_TRACE = "decisions"
 OUTCOME_EVENTS = "outcomes"
+STREAM_QUARANTINE = "quarantine/stream"  # events refused by POST /v1/events, by date received
 DECISION_OUTCOMES = "decision_outcomes"
 GROUP = "decision_log"
 # Partition = UTC date of the decision; only complete days are offered (today's decisions are still arriving).
@@ -100,6 +102,14 @@ def outcome_events(
 ) -> dg.MaterializeResult:
     """Drain the outcome stream (purchases, conversions) into outcomes/date=…/."""
     return _drain(context, config, redis, redis.outcome_stream, lake.path(OUTCOME_EVENTS), OUTCOME_FORMAT)
+
+
+@dg.asset(group_name=GROUP)
+def stream_quarantine(
+    context: dg.AssetExecutionContext, config: DrainConfig, lake: DataLakeResource, redis: RedisResource
+) -> dg.MaterializeResult:
+    """Drain the events refused by POST /v1/events (as received, with rule and reason) into quarantine/stream/."""
+    return _drain(context, config, redis, redis.quarantine_stream, lake.path(STREAM_QUARANTINE), QUARANTINE_FORMAT)
 
 
 @dg.asset(partitions_def=DECISION_DAYS, deps=[decision_trace, outcome_events], group_name=GROUP)

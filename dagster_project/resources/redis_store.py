@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import redis
 
+from feature_repo.stream import QUARANTINE_STREAM
 from serving.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
 
 
@@ -14,6 +15,7 @@ class RedisResource(dg.ConfigurableResource):
     url: str
     decision_stream: str = DECISION_STREAM  # where the decision service logs its decisions
     outcome_stream: str = OUTCOME_STREAM  # where purchases and conversions are reported
+    quarantine_stream: str = QUARANTINE_STREAM  # events refused by POST /v1/events, as received
     drain_group: str = DRAIN_GROUP  # consumer group of the drain into the lake
 
     def client(self) -> redis.Redis:

@@ -1,5 +1,6 @@
 """The decision-log assets drain real Redis streams into the lake and join outcomes; the sensor asks for drains."""
 
+import datetime as dt
 import json
 import uuid
 
@@ -165,7 +166,33 @@ def test_sensor_skips_while_a_drain_run_is_in_flight(world):
 def test_the_training_job_leaves_the_decision_log_to_its_own_job():
     training = {k.to_user_string() for k in defs.resolve_job_def("hyperlift_job").asset_layer.selected_asset_keys}
     drain = {k.to_user_string() for k in defs.resolve_job_def("decision_log_job").asset_layer.selected_asset_keys}
-    assert drain == {"decision_trace", "outcome_events"} and not training & {*drain, "decision_outcomes"}
+    assert drain == {"decision_trace", "outcome_events", "stream_quarantine"}
+    assert not training & {*drain, "decision_outcomes"}
     assert defs.resolve_sensor_def("decision_log_sensor").job_name == "decision_log_job"
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get(dg.AssetKey("decision_outcomes")).parent_keys} \
         == {"decision_trace", "outcome_events"}
+
+
+def test_events_refused_by_the_stream_are_drained_to_the_lake_as_received(world, settings):
+    from feature_repo.definitions import build_repo
+    from feature_repo.event_time import Lateness
+    from feature_repo.online_writer import OnlineWriter
+    from feature_repo.store import feature_store
+    from feature_repo.stream import StreamUpdater
+    from dagster_project.assets.decisions import STREAM_QUARANTINE, stream_quarantine
+
+    client, resources = world
+    store = feature_store(resources["redis"].url, settings)
+    store.apply(build_repo(settings.data_dir).objects())
+    now = dt.datetime.fromtimestamp(D0 + 12 * H, dt.UTC)
+    updater = StreamUpdater(OnlineWriter(store), client, Lateness(2), lambda: now)
+    bad = [{"event_id": "x1", "event_type": "teleport"}, {"event_id": "x2", "event_type": "page_view", "user_id": -4}]
+    result = updater.apply(bad)
+    assert [r["rule"] for r in result.rejected] == ["event_type.known", "event_version.supported"]
+
+    drained = dg.materialize([stream_quarantine], resources=resources)
+    (event,) = drained.asset_materializations_for_node("stream_quarantine")
+    assert event.metadata["written"].value == 2 and event.metadata["backlog_after"].value == 0
+    rows = read_partition(resources["lake"].path(STREAM_QUARANTINE), DAY).sort_values("event_id")
+    assert rows[["event_id", "rule"]].values.tolist() == [["x1", "event_type.known"], ["x2", "event_version.supported"]]
+    assert [json.loads(e) for e in rows["event"]] == bad and (rows["ts"] == D0 + 12 * H).all()

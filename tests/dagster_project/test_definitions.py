@@ -14,7 +14,7 @@ ASSETS = {
     "user_profile_features", "feast_registry", "online_features", "online_tiles", "training_set", "uplift_challenger", "uplift_champion",
     "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
-DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "decision_outcomes", "experiment_readout"}
+DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "stream_quarantine", "decision_outcomes", "experiment_readout"}
 
 
 def test_definitions_load_with_every_asset_and_resource():

@@ -136,7 +136,8 @@ def test_rejections_carry_the_rule_and_the_event_is_kept_in_the_quarantine_strea
     records = [json.loads(fields[b"record"]) for _, fields in client.xrange(QUARANTINE_STREAM)]
     assert len(records) == 8
     assert records[0]["rule"] == "user_id.type" and records[0]["event"]["user_id"] == "abc"
-    assert records[-1]["event"] == ok
+    assert records[-1]["event"] == ok and records[-1]["event_id"] == "ok"
+    assert records[0]["ts"] == clock.value.timestamp() and len({r["quarantine_id"] for r in records}) == 8
 
 
 def test_a_late_event_rewrites_the_row_and_an_older_row_never_replaces_it(streaming):
