@@ -8,6 +8,7 @@ probability 1 and `fallback` names why (see FALLBACKS). Redis faults never raise
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -168,6 +169,7 @@ class DecisionService:
         self.freshness_clock = freshness_clock if freshness_clock is not None else Clock(ClockSettings().now)
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; handlers run in a thread pool
         self._scoring_ewma_s: dict[str, float] = {}
+        self._no_context_hash = context_hash(None, salt)  # most requests send no context: hash it once
         self.surfaces = {
             name: Surface(
                 config=surface,
@@ -457,7 +459,7 @@ class DecisionService:
             surface=config.name,
             actions=[ScoredAction(action_id=a, score=s, propensity=p)
                      for a, s, p in zip(outcome.actions, outcome.scores, outcome.propensities)],
-            slate_propensity=float(np.prod(outcome.propensities)),
+            slate_propensity=math.prod(outcome.propensities),
             model=ModelRef(name=champion.ref.name, version=champion.ref.version) if champion else None,
             feature_service=champion.features.feature_service_name if champion else None,
             policy_version=self.config.policy_version(config.name),
@@ -473,7 +475,7 @@ class DecisionService:
             "region": outcome.region or "",
             "policy_version": response.policy_version,
             "user_key": ukey,
-            "context_hash": context_hash(request.context, self.salt),
+            "context_hash": context_hash(request.context, self.salt) if request.context else self._no_context_hash,
             "candidates": outcome.candidates,
             "scores": outcome.candidate_scores,
             "probabilities": outcome.probabilities,
@@ -497,13 +499,14 @@ class DecisionService:
 
     def _count(self, surface: str, outcome: Outcome, timings: dict[str, float]) -> None:
         m = self.metrics
-        m.decisions.labels(surface).inc()
+        child = m.labelled
+        child(m.decisions, surface).inc()
         for segment, seconds in timings.items():
-            m.latency.labels(surface, segment).observe(seconds)
+            child(m.latency, surface, segment).observe(seconds)
         if outcome.fallback:
-            m.fallbacks.labels(surface, outcome.fallback).inc()
+            child(m.fallbacks, surface, outcome.fallback).inc()
         for action in outcome.actions:
-            m.chosen.labels(surface, action).inc()
+            child(m.chosen, surface, action).inc()
         scored = [s for s in outcome.candidate_scores if s is not None]
         if len(scored) > 1 and outcome.actions[0] != outcome.candidates[int(np.argmax(outcome.candidate_scores))]:
-            m.explored.labels(surface).inc()
+            child(m.explored, surface).inc()

@@ -19,3 +19,18 @@ def test_two_services_count_separately_and_total_filters_by_label():
     assert a.total("hyperlift_fallbacks_total", reason="safe_mode") == 2
     assert a.total("hyperlift_fallbacks_total", reason="safe_mode", surface="cart") == 0
     assert b.total("hyperlift_fallbacks_total") == 1
+
+
+def test_labelled_children_are_the_metrics_own_series():
+    m = ServiceMetrics()
+    child = m.labelled(m.fallbacks, "home", "safe_mode")
+    assert child is m.labelled(m.fallbacks, "home", "safe_mode") is m.fallbacks.labels("home", "safe_mode")
+    child.inc()
+    m.fallbacks.labels("home", "safe_mode").inc()
+    m.labelled(m.fallbacks, "home", "overloaded").inc(2)
+    m.labelled(m.latency, "home", "total").observe(0.002)
+    assert m.total("hyperlift_fallbacks_total", reason="safe_mode") == 2
+    assert m.total("hyperlift_fallbacks_total", surface="home") == 4
+    assert m.total("hyperlift_decision_segment_seconds_count", segment="total") == 1
+    # the same label values on another metric are another child
+    assert m.labelled(m.decisions, "home") is not m.labelled(m.explored, "home")
