@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
-from starlette.concurrency import run_in_threadpool
 
 from serving.deps import RuntimeDep
 from serving.schemas import DecisionRequest, DecisionResponse
@@ -27,7 +26,7 @@ async def decide(request: DecisionRequest, runtime: RuntimeDep) -> Response:
             return _json(service.shed(request))
         service.metrics.in_flight.inc()
         try:
-            return _json(await run_in_threadpool(service.decide, request))
+            return _json(await runtime.admission.run(service.decide, request))
         finally:
             runtime.admission.leave()
             service.metrics.in_flight.dec()
