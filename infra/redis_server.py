@@ -73,10 +73,13 @@ class EmbeddedRedis:
                     f"see {self.workdir / 'redis.log'}. {stderr.strip()}"
                 )
             try:
-                # Another server may already hold the port: only our own process counts as ready.
+                # Another server may already hold the port: only our own process counts as ready, and only once
+                # it has loaded its dump (until then every command but INFO answers LOADING).
                 if self._process is not None and client.info("server")["process_id"] == self._process.pid:
-                    client.close()
-                    return
+                    if not int(client.info("persistence").get("loading", 0)):
+                        client.close()
+                        return
+                    time.sleep(0.02)
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)
         self.stop()
