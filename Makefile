@@ -28,6 +28,8 @@ bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they
 	$(BIN)/python -m bench.learner_settings
 	$(BIN)/python -m bench.ann_candidates --write
 	$(BIN)/python -m bench.materialize
+	$(BIN)/python -m bench.training_set_build
+	$(BIN)/python -m bench.stream_freshness
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
 	$(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000}

@@ -172,7 +172,7 @@ def main() -> None:
             f"`.venv/bin/python -m bench.stream_freshness --rate {args.rate:.0f} --batch {args.batch} "
             f"--seconds {args.seconds:.0f} --workers {args.workers} --write` after `make demo` ({args.workers} uvicorn "
             f"worker(s); load generator, probe and "
-            f"Redis on the same 2 cores; load average before the run {load[0]:.1f}).", "",
+            f"Redis on the same 2 cores; load average at the end of the run {load[0]:.1f}).", "",
             "| measure | p50 ms | p99 ms | p99.9 / max ms |", "|---|---|---|---|",
             f"| call round trip ({args.batch} events per call, open loop) | {call_ms['p50']:.2f} | {call_ms['p99']:.2f} "
             f"| {call_ms['p99.9']:.2f} |",
