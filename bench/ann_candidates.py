@@ -15,12 +15,12 @@ import argparse
 import os
 import textwrap
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from bench.report import DOCS, write_section
 from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import user_vectors
 from infra.settings import HyperliftSettings
@@ -33,7 +33,6 @@ K = 50
 EMBEDDING_STEPS = ("item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings")
 EF_SEARCH = (32, 64, 128, 256, 512)
 HEADING = "## Embeddings and ANN candidate generation (`.venv/bin/python -m bench.ann_candidates --write`)"
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def per_query_us(search, queries: np.ndarray) -> np.ndarray:
@@ -211,18 +210,6 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path = DOCS) -> None:
-    """Replace the section under HEADING in docs/benchmarks.md (up to the next `## `), or append it."""
-    text = path.read_text()
-    start = text.find(HEADING)
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + len(HEADING))
-    rest = "" if end < 0 else text[end + 1 :]
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def main() -> None:
     """Measure both catalogues and the embeddings' quality; print the markdown section (and write it)."""
     parser = argparse.ArgumentParser()
@@ -246,7 +233,7 @@ def main() -> None:
     section = markdown(demo, synthetic, quality, pipeline, args.queries, demo_users)
     print(section)
     if args.write:
-        write_section(section)
+        write_section(HEADING, section)
         print(f"wrote the section to {DOCS}")
 
 

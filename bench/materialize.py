@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 import redis
 
+from bench.report import DOCS, write_section
+
 HEADING = "## Materialization into Redis (`.venv/bin/python -m bench.materialize`)"
 
 
 def heading(rows_per_user: int) -> str:
     """The section's heading: one section for one row per user, one for the variant with several."""
     return HEADING if rows_per_user == 1 else HEADING.replace(" (", f", {rows_per_user} rows per user (", 1)
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 FIRST_DAY = pd.Timestamp("2026-11-01", tz="UTC")
 SAMPLE = 2000
 
@@ -293,18 +294,6 @@ def _wrap(text: str) -> str:
     return "\n".join(textwrap.wrap(text, width=116, break_on_hyphens=False))
 
 
-def write_section(section: str, title: str, path: Path = DOCS) -> None:
-    """Replace the section under `title` in docs/benchmarks.md (up to the next `## `), or append it."""
-    text = path.read_text()  # read right before writing: other sections change under other benches
-    start = text.find(title + "\n")
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + len(title))
-    rest = "" if end < 0 else text[end + 1:]
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def main() -> None:
     """Parse arguments; measure and print the section (and write it), or run one child path."""
     parser = argparse.ArgumentParser()
@@ -330,7 +319,7 @@ def main() -> None:
     section = markdown(measure(args), args)
     print(section)
     if args.write:
-        write_section(section, heading(args.rows_per_user))
+        write_section(heading(args.rows_per_user), section)
         print(f"wrote the section to {DOCS}")
 
 

@@ -16,7 +16,6 @@ import os
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -25,6 +24,7 @@ import pandas as pd
 
 from bench.decision_latency import VENV_BIN, start
 from bench.loadgen import encode_post, run_load
+from bench.report import DOCS, write_section
 from dagster_project.assets.stream_state import online_tiles
 from dagster_project.resources import build_resources
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
@@ -35,7 +35,6 @@ from infra.settings import HyperliftSettings
 from serving.features import FeatureClient
 from simulator import ShopConfig
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Streaming freshness (POST /v1/events → online)"
 PROBE_USER_BASE = 10_000_000 + (os.getpid() % 1000) * 100_000  # the probe's own users, fresh in every run
 RUN = f"bench{os.getpid()}"  # event ids unique to this run: earlier runs' ids are remembered as applied
@@ -184,15 +183,8 @@ def main() -> None:
             f"{result.statuses}, {result.errors} connection errors); {len(probe.visible_ms)} probes, "
             f"{probe.never_visible} never visible within 2 s.", "",
         ])
-        text = DOC.read_text()
-        if section in text:
-            head, rest = text.split(section, 1)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            text = head + table + ("\n" + tail.lstrip("\n") if tail else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + table
-        DOC.write_text(text)
-        print(f"recorded in {DOC}")
+        write_section(section, table)
+        print(f"recorded in {DOCS}")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from bench.report import DOCS, write_section
+
 HEADING = "## Point-in-time training-set build (`.venv/bin/python -m bench.training_set_build --write`)"
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START = pd.Timestamp("2026-10-01", tz="UTC")
 ACTIONS = np.array(["no_action", *(f"promo_{i}" for i in range(8))], dtype=object)
 PATHS = ("feast_file", "pit_join", "pit_join_file_compat", "feast_duckdb")
@@ -263,18 +264,6 @@ def section(args: argparse.Namespace, sizes: dict, results: list[dict], verdicts
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = DOCS) -> None:
-    """Replace the section under HEADING in docs/benchmarks.md (up to the next `## `), or append it."""
-    doc = path.read_text()  # read right before writing: other benches edit other sections
-    start = doc.find(HEADING)
-    if start < 0:
-        path.write_text(doc.rstrip("\n") + "\n\n" + text)
-        return
-    end = doc.find("\n## ", start + len(HEADING))
-    rest = "" if end < 0 else doc[end + 1 :]
-    path.write_text(doc[:start] + text + ("\n" + rest if rest else ""))
-
-
 def main() -> None:
     """Build the tables and entity frame once, run each path in its own process, compare, print (and write)."""
     parser = argparse.ArgumentParser()
@@ -326,7 +315,7 @@ def main() -> None:
         text = section(args, sizes, results, verdicts, uptime)
         print("\n" + text)
         if args.write:
-            write_section(text)
+            write_section(HEADING, text)
             print(f"wrote {DOCS}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
