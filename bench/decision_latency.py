@@ -2,9 +2,11 @@
 
 Run after `make demo` (reads its registry, Redis dump and champion):
     .venv/bin/python -m bench.decision_latency [N]
+    .venv/bin/python -m bench.decision_latency --segments [N]   (CPU per decision by segment, see segment_cpu)
 Measures N sequential single-user requests of each kind, one warm-up pass first:
   feast_sdk_read     the serving feature reader (Feast's keys and values, one pipelined round trip), in process
-  model_score        champion uplift for one feature row, in process
+  model_score        champion uplift for one feature row, in process, as serving scores (the compiled trees)
+  model_score_xgboost  the same through XGBoost's inplace_predict (the model's own uplift)
   decide_in_process  DecisionService.decide on the shipped `home` surface: features + counters, scores, policy,
                      reservation, trace
   decide_http        POST /v1/decisions to uvicorn (one keep-alive connection)
@@ -16,7 +18,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +65,71 @@ def start(command: list[str], env: dict[str, str], health_url: str) -> subproces
     raise TimeoutError(f"{command[0]} did not answer {health_url}")
 
 
+# (label, owner, attribute): calls timed with time.process_time (CPU of the whole process: the trace writer's thread
+# included), inclusive of what they call; "rest" is the decision minus these.
+SEGMENTS = [
+    ("features + counters round trip (build, Redis I/O, parse)", "serving.service:DecisionService", "_read"),
+    ("  Redis I/O of both round trips (inside the read and reservation rows)", "serving.service:RoundTrip", "execute"),
+    ("model score (all arms)", "serving.scoring:CompiledUplift", "uplift"),
+    ("slate draw", "serving.service", "draw_slate"),
+    ("reservation round trip", "serving.service:DecisionService", "_reserve"),
+    ("response, trace record, metrics, log", "serving.service:DecisionService", "_respond"),
+]
+
+
+def segment_cpu(n: int) -> list[str]:
+    """CPU per decision by segment on the decision_load surfaces (`one`: the demo champion; `fifty`: 50 actions),
+    in process, sequential: markdown rows "segment | one | fifty" in ms."""
+    from importlib import import_module
+
+    from bench.decision_load import ensure_bench_model, write_config
+
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed_call(label: str, call: Callable) -> Callable:
+        def run(*args, **kwargs):
+            started = time.process_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - started
+        return run
+
+    for label, where, name in SEGMENTS:
+        module, _, cls = where.partition(":")
+        owner = getattr(import_module(module), cls) if cls else import_module(module)
+        setattr(owner, name, timed_call(label, getattr(owner, name)))
+    settings = HyperliftSettings()
+    columns: dict[str, dict[str, float]] = {}
+    with project_environment(settings) as env, tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(env)
+        os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
+        ensure_bench_model(settings)
+        config = write_config(Path(tmp) / "policy")
+        service = build_runtime(ServingSettings(
+            seed=0, log_decisions=False, model_refresh_s=0, config_dir=config, experiments_file=config / "experiments.yaml"
+        )).service
+        users = np.random.default_rng(0).integers(0, 20_000, size=n)
+        for surface in ("one", "fifty"):
+            extra = {"candidates": ["push_reminder"]} if surface == "one" else {}
+            requests = [DecisionRequest(user_id=int(u), surface=surface, **extra) for u in users]
+            for request in requests[:200]:
+                service.decide(request)
+            spent.clear()
+            started = time.process_time()
+            for request in requests:
+                service.decide(request)
+            total = time.process_time() - started
+            column = {label: spent[label] / n * 1000.0 for label, _, _ in SEGMENTS}
+            column["rest (surface, experiments, freshness, rules, scores → policy, bookkeeping)"] = (
+                total - sum(v for k, v in spent.items() if not k.startswith("  "))
+            ) / n * 1000.0
+            column["**decision in process**"] = total / n * 1000.0
+            columns[surface] = column
+        service.trace.close()
+    return [f"| {label} | {columns['one'][label]:.3f} | {columns['fifty'][label]:.3f} |" for label in columns["one"]]
+
+
 def main(n: int = 2000) -> None:
     """Print p50/p99/mean per path as a markdown table."""
     settings = HyperliftSettings()
@@ -76,7 +145,8 @@ def main(n: int = 2000) -> None:
         row = champion.features.read(1, champion.model.feature_names).values[None, :]
         results = {
             "feast_sdk_read": timed(n, lambda u: champion.features.read(u, champion.model.feature_names), users),
-            "model_score": timed(n, lambda u: champion.model.uplift(row), users),
+            "model_score": timed(n, lambda u: champion.score(row), users),
+            "model_score_xgboost": timed(n, lambda u: champion.model.uplift(row), users),
             "decide_in_process": timed(n, lambda u: service.decide(DecisionRequest(user_id=u, surface="home")), users),
         }
         api_port, feast_port = free_port(), free_port()
@@ -111,4 +181,9 @@ def main(n: int = 2000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    if sys.argv[1:2] == ["--segments"]:
+        rows = segment_cpu(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+        print(f"CPU ms per decision (time.process_time), {os.cpu_count()} cores")
+        print("| segment | 1 candidate (`one`) | 50 candidates (`fifty`) |\n|---|---|---|\n" + "\n".join(rows))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)

@@ -130,19 +130,46 @@ def traces_since(client: redis.Redis, start_id: str) -> tuple[dict[str, dict[str
     return segments, {reason: count / max(n, 1) for reason, count in fallbacks.items()}
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc; the uvicorn workers). Each
+    live process counts its own time and that of its reaped children, so a worker that exited still counts."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, p in parents.items() if p == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def last_id(client: redis.Redis) -> str:
     """Id of the newest trace entry ("0-0" when none)."""
     newest = client.xrevrange(DECISION_STREAM, count=1)
     return newest[0][0].decode() if newest else "0-0"
 
 
-def row(label: str, open_loop: LoadResult, closed: LoadResult, fallbacks: dict[str, float] | None = None) -> str:
+def row(
+    label: str, open_loop: LoadResult, closed: LoadResult, fallbacks: dict[str, float] | None = None,
+    server_cpu_ms: float | None = None,
+) -> str:
     """One markdown table row."""
     p = open_loop.percentiles()
     bad = sum(n for status, n in open_loop.statuses.items() if status != 200) + open_loop.errors
     answered = ", ".join(f"{reason} {share:.1%}" for reason, share in sorted((fallbacks or {}).items())) or "–"
+    cpu = f"{server_cpu_ms:.2f}" if server_cpu_ms is not None else "–"
     return (f"| {label} | {open_loop.achieved_rps:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p99.9']:.2f} | "
-            f"{bad} | {answered} | {closed.achieved_rps:.0f} ({closed.policy_share:.0%}) |")
+            f"{bad} | {answered} | {cpu} | {closed.achieved_rps:.0f} ({closed.policy_share:.0%}) |")
 
 
 def main() -> None:
@@ -181,14 +208,16 @@ def main() -> None:
                     run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)  # warm-up
                     start_id = last_id(client)
                     print(f"decisions, {surface}, {workers} worker(s): open loop {args.rate:.0f}/s ...", flush=True)
+                    cpu_before = tree_cpu_s(server.pid)
                     open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
+                    server_cpu_ms = (tree_cpu_s(server.pid) - cpu_before) / max(len(open_loop.latencies_ms), 1) * 1000.0
                     segments, fallbacks = traces_since(client, start_id)
                     start_id = last_id(client)
                     closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
                     _, closed_fallbacks = traces_since(client, start_id)
                     closed.policy_share = 1.0 - closed_fallbacks.get("overloaded", 0.0)
                     label = f"decision, {'1 candidate' if surface == 'one' else '50 candidates'}, {workers} worker(s)"
-                    rows.append(row(label, open_loop, closed, fallbacks))
+                    rows.append(row(label, open_loop, closed, fallbacks, server_cpu_ms))
                     segment_rows.append(
                         f"| {label} | " + " | ".join(
                             f"{segments[s]['p50']:.2f} / {segments[s]['p99']:.2f}" if s in segments else "–"
@@ -206,9 +235,11 @@ def main() -> None:
             requests = feast_requests(port, users)
             run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)
             print(f"feast serve: open loop {args.rate:.0f}/s ...", flush=True)
+            cpu_before = tree_cpu_s(feast.pid)
             open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
+            server_cpu_ms = (tree_cpu_s(feast.pid) - cpu_before) / max(len(open_loop.latencies_ms), 1) * 1000.0
             closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
-            rows.append(row("`feast serve` get-online-features (uplift_v1), 1 worker", open_loop, closed))
+            rows.append(row("`feast serve` get-online-features (uplift_v1), 1 worker", open_loop, closed, None, server_cpu_ms))
             print("  " + rows[-1], flush=True)
         finally:
             feast.terminate()
@@ -219,8 +250,8 @@ def main() -> None:
         f"Command: `{command}` (after `make demo`), {os.cpu_count()} cores, load generator on the same machine, "
         f"{n_open} requests per open-loop run.",
         "",
-        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | fallbacks | closed loop, 32 conns: req/s (share not shed) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | fallbacks | server CPU ms/req | closed loop, 32 conns: req/s (share not shed) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes (decision traces of the open-loop runs; p50 / p99 ms; HTTP = client p50 − service p50):",
