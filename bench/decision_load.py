@@ -41,7 +41,7 @@ from serving.surfaces import DEFAULT_CONFIG_DIR
 from training.learners import SLearner
 from training.lifecycle import alias_version
 from training.pyfunc import UpliftModel
-from training.registry import CHAMPION_ALIAS, log_and_register
+from training.registry import CHAMPION_ALIAS, log_and_register, view_pins_of
 
 VENV_BIN = Path(sys.executable).parent
 BENCH_MODEL = "hyperlift_bench50"
@@ -52,8 +52,10 @@ N_USERS = 20_000
 
 
 def ensure_bench_model(settings: HyperliftSettings) -> None:
-    """Register the 50-action model once (synthetic outcomes; only its scoring cost matters here)."""
-    if alias_version(settings.mlflow_uri, BENCH_MODEL, CHAMPION_ALIAS) is not None:
+    """Register the 50-action model once (synthetic outcomes; only its scoring cost matters here); again when the
+    registered version pins no feature views (registered before models pinned them: serving refuses it)."""
+    version = alias_version(settings.mlflow_uri, BENCH_MODEL, CHAMPION_ALIAS)
+    if version is not None and view_pins_of(settings.mlflow_uri, BENCH_MODEL, version) is not None:
         return
     features = [*ACTIVITY_FEATURES, *PROFILE_FEATURES]
     rng = np.random.default_rng(0)
