@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from feature_repo.stream import StreamResult, StreamUpdater
@@ -42,7 +43,7 @@ class EventIntake:
         started = time.perf_counter()
         try:
             result = self.updater.apply(events)
-        except Exception:
+        except redis.exceptions.RedisError:
             self.failed.inc()
             raise
         self.seconds.observe(time.perf_counter() - started)
