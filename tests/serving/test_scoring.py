@@ -10,7 +10,7 @@ import pytest
 import xgboost as xgb
 
 from infra.settings import HyperliftSettings
-from serving.scoring import CompiledUplift, Forest, UnsupportedModel, scorer
+from serving.scoring import _EXPF, CompiledUplift, Forest, UnsupportedModel, expf, scorer
 from training.learners import DRLearner, SLearner, TLearner, XLearner
 from training.learners.base import single_threaded
 from training.pyfunc import UpliftModel
@@ -105,6 +105,39 @@ def test_supported_learners_score_exactly_like_the_model(learner, outcome):
     compiled = CompiledUplift(model)
     rows = scoring_rows(compiled.forest, len(FEATURES), n=1500)
     np.testing.assert_array_equal(compiled.uplift(rows), model.uplift(rows))
+
+
+def test_one_hot_margins_walk_fewer_trees_and_equal_the_built_rows(registered_s_learner):
+    compiled = CompiledUplift(registered_s_learner)
+    forest, arms = compiled.forest, compiled.arms
+    booster = registered_s_learner.learner.model_.get_booster()
+    rows = scoring_rows(forest, len(FEATURES), n=1200)
+    expected = xgboost_margins([booster], compiled._s_rows(rows))
+    np.testing.assert_array_equal(forest.one_hot_margins(rows, arms), expected)
+    for i in (0, 7, 1199):  # one user at a time (the serving call), through its own cached plan
+        np.testing.assert_array_equal(forest.one_hot_margins(rows[i:i + 1], arms), expected[i * arms:(i + 1) * arms])
+    plan = forest._one_hot_plan(1, len(FEATURES), arms)
+    walks_of_pairs = len(plan.trees) - forest.n_trees
+    assert 0 < walks_of_pairs < forest.n_trees * (arms - 1)  # some trees split on an arm, none on all of them
+
+
+def test_one_hot_margins_refuse_too_few_columns(registered_s_learner):
+    forest = CompiledUplift(registered_s_learner).forest
+    with pytest.raises(ValueError, match="features and arms give 5 columns"):
+        forest.one_hot_margins(np.zeros((1, 3), np.float32), 2)
+
+
+def test_vectorised_expf_is_the_c_librarys_expf_element_for_element():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([
+        rng.uniform(-30, 30, 100_000), rng.normal(0, 3, 100_000), rng.uniform(-110, 95, 20_000),  # over/underflow
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 88.72, 88.73, -87.33, -103.9],
+    ]).astype(np.float32)
+    expected = np.array([_EXPF(float(v)) for v in x], np.float32)
+    np.testing.assert_array_equal(expf(x).view(np.int32), expected.view(np.int32))
+    with np.errstate(over="ignore"):
+        rounded = np.exp(x.astype(np.float64)).astype(np.float32)
+    assert (rounded.view(np.int32) != expected.view(np.int32)).sum() > 0  # plain rounding alone would not be exact
 
 
 def test_t_learner_margins_per_arm_equal_xgboost():
