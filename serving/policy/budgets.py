@@ -105,6 +105,8 @@ class CampaignBudgets:
         self.prefix = hash_tag_free(prefix, "key prefix")
         self.clock = clock
         self._spend = client.register_script(_SPEND)
+        # action → its campaigns, filled on first use (as FrequencyCaps.rules_for: fixed budgets, bounded actions).
+        self._campaigns_by_action: dict[str, tuple[Budget, ...]] = {}
 
     def load_scripts(self) -> None:
         """Load the Lua script into Redis now (pipelined calls use EVALSHA; raises RedisError)."""
@@ -114,9 +116,12 @@ class CampaignBudgets:
         """Redis key of a campaign's micro-unit counter on a UTC day; the `{day}` hash tag keeps a day on one slot."""
         return f"{self.prefix}:{{{day.isoformat()}}}:{campaign}"
 
-    def campaigns_of(self, action: str) -> list[Budget]:
+    def campaigns_of(self, action: str) -> tuple[Budget, ...]:
         """The budgets that pay for `action`."""
-        return [budget for budget in self.budgets.values() if action in budget.costs]
+        campaigns = self._campaigns_by_action.get(action)
+        if campaigns is None:
+            campaigns = self._campaigns_by_action[action] = tuple(b for b in self.budgets.values() if action in b.costs)
+        return campaigns
 
     def allowance(self, budget: Budget, now: float) -> float:
         """Spend allowed so far today: none → B; even → min(B, B·(elapsed share of the UTC day) + burst·B)."""

