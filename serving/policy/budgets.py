@@ -137,23 +137,18 @@ class CampaignBudgets:
         turns the pipeline's replies into the set of actions whose campaign cannot pay for them now."""
         now = self.clock() if now is None else now
         day = _utc_day(now)
-        campaigns = list({b.campaign: b for action in actions for b in self.campaigns_of(action)}.values())
+        wanted = set(actions)
+        campaigns = [b for b in self.budgets.values() if not wanted.isdisjoint(b.costs)]  # O(campaigns), not O(actions)
         start = len(pipe.command_stack)
         if campaigns:
             pipe.mget([self.key(budget.campaign, day) for budget in campaigns])
 
         def parse(replies: list) -> set[str]:
-            if not campaigns:
-                return set()
-            room = {
-                budget.campaign: _micros(self.allowance(budget, now)) - int(value or 0)
-                for budget, value in zip(campaigns, replies[start])
-            }
-            return {
-                action
-                for action in actions
-                if any(_micros(budget.costs[action]) > room[budget.campaign] for budget in self.campaigns_of(action))
-            }
+            out: set[str] = set()
+            for budget, value in zip(campaigns, replies[start] if campaigns else ()):
+                room = _micros(self.allowance(budget, now)) - int(value or 0)
+                out.update(a for a, cost in budget.costs.items() if a in wanted and _micros(cost) > room)
+            return out
 
         return parse
 

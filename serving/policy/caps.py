@@ -17,7 +17,7 @@ Redis failures propagate as `redis.exceptions.RedisError`; the caller decides th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -124,7 +124,8 @@ class FrequencyCaps:
         """Queue the reads of `blocked` on `pipe` (shared with other reads of the decision); the returned function
         turns the pipeline's replies into the set of blocked actions."""
         now_ms = _millis(self.clock() if now is None else now)
-        rules = _unique(rule for action in actions for rule in self.rules_for(action))
+        wanted = set(actions) - {self.control}  # the rules covering any of them, O(rules) rather than O(actions)
+        rules = [r for r in self.rules if wanted and (r.actions is None or not r.actions.isdisjoint(wanted))]
         start = len(pipe.command_stack)
         for rule in rules:
             # Same count as `reserve` sees after trimming: everything scored after now − window.
@@ -196,10 +197,3 @@ class FrequencyCaps:
 def _millis(seconds: float) -> int:
     """Integer milliseconds: sorted-set scores that compare exactly."""
     return round(seconds * 1000)
-
-
-def _unique(rules: Iterable[CapRule]) -> list[CapRule]:
-    """Rules in first-seen order, each once."""
-    return list({rule.name: rule for rule in rules}.values())
-
-
