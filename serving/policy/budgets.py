@@ -187,13 +187,15 @@ class CampaignBudgets:
 
     def refund(self, action: str, now: float | None = None) -> None:
         """Take back a charge whose show did not happen (e.g. a frequency cap refused it); one round trip."""
-        campaigns = self.campaigns_of(action)
-        if campaigns:
-            day = _utc_day(self.clock() if now is None else now)
-            pipe = self.client.pipeline(transaction=False)
-            for budget in campaigns:
-                pipe.decrby(self.key(budget.campaign, day), _micros(budget.costs[action]))
-            pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_refund(pipe, action, now)
+        pipe.execute()  # an empty pipeline makes no round trip
+
+    def queue_refund(self, pipe: redis.client.Pipeline, action: str, now: float | None = None) -> None:
+        """Queue `refund` on `pipe`."""
+        day = _utc_day(self.clock() if now is None else now)
+        for budget in self.campaigns_of(action):
+            pipe.decrby(self.key(budget.campaign, day), _micros(budget.costs[action]))
 
     def spent(self, campaign: str, day: date | None = None) -> float:
         """Spent by the campaign on a UTC day (today by the clock unless given); raises RedisError."""

@@ -178,12 +178,14 @@ class FrequencyCaps:
 
     def release(self, user_key: str, action: str, token: str) -> None:
         """Undo a reservation whose show did not happen (e.g. its campaign refused the charge); one round trip."""
-        rules = self.rules_for(action)
-        if rules:
-            pipe = self.client.pipeline(transaction=False)
-            for rule in rules:
-                pipe.zrem(self.key(user_key, rule), token)
-            pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_release(pipe, user_key, action, token)
+        pipe.execute()  # an empty pipeline makes no round trip
+
+    def queue_release(self, pipe: redis.client.Pipeline, user_key: str, action: str, token: str) -> None:
+        """Queue `release` on `pipe`."""
+        for rule in self.rules_for(action):
+            pipe.zrem(self.key(user_key, rule), token)
 
     def count(self, user_key: str, rule_name: str, now: float | None = None) -> int:
         """Shows of one user counted by one rule now (for tests and inspection)."""

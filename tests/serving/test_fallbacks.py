@@ -14,7 +14,7 @@ from serving.main import build_runtime, create_app
 from serving.schemas import DecisionRequest
 from serving.service import (
     DEADLINE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE, FEATURES_UNAVAILABLE, LAST_KNOWN_GOOD, NO_MODEL,
-    POLICY_STORE_UNAVAILABLE,
+    POLICY_STORE_UNAVAILABLE, RoundTrip,
 )
 from tests.serving.conftest import SURFACES, register_model, write_policy_dir
 
@@ -143,22 +143,24 @@ def test_cached_features_without_counters_means_no_capped_promotion(serving_sett
     assert response.fallback == POLICY_STORE_UNAVAILABLE and chosen(response) == NEUTRAL
 
 
-def test_redis_failing_between_read_and_reservation_serves_nothing_it_cannot_record(serving_settings, served_world):
+def test_redis_failing_between_read_and_reservation_serves_nothing_it_cannot_record(
+    serving_settings, served_world, monkeypatch
+):
     service = build_runtime(serving_settings).service
-    healthy, dead = service.client, dead_client()
-    original = service._reserve
+    trips: list[list[tuple]] = []
+    execute = RoundTrip.execute
 
-    def reserve_after_outage(*args):
-        service.client = dead
-        try:
-            return original(*args)
-        finally:
-            service.client = healthy
+    def fail_after_the_read(pipe, raise_on_error=True):
+        trips.append(list(pipe.command_stack))
+        if len(trips) > 1:  # Redis goes away after the feature read, before the reservation
+            raise redis.exceptions.ConnectionError("Redis went away")
+        return execute(pipe, raise_on_error)
 
-    service._reserve = reserve_after_outage
+    monkeypatch.setattr(RoundTrip, "execute", fail_after_the_read)
     user = consented_users(served_world)[0]
     response = service.decide(DecisionRequest(user_id=user, surface="push"))
     assert response.fallback == POLICY_STORE_UNAVAILABLE and chosen(response) == NEUTRAL
+    assert [command[0] for command in trips[1]] == ["EVALSHA", "EVALSHA"]  # the cap and the budget of the push
 
 
 def test_features_over_their_deadline_fall_back_deterministically(serving_settings, served_world, tmp_path):

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving.identity import user_key
 from serving.main import build_runtime, create_app
 from serving.schemas import DecisionRequest
-from serving.service import OVERLOADED, SAFE_MODE
+from serving.service import OVERLOADED, SAFE_MODE, run_steps
 from tests.serving.conftest import SURFACES, write_policy_dir
 
 PUSH = "push_reminder"
@@ -214,9 +214,9 @@ def test_a_refused_slot_ends_the_slate_and_later_grants_are_handed_back(serving_
     service = build_runtime(serving_settings).service
     surface = service.surfaces["slate"]
     assert surface.caps.reserve("u1", PUSH, "earlier-push")  # the user's one push of the day is gone
-    assert service._reserve(surface, "u1", ["pct10_sitewide", PUSH]) == 1  # first slot kept, slate ends at push
+    assert run_steps(service._reserve(surface, "u1", ["pct10_sitewide", PUSH])) == 1  # first slot kept, slate ends at push
     assert surface.caps.count("u1", "promos_per_day") == 2 and surface.budgets.spent("pct10_daily") == pytest.approx(0.1)
-    assert service._reserve(surface, "u1", [PUSH, "pct10_sitewide"]) == 0  # nothing kept: pct10's grant handed back
+    assert run_steps(service._reserve(surface, "u1", [PUSH, "pct10_sitewide"])) == 0  # nothing kept: pct10's grant handed back
     assert surface.caps.count("u1", "promos_per_day") == 2 and surface.budgets.spent("pct10_daily") == pytest.approx(0.1)
     assert service.metrics.total("hyperlift_cap_refusals_total", surface="slate") == 2
     clear_counters(serving_settings.redis_url)
