@@ -1,16 +1,9 @@
 """Admission control: a bound on decisions in flight. Beyond it a request is answered at once from the neutral
-action (`fallback="overloaded"`) instead of waiting in a queue that could grow without bound. Admitted decisions
-run on the gate's own `limit` threads."""
+action (`fallback="overloaded"`) instead of waiting in a queue that could grow without bound."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class Admission:
@@ -22,7 +15,6 @@ class Admission:
         self.limit = limit
         self._inside = 0
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None  # started on first use
 
     @property
     def in_flight(self) -> int:
@@ -43,14 +35,3 @@ class Admission:
             if self._inside == 0:
                 raise RuntimeError("leave() without a matching try_enter()")
             self._inside -= 1
-
-    async def run(self, call: Callable[..., T], *args: object) -> T:
-        """Run an admitted (blocking) call on one of the gate's `limit` threads and await its result.
-
-        Lighter than Starlette's `run_in_threadpool` (anyio's limiter and worker hand-off), measured at 70–120 µs →
-        25–45 µs of CPU per call with 8 calls in flight; `limit` threads suffice since no more are admitted."""
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="decision")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)

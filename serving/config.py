@@ -47,8 +47,8 @@ class ServingSettings(ClockSettings):
     last_known_good_max_entries: int = Field(default=100_000, ge=1, description="Users remembered (LRU).")
     max_in_flight: int = Field(
         default=8, ge=1,
-        description="Decisions computed at once per worker; beyond: neutral, 'overloaded'. Small on purpose: with the "
-        "GIL more threads only add contention (bench: p99 51 ms at 4, 119 at 8, 460 at 16 in flight, 300 req/s).",
+        description="Decisions in flight at once per worker (on its event loop, awaiting Redis); beyond: the neutral "
+        "action at once, 'overloaded'. Bounds the work a burst can queue up behind the decisions already started.",
     )
     safe_mode: bool = Field(default=False, description="Force safe mode on in this process (neutral everywhere).")
     safe_mode_key: str = "hyperlift:safe_mode"

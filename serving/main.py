@@ -27,6 +27,7 @@ from serving.experiments import ExperimentAssigner, load_experiments
 from serving.feature_cache import LastKnownGood
 from serving.metrics import ServiceMetrics
 from serving.outcomes import OutcomeLog
+from serving.redis_async import AsyncRedis
 from serving.routes import admin, decisions, events as event_routes, health, outcomes
 from serving.safe_mode import SafeMode
 from serving.service import DecisionService
@@ -57,6 +58,8 @@ class Runtime:
         self.watcher.stop()
         self.service.safe_mode.stop()
         self.service.trace.close()
+        if self.service.async_client is not None:
+            self.service.async_client.close()
 
 
 def build_runtime(settings: ServingSettings) -> Runtime:
@@ -82,6 +85,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
         freshness_clock=clock,
+        async_client=AsyncRedis(settings.redis_url, timeout_s),  # the decisions' round trips on the event loop
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)

@@ -96,6 +96,7 @@ class AsyncRedis:
             self._setup.append(("SELECT", int(options["db"])))
         self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the connection belongs to
         self._connecting: asyncio.Future | None = None
 
     async def execute(self, commands: Sequence[tuple], raise_on_error: bool = True) -> list:
@@ -103,10 +104,12 @@ class AsyncRedis:
         replies are returned in place, or the first is raised with `raise_on_error`."""
         if not commands:
             return []
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connect()
         loop = asyncio.get_running_loop()
+        protocol = self._protocol
+        if protocol is None or protocol.closed or self._loop is not loop:
+            if protocol is not None and self._loop is not loop:  # a new event loop (a test client's): start afresh
+                self._protocol, self._connecting = None, None
+            protocol = await self._connect()
         waiting = _Waiting(loop.create_future(), len(commands))
         protocol.waiting.append(waiting)
         protocol.transport.write(b"".join([hiredis.pack_command(command) for command in commands]))
@@ -155,7 +158,7 @@ class AsyncRedis:
             _, protocol = await asyncio.wait_for(opening, self.timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             raise redis.exceptions.ConnectionError(f"cannot connect to Redis at {self.address}: {exc!r}") from exc
-        self._protocol = protocol
+        self._protocol, self._loop = protocol, loop
         if self._setup:
             try:
                 await self.execute(self._setup)

@@ -19,14 +19,16 @@ def _json(response: DecisionResponse) -> Response:
 @router.post("/decisions", response_model=DecisionResponse)
 async def decide(request: DecisionRequest, runtime: RuntimeDep) -> Response:
     """Choose an action (or a slate) for a user on a surface, with logged exploration; never waits in an
-    unbounded queue: beyond the in-flight limit the surface's neutral action is served (`fallback="overloaded"`)."""
+    unbounded queue: beyond the in-flight limit the surface's neutral action is served (`fallback="overloaded"`).
+    The decision runs on the event loop (its Redis round trips awaited on the worker's one multiplexed connection):
+    no thread hand-off per request."""
     service = runtime.service
     try:
         if not runtime.admission.try_enter():
             return _json(service.shed(request))
         service.metrics.in_flight.inc()
         try:
-            return _json(await runtime.admission.run(service.decide, request))
+            return _json(await service.decide_async(request))
         finally:
             runtime.admission.leave()
             service.metrics.in_flight.dec()

@@ -1,6 +1,5 @@
 """Admission control admits up to the limit, refuses beyond it without blocking, and frees slots on leave."""
 
-import asyncio
 import threading
 
 import pytest
@@ -39,21 +38,3 @@ def test_bad_limit_and_unbalanced_leave_are_errors():
         Admission(0)
     with pytest.raises(RuntimeError, match="without a matching"):
         Admission(1).leave()
-
-
-def test_admitted_calls_run_on_at_most_limit_threads_of_the_gate():
-    gate = Admission(2)
-    both_inside = threading.Barrier(2, timeout=10)
-
-    def call(i: int) -> tuple[int, str]:
-        if i < 2:
-            both_inside.wait()  # the first two calls run at the same time: the pool has two threads
-        return i, threading.current_thread().name
-
-    async def main() -> list[tuple[int, str]]:
-        return list(await asyncio.gather(*(gate.run(call, i) for i in range(6))))
-
-    results = asyncio.run(main())
-    assert [i for i, _ in results] == list(range(6))
-    names = {name for _, name in results}
-    assert len(names) == 2 and all(name.startswith("decision") for name in names)

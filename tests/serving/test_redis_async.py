@@ -88,6 +88,13 @@ def test_a_killed_connection_fails_its_waiters_and_the_next_round_trip_reconnect
     assert now != killed
 
 
+def test_a_client_used_from_a_new_event_loop_opens_its_own_connection(client):
+    target = AsyncRedis(_url_of(client), timeout_s=2.0)
+    first = run(target.execute([("CLIENT", "ID")]))  # asyncio.run: a loop of its own, closed after
+    second = run(target.execute([("CLIENT", "ID")]))
+    assert first != second
+
+
 def test_a_wrong_password_is_refused_at_set_up(client):
     host, port = client.get_connection_kwargs()["host"], client.get_connection_kwargs()["port"]
     target = AsyncRedis(f"redis://nobody:wrong@{host}:{port}/0", timeout_s=1.0)
