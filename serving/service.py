@@ -194,6 +194,28 @@ class Champion:
     def __post_init__(self) -> None:
         if self.score is None:
             self.score = scorer(self.model)
+        self._lookups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def net_uplift(self, actions: list[str], uplift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, s) of `actions` from the model's uplift row (treatments order): μ = uplift − the action's cost, 0 for
+        the control and for actions the model has no uplift for; s = the uplift's standard error (0 when unknown).
+        The per-action lookups are kept per action list (a surface's candidates give a handful of lists)."""
+        key = tuple(actions)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            model = self.model
+            position = {a: i + 1 for i, a in enumerate(model.treatments)}  # 0: no uplift
+            index = np.array([position.get(a, 0) for a in actions], np.int64)
+            cost = np.array([model.action_costs.get(a, 0.0) for a in actions])
+            control = np.array([a == model.control for a in actions])
+            se = np.array([float(getattr(model, "uplift_se", {}).get(a, 0.0)) for a in actions])
+            if len(self._lookups) >= 4096:  # bounded: candidates narrowed per request could vary without end
+                self._lookups.clear()
+            lookup = self._lookups[key] = (index, cost, control, se)
+        index, cost, control, se = lookup
+        mu = np.concatenate(([0.0], np.asarray(uplift, np.float64)))[index] - cost
+        mu[control] = 0.0
+        return mu, se
 
 
 @dataclass
@@ -389,10 +411,7 @@ class DecisionService:
             read.values, [model.feature_names.index(f) for f in bundle.consent.masked_features if f in model.feature_names],
             has_consent,
         )
-        uplift = dict(zip(model.treatments, champion.score(values[None, :])[0].tolist()))
-        mu = np.array([uplift.get(a, 0.0) - model.action_costs.get(a, 0.0) for a in allowed])
-        mu[[a == model.control for a in allowed]] = 0.0
-        se = np.array([float(getattr(model, "uplift_se", {}).get(a, 0.0)) for a in allowed])
+        mu, se = champion.net_uplift(allowed, champion.score(values[None, :])[0])
         scores = with_bonus(mu, se, overrides.get("uncertainty_bonus", config.uncertainty_bonus))
         timings["scoring"] = scoring = time.perf_counter() - scoring_started
         self._scoring_ewma_s[config.name] = 0.9 * self._scoring_ewma_s.get(config.name, scoring) + 0.1 * scoring
