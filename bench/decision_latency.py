@@ -69,7 +69,7 @@ def start(command: list[str], env: dict[str, str], health_url: str) -> subproces
 # included), inclusive of what they call; "rest" is the decision minus these.
 SEGMENTS = [
     ("features + counters round trip (build, Redis I/O, parse)", "serving.service:DecisionService", "_read"),
-    ("  Redis I/O of both round trips (inside the read and reservation rows)", "serving.service:RoundTrip", "execute"),
+    ("  Redis I/O of both round trips (inside the read and reservation rows)", "serving.round_trip:RoundTrip", "execute"),
     ("model score (all arms)", "serving.scoring:CompiledUplift", "uplift"),
     ("slate draw", "serving.service", "draw_slate"),
     ("reservation round trip", "serving.service:DecisionService", "_reserve"),

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from serving.round_trip import RoundTrip
+
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ class TraceWriter:
     def _write(self, records: list[dict[str, Any]]) -> None:
         for attempt in range(self.retries + 1):
             try:
-                pipe = self.client.pipeline(transaction=False)
+                pipe = RoundTrip(self.client)  # one write, hiredis replies: no per-command pipeline callbacks
                 for record in records:
                     pipe.xadd(self.stream, {"record": json.dumps(record)}, maxlen=self.maxlen, approximate=True)
                 pipe.execute()

@@ -14,8 +14,9 @@ from serving.main import build_runtime, create_app
 from serving.schemas import DecisionRequest
 from serving.service import (
     DEADLINE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE, FEATURES_UNAVAILABLE, LAST_KNOWN_GOOD, NO_MODEL,
-    POLICY_STORE_UNAVAILABLE, RoundTrip,
+    POLICY_STORE_UNAVAILABLE,
 )
+from serving.round_trip import RoundTrip
 from tests.serving.conftest import SURFACES, register_model, write_policy_dir
 
 NEUTRAL = [("no_action", 1.0)]

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from serving.redis_async import AsyncRedis
-from serving.service import RoundTrip
+from serving.round_trip import RoundTrip
 from tests.serving.test_round_trip import SCRIPT, client, queue  # noqa: F401 (client is a fixture)
 
 

@@ -1,9 +1,9 @@
-"""RoundTrip (serving/service.py) answers what redis-py's pipeline answers for the decision path's commands."""
+"""RoundTrip (serving/round_trip.py) answers what redis-py's pipeline answers for the decision path's commands."""
 
 import pytest
 import redis
 
-from serving.service import RoundTrip
+from serving.round_trip import RoundTrip
 from tests.serving.test_fallbacks import dead_client
 
 SCRIPT = "return {tonumber(ARGV[1]) + 1, redis.call('GET', KEYS[1])}"
