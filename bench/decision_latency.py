@@ -15,6 +15,7 @@ Measures N sequential single-user requests of each kind, one warm-up pass first:
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -87,6 +88,15 @@ def segment_cpu(n: int) -> list[str]:
     spent: dict[str, float] = defaultdict(float)
 
     def timed_call(label: str, call: Callable) -> Callable:
+        if inspect.isgeneratorfunction(call):  # a step of the decision: timed from its start to its result, so the
+            def steps(*args, **kwargs):  # round trips the driver carries out while it is suspended count in it
+                started = time.process_time()
+                try:
+                    return (yield from call(*args, **kwargs))
+                finally:
+                    spent[label] += time.process_time() - started
+            return steps
+
         def run(*args, **kwargs):
             started = time.process_time()
             try:
