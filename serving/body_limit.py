@@ -22,8 +22,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared_too_large(scope, self.max_bytes):
             await self._refuse(send)
             return
         seen = 0
@@ -51,7 +50,18 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body too large: at most {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, self.max_bytes)
+
+
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's Content-Length already says its body is over `max_bytes`."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    return declared is not None and declared.isdigit() and int(declared) > max_bytes
+
+
+async def refuse(send: Send, max_bytes: int) -> None:
+    """Send the 413 answer to a body over `max_bytes`."""
+    body = json.dumps({"detail": f"request body too large: at most {max_bytes} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -24,6 +24,7 @@ from serving.champion import ChampionWatcher, load_champions, model_keys
 from serving.config import ServingSettings
 from serving.events import EventIntake
 from serving.experiments import ExperimentAssigner, load_experiments
+from serving.fast_path import DecisionFastPath
 from serving.feature_cache import LastKnownGood
 from serving.metrics import ServiceMetrics
 from serving.outcomes import OutcomeLog
@@ -103,8 +104,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings)
 
 
-def create_app(settings: ServingSettings | None = None) -> FastAPI:
-    """The decision service app; settings from the environment unless given."""
+def create_app(settings: ServingSettings | None = None) -> DecisionFastPath:
+    """The decision service app (FastAPI, with the decision route ahead of it); settings from the environment unless
+    given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +122,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     for module in (decisions, outcomes, event_routes, admin, health):
         app.include_router(module.router)
-    return app
+    return DecisionFastPath(app, MAX_BODY_BYTES)
 
 
 app = create_app()

@@ -126,9 +126,9 @@ class AsyncRedis:
 
     def close(self) -> None:
         """Drop the connection (round trips waiting on it fail with ConnectionError)."""
-        if self._protocol is not None:
+        if self._protocol is not None and self._loop is not None and not self._loop.is_closed():
             self._protocol.fail(redis.exceptions.ConnectionError("the async Redis client was closed"))
-            self._protocol = None
+        self._protocol, self._loop = None, None  # a connection of a loop already closed went with it
 
     def _expire(self, protocol: _Protocol, waiting: _Waiting) -> None:
         if not waiting.future.done():

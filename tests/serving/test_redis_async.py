@@ -93,6 +93,8 @@ def test_a_client_used_from_a_new_event_loop_opens_its_own_connection(client):
     first = run(target.execute([("CLIENT", "ID")]))  # asyncio.run: a loop of its own, closed after
     second = run(target.execute([("CLIENT", "ID")]))
     assert first != second
+    target.close()  # its loop is closed already: the connection went with it, nothing to abort
+    assert run(target.execute([("PING",)])) == [b"PONG"]
 
 
 def test_a_wrong_password_is_refused_at_set_up(client):
