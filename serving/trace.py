@@ -9,7 +9,6 @@ partly applied pipeline can append a record twice: the drain dedupes by decision
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -17,11 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import redis
 
 from serving.round_trip import RoundTrip
 
 log = logging.getLogger(__name__)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """A record as JSON: numpy scalars as numbers, anything else unexpected as its str() (never an exception that
+    would stop the writer thread); a NaN or infinite float becomes null."""
+    return orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class TraceWriter:
@@ -105,7 +111,7 @@ class TraceWriter:
             try:
                 pipe = RoundTrip(self.client)  # one write, hiredis replies: no per-command pipeline callbacks
                 for record in records:
-                    pipe.xadd(self.stream, {"record": json.dumps(record)}, maxlen=self.maxlen, approximate=True)
+                    pipe.xadd(self.stream, {"record": encode(record)}, maxlen=self.maxlen, approximate=True)
                 pipe.execute()
                 self.written += len(records)
                 return

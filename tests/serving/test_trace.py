@@ -41,3 +41,18 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(redis_databases):
         writer.append({"decision_id": str(i)})  # one fits in the queue, two do not
     writer.close()
     assert writer.dropped == 2 and drops == [1, 1] and writer.written == 2
+
+
+def test_records_encode_as_plain_json_with_numpy_scalars_nan_as_null_and_odd_values_as_text():
+    from datetime import date
+
+    import numpy as np
+
+    from serving.trace import encode
+
+    record = {"decision_id": "d1", "scores": [0.1234567890123, None, np.float64(0.5), np.float32(0.25)],
+              "probabilities": [float("nan"), 1.0], "day": date(2026, 12, 1), "chosen": ["a"], "n": np.int64(3)}
+    assert json.loads(encode(record)) == {
+        "decision_id": "d1", "scores": [0.1234567890123, None, 0.5, 0.25], "probabilities": [None, 1.0],
+        "day": "2026-12-01", "chosen": ["a"], "n": 3,
+    }
