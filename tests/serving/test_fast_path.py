@@ -93,3 +93,12 @@ def test_other_routes_and_methods_go_to_fastapi(both):
     schema = documented["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"user_id", "surface"}
     assert "neutral action" in documented["description"]
+
+
+def test_what_start_up_loaded_is_kept_out_of_the_garbage_collector_while_serving(serving_settings):
+    import gc
+
+    with TestClient(create_app(serving_settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 100_000  # Feast, MLflow and the models
+    assert gc.get_freeze_count() == 0
