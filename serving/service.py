@@ -153,6 +153,8 @@ class Champion:
             cost = np.array([model.action_costs.get(a, 0.0) for a in actions])
             control = np.array([a == model.control for a in actions])
             se = np.array([float(getattr(model, "uplift_se", {}).get(a, 0.0)) for a in actions])
+            for kept in (index, cost, control, se):
+                kept.flags.writeable = False  # shared by every decision on this list: never changed in place
             if len(self._lookups) >= 4096:  # bounded: candidates narrowed per request could vary without end
                 self._lookups.clear()
             lookup = self._lookups[key] = (index, cost, control, se)
