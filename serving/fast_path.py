@@ -50,7 +50,8 @@ class DecisionFastPath:
         try:
             status, body = await answer(self.state.runtime, b"".join(chunks))
         except Exception:  # a bug, not bad input: answer 500 with a message, as FastAPI's error middleware would
-            log.exception("decision request failed")
+            log.exception("decision request failed: answered 500 (counted in hyperlift_decision_request_errors)")
+            self.state.runtime.service.metrics.request_errors.inc()
             status, body = 500, INTERNAL_ERROR
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

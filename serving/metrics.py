@@ -43,6 +43,10 @@ class ServiceMetrics:
         self.cap_refusals = Counter(
             "hyperlift_cap_refusals", "Chosen actions refused by a frequency cap at reservation time.", ["surface"], registry=r
         )
+        self.request_errors = Counter(
+            "hyperlift_decision_request_errors", "Decision requests answered 500 (a bug; the log has the traceback).",
+            registry=r,
+        )
         self.shed = Counter("hyperlift_shed_requests", "Requests answered at once because too many were in flight.", registry=r)
         self.in_flight = Gauge("hyperlift_in_flight_decisions", "Decisions being computed now.", registry=r)
         self.decision_log_failures = Counter(

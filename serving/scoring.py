@@ -342,15 +342,6 @@ class CompiledUplift:
             self.g = np.array([learner.g_[a] for a in learner.treatments_])
         else:
             raise UnsupportedModel(f"learner {self.kind} (as configured) is not compiled")
-        self._one_hot: dict[int, np.ndarray] = {}
-
-    def _s_rows(self, features: np.ndarray) -> np.ndarray:
-        """[features, one-hot(arm)] for every (row, arm) pair, as SLearner.predict_outcomes builds them."""
-        n = len(features)
-        one_hot = self._one_hot.get(n)
-        if one_hot is None:
-            one_hot = self._one_hot[n] = np.tile(np.eye(self.arms, dtype=np.float32), (n, 1))
-        return np.hstack([np.repeat(features, self.arms, axis=0), one_hot])
 
     def predict_uplift(self, features: np.ndarray) -> np.ndarray:
         """The learner's predict_uplift, shape (n, K), columns in `treatments_` order."""

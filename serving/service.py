@@ -74,34 +74,47 @@ T = TypeVar("T")
 Steps = Generator[tuple[RoundTrip, bool], list, T]
 
 
-def run_steps(steps: Steps[T]) -> T:
-    """Carry out `steps`: each round trip through its own (sync) client, a RedisError thrown back into the steps."""
+TripOutcome = tuple[list | None, Exception | None]  # a round trip's replies, or the RedisError it raised
+
+
+def _resume(steps: Steps[T], outcome: TripOutcome | None) -> tuple[bool, object]:
+    """Advance `steps` with the last round trip's outcome (None to start): (True, the next round trip) or (False,
+    the steps' result). The one rule both drivers follow: replies are sent in, a RedisError is thrown in."""
     try:
-        pipe, raise_on_error = next(steps)
-        while True:
-            try:
-                replies = pipe.execute(raise_on_error)
-            except redis.exceptions.RedisError as exc:
-                pipe, raise_on_error = steps.throw(exc)
-            else:
-                pipe, raise_on_error = steps.send(replies)
+        if outcome is None:
+            return True, next(steps)
+        replies, error = outcome
+        return True, steps.throw(error) if error is not None else steps.send(replies)
     except StopIteration as done:
-        return done.value
+        return False, done.value
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Carry out `steps`, each round trip through its own (sync) client."""
+    outcome: TripOutcome | None = None
+    while True:
+        running, value = _resume(steps, outcome)
+        if not running:
+            return value  # type: ignore[return-value]
+        pipe, raise_on_error = value  # type: ignore[misc]
+        try:
+            outcome = pipe.execute(raise_on_error), None
+        except redis.exceptions.RedisError as exc:
+            outcome = None, exc
 
 
 async def run_steps_async(steps: Steps[T], client: AsyncRedis) -> T:
     """`run_steps` on the running event loop, every round trip through `client`."""
-    try:
-        pipe, raise_on_error = next(steps)
-        while True:
-            try:
-                replies = await client.execute(pipe.command_stack, raise_on_error)
-            except redis.exceptions.RedisError as exc:
-                pipe, raise_on_error = steps.throw(exc)
-            else:
-                pipe, raise_on_error = steps.send(replies)
-    except StopIteration as done:
-        return done.value
+    outcome: TripOutcome | None = None
+    while True:
+        running, value = _resume(steps, outcome)
+        if not running:
+            return value  # type: ignore[return-value]
+        pipe, raise_on_error = value  # type: ignore[misc]
+        try:
+            outcome = await client.execute(pipe.command_stack, raise_on_error), None
+        except redis.exceptions.RedisError as exc:
+            outcome = None, exc
 
 
 class UnknownSurface(LookupError):
@@ -232,7 +245,7 @@ class DecisionService:
         self.clock = clock  # stamps the trace: always the wall clock
         # "now" of feature freshness: the wall clock, or HYPERLIFT_SERVING_NOW when replaying a simulated period.
         self.freshness_clock = freshness_clock if freshness_clock is not None else Clock(ClockSettings().now)
-        self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; handlers run in a thread pool
+        self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; sync `decide` may run in threads
         self._scoring_ewma_s: dict[str, float] = {}
         self._no_context_hash = context_hash(None, salt)  # most requests send no context: hash it once
         self.surfaces = {

@@ -83,6 +83,7 @@ def test_a_bug_while_deciding_is_a_500_with_a_message_not_a_dropped_connection(b
     response = fast.post("/v1/decisions", json={"user_id": users_with(served_world)[0], "surface": "home"})
     assert response.status_code == 500
     assert "internal error while deciding" in response.json()["detail"]
+    assert fast.app.state.runtime.service.metrics.total("hyperlift_decision_request_errors_total") == 1
 
 
 def test_other_routes_and_methods_go_to_fastapi(both):

@@ -8,7 +8,12 @@ import redis
 
 from serving.redis_async import AsyncRedis
 from serving.round_trip import RoundTrip
-from tests.serving.test_round_trip import SCRIPT, client, queue  # noqa: F401 (client is a fixture)
+from tests.serving.test_round_trip import SCRIPT, queue, seeded
+
+
+@pytest.fixture
+def client(redis_databases) -> redis.Redis:
+    return seeded(redis_databases)
 
 
 def run(coroutine):

@@ -9,13 +9,18 @@ from tests.serving.test_fallbacks import dead_client
 SCRIPT = "return {tonumber(ARGV[1]) + 1, redis.call('GET', KEYS[1])}"
 
 
-@pytest.fixture
-def client(redis_databases) -> redis.Redis:
+def seeded(redis_databases) -> redis.Redis:
+    """A client of a fresh database holding a feature hash, a cap window and a budget counter."""
     client = redis.Redis.from_url(redis_databases.fresh(), retry=None)
     client.hset(b"user:\x00\x01", mapping={b"a": b"\x35\x00\x00\xc0\x3f", b"b": b""})
     client.zadd("caps:{u}:day", {"t1": 1000, "t2": 2000, "t3": 3000})
     client.set("budget:{d}:c1", 1500)
     return client
+
+
+@pytest.fixture
+def client(redis_databases) -> redis.Redis:
+    return seeded(redis_databases)
 
 
 def queue(pipe, sha: str) -> None:

@@ -46,6 +46,12 @@ def scoring_rows(forest: Forest, n_features: int, n: int = 3000, seed: int = 1) 
     return rows
 
 
+def s_rows(learner: SLearner, rows: np.ndarray) -> np.ndarray:
+    """[features, one-hot(arm)] for every (row, arm) pair, built as SLearner.predict_outcomes builds them."""
+    arms = len(learner.arms_)
+    return learner._with_arm(np.repeat(rows, arms, axis=0), np.tile(np.arange(arms), len(rows)))
+
+
 def xgboost_margins(boosters: list[xgb.Booster], rows: np.ndarray) -> np.ndarray:
     return np.column_stack([b.inplace_predict(rows, predict_type="margin") for b in boosters])
 
@@ -74,7 +80,7 @@ def test_registered_s_learner_margins_and_uplift_equal_xgboost(registered_s_lear
     compiled = CompiledUplift(model)
     assert (compiled.forest.n_trees, compiled.forest.depth, compiled.forest.link) == (200, 2, "log")
     rows = scoring_rows(compiled.forest, len(FEATURES))
-    stacked = compiled._s_rows(rows)
+    stacked = s_rows(model.learner, rows)
     np.testing.assert_array_equal(compiled.forest.margins(stacked), xgboost_margins([model.learner.model_.get_booster()], stacked))
     np.testing.assert_array_equal(compiled.forest.predict(stacked)[:, 0], model.learner.model_.get_booster().inplace_predict(stacked))
     np.testing.assert_array_equal(compiled.uplift(rows), model.uplift(rows))
@@ -112,7 +118,7 @@ def test_one_hot_margins_walk_fewer_trees_and_equal_the_built_rows(registered_s_
     forest, arms = compiled.forest, compiled.arms
     booster = registered_s_learner.learner.model_.get_booster()
     rows = scoring_rows(forest, len(FEATURES), n=1200)
-    expected = xgboost_margins([booster], compiled._s_rows(rows))
+    expected = xgboost_margins([booster], s_rows(registered_s_learner.learner, rows))
     np.testing.assert_array_equal(forest.one_hot_margins(rows, arms), expected)
     for i in (0, 7, 1199):  # one user at a time (the serving call), through its own cached plan
         np.testing.assert_array_equal(forest.one_hot_margins(rows[i:i + 1], arms), expected[i * arms:(i + 1) * arms])
