@@ -1,5 +1,4 @@
 """The FastAPI decision service: surfaces, policy pipeline, feature and model clients, trace, routes."""
 
-# prometheus_client picks its value storage once, when first imported: importing Feast first sets
-# PROMETHEUS_MULTIPROC_DIR, which would put our counters in files shared by every registry of the process.
-import prometheus_client.values  # noqa: F401  (must stay before any Feast import)
+# Before any Feast import: infra pins prometheus_client's value storage to process memory (see infra/__init__.py).
+import infra  # noqa: F401

@@ -1,5 +1,10 @@
 """Service metrics are per registry, in process memory (not Feast's multiprocess files)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import feast  # noqa: F401  - imported first on purpose: it sets PROMETHEUS_MULTIPROC_DIR
 from prometheus_client import values
 
@@ -8,6 +13,20 @@ from serving.metrics import ServiceMetrics
 
 def test_value_storage_is_in_process_even_after_feast_is_imported():
     assert values.ValueClass is values.MutexValue
+
+
+def test_value_storage_is_in_process_when_the_variable_is_inherited(tmp_path):
+    # A service started by a process that imported Feast (a bench, the demo) inherits PROMETHEUS_MULTIPROC_DIR.
+    probe = (
+        "import os, serving, feast\n"
+        "from prometheus_client import values\n"
+        "print(values.ValueClass.__name__, os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True, check=True)
+    # in-memory values, and the variable is put back for Feast's own collector
+    assert out.stdout.split() == ["MutexValue", str(tmp_path)]
 
 
 def test_two_services_count_separately_and_total_filters_by_label():
