@@ -31,6 +31,7 @@ import yaml
 
 from bench.loadgen import LoadResult, encode_post, run_load
 from bench.decision_latency import start
+from bench.report import machine_line
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.launch import project_environment
 from simulator import ShopConfig
@@ -185,6 +186,8 @@ def main() -> None:
     n_open = int(args.rate * args.seconds)
     users = np.random.default_rng(0).integers(0, N_USERS, size=n_open)
     settings = HyperliftSettings()
+    machine = machine_line()
+    print(machine, flush=True)
     rows, segment_rows = [], []
     with project_environment(settings) as env, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(env)
@@ -249,8 +252,8 @@ def main() -> None:
     command = f".venv/bin/python -m bench.decision_load --rate {args.rate:.0f} --seconds {args.seconds:.0f} " \
               f"--workers {' '.join(map(str, args.workers))} --max-in-flight {args.max_in_flight}"
     table = "\n".join([
-        f"Command: `{command}` (after `make demo`), {os.cpu_count()} cores, load generator on the same machine, "
-        f"{n_open} requests per open-loop run.",
+        f"Command: `{command}` (after `make demo`), load generator on the same machine, {n_open} requests per "
+        f"open-loop run. Machine: {machine}.",
         "",
         "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | fallbacks | server CPU ms/req | closed loop, 32 conns: req/s (share not shed) |",
         "|---|---|---|---|---|---|---|---|---|",
