@@ -406,7 +406,7 @@ class DecisionService:
             if kept:
                 return Outcome(
                     actions[:kept], slate.adjusted_scores[:kept], slate.probabilities[:kept], pool,
-                    [float(s) for s in pool_scores], slate.first_slot, fallback, region, champion,
+                    np.asarray(pool_scores, np.float64).tolist(), slate.first_slot, fallback, region, champion,
                 )
             refused = [i for i, a in enumerate(pool) if a != actions[0]]  # a concurrent request took the last slot
             pool, pool_scores = [pool[i] for i in refused], pool_scores[refused]

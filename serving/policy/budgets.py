@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Literal
 
 import redis
@@ -211,12 +211,14 @@ def _micros(amount: float) -> int:
 
 
 def _utc_day(now: float) -> date:
-    """The UTC calendar day of a Unix time."""
-    return datetime.fromtimestamp(now, tz=UTC).date()
+    """The UTC calendar day of a Unix time (Unix time has no leap seconds: every day is DAY_S long)."""
+    return date.fromordinal(_EPOCH_ORDINAL + int(now // DAY_S))
 
 
 def _midnight(now: float) -> float:
     """Unix time of the start of `now`'s UTC day."""
-    day = _utc_day(now)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+    return (now // DAY_S) * DAY_S
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 

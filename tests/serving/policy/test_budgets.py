@@ -217,3 +217,18 @@ def test_pipelined_spend_and_refund_keep_exact_totals(redis_databases):
     pipe = client.pipeline(transaction=False)
     spend = budgets.queue_spend(pipe, "a")
     assert spend(pipe.execute(raise_on_error=False)) is True and budgets.spent("c") == pytest.approx(0.9, abs=1e-12)
+
+
+def test_utc_day_and_midnight_agree_with_datetime():
+    from datetime import UTC, datetime
+
+    from serving.policy.budgets import _midnight, _utc_day
+
+    rng = random.Random(0)
+    stamps = [MAY_1, MAY_1 - 1e-3, MAY_1 + 86_400.0 - 1e-3, 0.0, 951_782_400.0]  # midnights and either side; 2000-02-29
+    stamps += [rng.uniform(0, 4e9) for _ in range(2_000)]
+    for now in stamps:
+        expected = datetime.fromtimestamp(now, tz=UTC)
+        assert _utc_day(now) == expected.date(), now
+        midnight = datetime(expected.year, expected.month, expected.day, tzinfo=UTC).timestamp()
+        assert _midnight(now) == midnight, now
