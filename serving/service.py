@@ -117,6 +117,11 @@ async def run_steps_async(steps: Steps[T], client: AsyncRedis) -> T:
             outcome = None, exc
 
 
+def _argmax(scores: list) -> int:
+    """Position of the first highest score (as np.argmax, without turning the list into an array)."""
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
 class UnknownSurface(LookupError):
     """The request named a surface that no configuration file defines."""
 
@@ -597,6 +602,6 @@ class DecisionService:
             child(m.fallbacks, surface, outcome.fallback).inc()
         for action in outcome.actions:
             child(m.chosen, surface, action).inc()
-        scored = [s for s in outcome.candidate_scores if s is not None]
-        if len(scored) > 1 and outcome.actions[0] != outcome.candidates[int(np.argmax(outcome.candidate_scores))]:
+        scores = outcome.candidate_scores
+        if sum(s is not None for s in scores) > 1 and outcome.actions[0] != outcome.candidates[_argmax(scores)]:
             child(m.explored, surface).inc()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving.identity import user_key
 from serving.main import build_runtime, create_app
 from serving.schemas import DecisionRequest
-from serving.service import OVERLOADED, SAFE_MODE, run_steps
+from serving.service import OVERLOADED, SAFE_MODE, Outcome, run_steps
 from tests.serving.conftest import SURFACES, write_policy_dir
 
 PUSH = "push_reminder"
@@ -220,3 +220,20 @@ def test_a_refused_slot_ends_the_slate_and_later_grants_are_handed_back(serving_
     assert surface.caps.count("u1", "promos_per_day") == 2 and surface.budgets.spent("pct10_daily") == pytest.approx(0.1)
     assert service.metrics.total("hyperlift_cap_refusals_total", surface="slate") == 2
     clear_counters(serving_settings.redis_url)
+
+
+def test_a_decision_counts_as_explored_when_its_first_action_is_not_the_first_highest_score(runtime):
+    service = runtime.service
+
+    def explored(actions: list[str], scores: list) -> float:
+        before = service.metrics.total("hyperlift_explored_decisions_total", surface="push")
+        outcome = Outcome(actions, [0.0], [1.0], ["no_action", "push_reminder", "email"], scores, [1.0, 0.0, 0.0],
+                          None, None, None)
+        service._count("push", outcome, {})
+        return service.metrics.total("hyperlift_explored_decisions_total", surface="push") - before
+
+    assert explored(["push_reminder"], [0.1, 0.5, 0.5]) == 0  # ties: the first highest is the greedy one
+    assert explored(["email"], [0.1, 0.5, 0.5]) == 1
+    assert explored(["no_action"], [0.1, 0.5, 0.2]) == 1
+    assert explored(["email"], [None, None, None]) == 0  # unscored (one action survived the rules)
+    assert explored(["email"], [None, None, 0.3]) == 0  # a single score is no choice
