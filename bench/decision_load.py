@@ -1,7 +1,7 @@
 """Decision latency under load, side by side in one run with `feast serve` for the same feature service.
 
 Run after `make demo` (reads its registry, Redis dump and champion):
-    .venv/bin/python -m bench.decision_load [--rate 500] [--seconds 20] [--workers 1 2]
+    .venv/bin/python -m bench.decision_load [--rate 500] [--seconds 20] [--workers 1 2] [--repeats 3]
 
 For each uvicorn worker count it starts the decision service on a bench configuration (two surfaces):
   one      the demo champion, 1 candidate action (plus the neutral one) per request
@@ -162,16 +162,22 @@ def last_id(client: redis.Redis) -> str:
     return newest[0][0].decode() if newest else "0-0"
 
 
+def median_run(runs: list[LoadResult]) -> LoadResult:
+    """The run whose p99 is the median of the runs' (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run.percentiles()["p99"])[(len(runs) - 1) // 2]
+
+
 def row(
     label: str, open_loop: LoadResult, closed: LoadResult, fallbacks: dict[str, float] | None = None,
-    server_cpu_ms: float | None = None,
+    server_cpu_ms: float | None = None, runs: list[LoadResult] | None = None,
 ) -> str:
-    """One markdown table row."""
+    """One markdown table row: `open_loop` is the median run of `runs` (all of them: the p99 of each)."""
+    each = " / ".join(f"{run.percentiles()['p99']:.2f}" for run in runs or [open_loop])
     p = open_loop.percentiles()
     bad = sum(n for status, n in open_loop.statuses.items() if status != 200) + open_loop.errors
     answered = ", ".join(f"{reason} {share:.1%}" for reason, share in sorted((fallbacks or {}).items())) or "–"
     cpu = f"{server_cpu_ms:.2f}" if server_cpu_ms is not None else "–"
-    return (f"| {label} | {open_loop.achieved_rps:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p99.9']:.2f} | "
+    return (f"| {label} | {open_loop.achieved_rps:.0f} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p99.9']:.2f} | {each} | "
             f"{bad} | {answered} | {cpu} | {closed.achieved_rps:.0f} ({closed.policy_share:.0%}) |")
 
 
@@ -182,6 +188,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-in-flight", type=int, default=8, help="admission limit per worker (the default)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="open-loop runs per row; the table shows the run with the median p99, and every run's p99")
     args = parser.parse_args()
     n_open = int(args.rate * args.seconds)
     users = np.random.default_rng(0).integers(0, N_USERS, size=n_open)
@@ -214,15 +222,18 @@ def main() -> None:
                     start_id = last_id(client)
                     print(f"decisions, {surface}, {workers} worker(s): open loop {args.rate:.0f}/s ...", flush=True)
                     cpu_before = tree_cpu_s(server.pid)
-                    open_loop = run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
-                    server_cpu_ms = (tree_cpu_s(server.pid) - cpu_before) / max(len(open_loop.latencies_ms), 1) * 1000.0
+                    runs = [run_load("127.0.0.1", port, requests, n_open, rate=args.rate, connections=64)
+                            for _ in range(args.repeats)]
+                    answered = sum(len(run.latencies_ms) for run in runs)
+                    server_cpu_ms = (tree_cpu_s(server.pid) - cpu_before) / max(answered, 1) * 1000.0
+                    open_loop = median_run(runs)
                     segments, fallbacks = traces_since(client, start_id)
                     start_id = last_id(client)
                     closed = run_load("127.0.0.1", port, requests, n_open, rate=0, connections=32, timeout_s=args.seconds)
                     _, closed_fallbacks = traces_since(client, start_id)
                     closed.policy_share = 1.0 - closed_fallbacks.get("overloaded", 0.0)
                     label = f"decision, {'1 candidate' if surface == 'one' else '50 candidates'}, {workers} worker(s)"
-                    rows.append(row(label, open_loop, closed, fallbacks, server_cpu_ms))
+                    rows.append(row(label, open_loop, closed, fallbacks, server_cpu_ms, runs))
                     segment_rows.append(
                         f"| {label} | " + " | ".join(
                             f"{segments[s]['p50']:.2f} / {segments[s]['p99']:.2f}" if s in segments else "–"
@@ -250,13 +261,14 @@ def main() -> None:
             feast.terminate()
             feast.wait(timeout=30)
     command = f".venv/bin/python -m bench.decision_load --rate {args.rate:.0f} --seconds {args.seconds:.0f} " \
-              f"--workers {' '.join(map(str, args.workers))} --max-in-flight {args.max_in_flight}"
+              f"--workers {' '.join(map(str, args.workers))} --max-in-flight {args.max_in_flight} --repeats {args.repeats}"
     table = "\n".join([
         f"Command: `{command}` (after `make demo`), load generator on the same machine, {n_open} requests per "
-        f"open-loop run. Machine: {machine}.",
+        f"open-loop run, {args.repeats} open-loop runs per decision row (p50/p99/p99.9 of the run with the median p99). "
+        f"Machine: {machine}.",
         "",
-        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | non-200 | fallbacks | server CPU ms/req | closed loop, 32 conns: req/s (share not shed) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| path | achieved req/s | p50 ms | p99 ms | p99.9 ms | p99 of each run | non-200 | fallbacks | server CPU ms/req | closed loop, 32 conns: req/s (share not shed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes (decision traces of the open-loop runs; p50 / p99 ms; HTTP = client p50 − service p50):",
