@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -282,8 +283,11 @@ def main() -> None:
     text = DOCS.read_text()
     if begin in text:
         text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
-    else:
-        text += f"\n### Decision latency at {args.rate:.0f} requests/s\n\n{begin}\n{table}\n{end}\n"
+    else:  # a new rate: after the last decision_load section, or at the end
+        section = f"\n### Decision latency at {args.rate:.0f} requests/s\n\n{begin}\n{table}\n{end}\n"
+        ends = [m.end() for m in re.finditer(r"<!-- decision_load:\d+:end -->\n", text)]
+        at = ends[-1] if ends else len(text)
+        text = text[:at] + section + text[at:]
     DOCS.write_text(text)
     print(f"\nwrote {DOCS}")
 
