@@ -23,7 +23,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         if declared_too_large(scope, self.max_bytes):
-            await self._refuse(send)
+            await refuse(send, self.max_bytes)
             return
         seen = 0
 
@@ -47,10 +47,7 @@ class BodyLimit:
             await self.app(scope, limited, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        await refuse(send, self.max_bytes)
+                await refuse(send, self.max_bytes)
 
 
 def declared_too_large(scope: Scope, max_bytes: int) -> bool:
@@ -61,7 +58,11 @@ def declared_too_large(scope: Scope, max_bytes: int) -> bool:
 
 async def refuse(send: Send, max_bytes: int) -> None:
     """Send the 413 answer to a body over `max_bytes`."""
-    body = json.dumps({"detail": f"request body too large: at most {max_bytes} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await send_json(send, 413, json.dumps({"detail": f"request body too large: at most {max_bytes} bytes"}).encode())
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """Answer with `status` and the JSON `body` straight from ASGI (start, then the whole body)."""
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

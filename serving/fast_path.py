@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from serving.body_limit import declared_too_large, refuse
+from serving.body_limit import declared_too_large, refuse, send_json
 from serving.routes.decisions import answer
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,4 @@ class DecisionFastPath:
             log.exception("decision request failed: answered 500 (counted in hyperlift_decision_request_errors)")
             self.state.runtime.service.metrics.request_errors.inc()
             status, body = 500, INTERNAL_ERROR
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
