@@ -24,7 +24,7 @@ from bench.report import DOCS, write_section
 from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import user_vectors
 from infra.settings import HyperliftSettings
-from serving.candidates import HnswParams, ItemIndex, recall_at_k
+from serving.decision.candidates import HnswParams, ItemIndex, recall_at_k
 from simulator import ShopConfig, build_shop
 from simulator.choice import choice_probabilities
 from training.embeddings import ImplicitALS, interaction_matrix

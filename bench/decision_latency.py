@@ -33,9 +33,9 @@ from infra.launch import project_environment
 from simulator import ShopConfig
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.config import ServingSettings
-from serving.main import build_runtime
-from serving.schemas import DecisionRequest
+from serving.core.config import ServingSettings
+from serving.core.runtime import build_runtime
+from serving.core.schemas import DecisionRequest
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -69,12 +69,12 @@ def start(command: list[str], env: dict[str, str], health_url: str) -> subproces
 # (label, owner, attribute): calls timed with time.process_time (CPU of the whole process: the trace writer's thread
 # included), inclusive of what they call; "rest" is the decision minus these.
 SEGMENTS = [
-    ("features + counters round trip (build, Redis I/O, parse)", "serving.service:DecisionService", "_read"),
-    ("  Redis I/O of both round trips (inside the read and reservation rows)", "serving.round_trip:RoundTrip", "execute"),
-    ("model score (all arms)", "serving.scoring:CompiledUplift", "uplift"),
-    ("slate draw", "serving.service", "draw_slate"),
-    ("reservation round trip", "serving.service:DecisionService", "_reserve"),
-    ("response, trace record, metrics, log", "serving.service:DecisionService", "_respond"),
+    ("features + counters round trip (build, Redis I/O, parse)", "serving.decision.service:DecisionService", "_read"),
+    ("  Redis I/O of both round trips (inside the read and reservation rows)", "serving.store.round_trip:RoundTrip", "execute"),
+    ("model score (all arms)", "serving.decision.scoring:CompiledUplift", "uplift"),
+    ("slate draw", "serving.decision.service", "draw_slate"),
+    ("reservation round trip", "serving.decision.service:DecisionService", "_reserve"),
+    ("response, trace record, metrics, log", "serving.decision.service:DecisionService", "_respond"),
 ]
 
 

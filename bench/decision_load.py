@@ -38,8 +38,8 @@ from infra.launch import project_environment
 from simulator import ShopConfig
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.decision_log import DECISION_STREAM
-from serving.surfaces import DEFAULT_CONFIG_DIR
+from serving.store.decision_log import DECISION_STREAM
+from serving.decision.surfaces import DEFAULT_CONFIG_DIR
 from training.learners import SLearner
 from training.lifecycle import alias_version
 from training.pyfunc import UpliftModel

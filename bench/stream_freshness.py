@@ -32,7 +32,7 @@ from feature_repo.store import feature_store
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.features import FeatureClient
+from serving.store.features import FeatureClient
 from simulator import ShopConfig
 
 SECTION = "## Streaming freshness (POST /v1/events → online)"

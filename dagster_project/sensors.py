@@ -6,7 +6,7 @@ import dagster as dg
 
 from dagster_project.jobs import decision_log_job
 from dagster_project.resources import RedisResource
-from serving.decision_log import stream_backlog
+from serving.store.decision_log import stream_backlog
 
 # How often the streams are checked; they are capped (MAXLEN), so a drain must come round before they fill.
 DRAIN_INTERVAL_S = int(os.environ.get("HYPERLIFT_DECISION_DRAIN_INTERVAL_S", "60"))

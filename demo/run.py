@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +24,7 @@ from demo.traffic import Served, send_decisions, wait_healthy
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
+from serving.store.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
 from simulator import ShopConfig, build_shop
 
 # The ground truth is scored on the same attribution window the training labels use.
@@ -78,8 +79,8 @@ def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) 
     return _materializations(result), {"promoted": gate.passed, "reasons": reasons}
 
 
-def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> Served:
-    """Start uvicorn with the champion, send one decision per user id, stop it."""
+def serve_and_query(env: dict[str, str], user_ids: np.ndarray, day: datetime) -> Served:
+    """Start uvicorn with the champion, send one decision per user id through the simulated `day`, stop it."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -90,7 +91,7 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray) -> Served:
     try:
         health = wait_healthy(base_url)
         print(f"  service up at {base_url}: {health}", flush=True)
-        return send_decisions(base_url, user_ids)
+        return send_decisions(base_url, user_ids, day=day)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -122,8 +123,9 @@ def main() -> int:
         unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
         cleared = clear_policy_counters(redis.Redis.from_url(env["REDIS_URL"]))
         print(f"  cleared {cleared} cap/budget counters of earlier demo runs (the demo replays the same users)")
-        clock = {"HYPERLIFT_SERVING_NOW": shop_config.end.isoformat()}  # the shop's features are fresh at its end
-        served = serve_and_query({**env, **clock}, np.concatenate([known, unknown]))
+        # The service runs on a simulated clock: the day after the shop's period, when its features are fresh.
+        clock = {"HYPERLIFT_SERVING_NOW": shop_config.end.isoformat()}
+        served = serve_and_query({**env, **clock}, np.concatenate([known, unknown]), shop_config.end)
         timings["serving_s"] = time.perf_counter() - started
 
         client = redis.Redis.from_url(env["REDIS_URL"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import httpx
 import numpy as np
@@ -38,12 +39,28 @@ def wait_healthy(base_url: str, timeout_s: float = 60.0) -> dict:
     raise TimeoutError(f"decision service at {base_url} not healthy after {timeout_s}s (last error: {last_error})")
 
 
-def send_decisions(base_url: str, user_ids: np.ndarray, surface: str = "home", report_every: int = 1000) -> Served:
-    """POST one /v1/decisions per user id over one keep-alive connection; raises on any non-200 answer."""
+def send_decisions(
+    base_url: str,
+    user_ids: np.ndarray,
+    surface: str = "home",
+    report_every: int = 1000,
+    day: datetime | None = None,
+    clock_steps: int = 96,
+) -> Served:
+    """POST one /v1/decisions per user id over one keep-alive connection; raises on any non-200 answer.
+
+    With `day` (the service runs on a simulated clock), the requests are spread over that day: the clock moves
+    forward `clock_steps` times (POST /v1/admin/clock), so caps count and budgets pace as users arriving through
+    the day would see them, and the trace is stamped in that day.
+    """
     actions, fallbacks, propensities, rtt, arms = [], [], [], [], []
     model, feature_service = None, None
+    n = len(user_ids)
     with httpx.Client(base_url=base_url, timeout=5.0) as client:
         for i, user_id in enumerate(user_ids, start=1):
+            if day is not None and ((i - 1) * clock_steps) // n != ((i - 2) * clock_steps) // n:
+                instant = day + timedelta(days=1) * (((i - 1) * clock_steps) // n) / clock_steps
+                client.post("/v1/admin/clock", json={"now": instant.isoformat()}).raise_for_status()
             started = time.perf_counter()
             response = client.post("/v1/decisions", json={"user_id": int(user_id), "surface": surface})
             rtt.append((time.perf_counter() - started) * 1000.0)

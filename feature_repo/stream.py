@@ -278,7 +278,7 @@ class StreamUpdater:
         pipe = self.client.pipeline(transaction=False)
         received = now.timestamp()
         for row in rejected:
-            # serving.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
+            # serving.store.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
             record = {"quarantine_id": uuid.uuid4().hex, "ts": received, "event_id": row["event_id"],
                       "rule": row["rule"], "reason": row["reason"], "event": events[row["index"]]}
             pipe.xadd(QUARANTINE_STREAM, {"record": json.dumps(record, default=str)},

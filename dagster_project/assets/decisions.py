@@ -1,7 +1,7 @@
 """Decision log: the decision and outcome streams drained into the lake, and each day's decisions with their outcomes.
 
 Lake layout: `decisions/date=YYYY-MM-DD/part-*.parquet` and `outcomes/date=.../part-*.parquet` (one file per drained
-batch and UTC date, read back deduplicated with `serving.decision_log.read_partitions`), and
+batch and UTC date, read back deduplicated with `serving.store.decision_log.read_partitions`), and
 `decision_outcomes/date=YYYY-MM-DD.parquet` (one file per partition: the day's decisions + converted, revenue,
 n_outcomes).
 """
@@ -15,7 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_project.resources import DataLakeResource, RedisResource
-from serving.decision_log import (
+from serving.store.decision_log import (
     DECISION_FORMAT,
     OUTCOME_FORMAT,
     QUARANTINE_FORMAT,

@@ -23,7 +23,7 @@ from dagster_project.resources import DataLakeResource, FeastResource, RedisReso
 from dagster_project.resources.data_lake import EMBEDDING_MANIFEST, ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import EMBEDDING_DIM, next_stamp, user_embedding_rows
 from feature_repo.materialize import fast_materialize
-from serving.candidates import HnswParams, ItemIndex, recall_at_k
+from serving.decision.candidates import HnswParams, ItemIndex, recall_at_k
 from training.embeddings import INTERACTION_WEIGHTS, ImplicitALS, active_users, fold_in_users, interaction_matrix
 
 RECALL_K = 50

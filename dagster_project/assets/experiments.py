@@ -6,7 +6,7 @@ import pandas as pd
 
 from dagster_project.assets.decisions import DECISION_DAYS, decision_outcomes_table
 from dagster_project.resources import DataLakeResource
-from serving.experiments import DEFAULT_EXPERIMENTS_PATH, load_experiments
+from serving.decision.experiments import DEFAULT_EXPERIMENTS_PATH, load_experiments
 from training.experiment_readout import experiment_readout as build_readout
 from training.experiment_readout import readout_figure
 

@@ -22,7 +22,7 @@ USER_ACTIVITY = ACTIVITY_TABLE
 USER_PROFILE = PROFILE_TABLE
 TRAINING_SET = "training/training_set.parquet"
 USER_EMBEDDING = USER_EMBEDDING_TABLE
-ITEM_INDEX_DIR = "embeddings/items"  # item vectors (parquet) + HNSW graph: serving.candidates.ItemIndex.load
+ITEM_INDEX_DIR = "embeddings/items"  # item vectors (parquet) + HNSW graph: serving.decision.candidates.ItemIndex.load
 EMBEDDING_MANIFEST = "embeddings/manifest.json"  # watermarks and parameters of the last full train and refresh
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import redis
 
 from feature_repo.stream import QUARANTINE_STREAM
-from serving.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
+from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
 
 
 class RedisResource(dg.ConfigurableResource):

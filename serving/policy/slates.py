@@ -32,7 +32,10 @@ class Slate:
     probabilities: list[float]  # slot j: probability that slot j picked indices[j], given slots < j
     slate_probability: float  # product of the above: probability of this ordered slate
     adjusted_scores: list[float]  # diversity-penalised score of each chosen item at the time it was picked
-    first_slot: list[float]  # the first slot's distribution over all K candidates (what a trace logs)
+    first_slot: list[float]  # the first slot's distribution over all K candidates
+    # slot j's distribution over all K candidates given slots < j (0 for the ones already chosen): what the decision
+    # record logs per slot, so off-policy evaluation of slates has every position's probabilities
+    slot_distributions: list[list[float]]
 
 
 def draw_slate(
@@ -58,6 +61,7 @@ def draw_slate(
     probabilities: list[float] = []
     adjusted_scores: list[float] = []
     first_slot: list[float] = []
+    slot_distributions: list[list[float]] = []
     # Overflow to -inf inside softmax is harmless (see exploration); one errstate for the whole slate, not per slot.
     with np.errstate(over="ignore", invalid="ignore"):
         for slot in range(min(size, values.size)):
@@ -65,6 +69,11 @@ def draw_slate(
             slot_probabilities = distribution(adjusted, exploration)
             if slot == 0:
                 first_slot = slot_probabilities.tolist()
+                slot_distributions.append(first_slot)
+            else:
+                over_all = np.zeros(values.size)
+                over_all[remaining] = slot_probabilities
+                slot_distributions.append(over_all.tolist())
             pick = sample(slot_probabilities, rng)
             chosen = int(remaining[pick])
             indices.append(chosen)
@@ -73,7 +82,7 @@ def draw_slate(
             if penalty > 0.0:
                 overlap += features @ features[chosen]
             remaining = remaining[remaining != chosen]
-    return Slate(indices, probabilities, math.prod(probabilities), adjusted_scores, first_slot)
+    return Slate(indices, probabilities, math.prod(probabilities), adjusted_scores, first_slot, slot_distributions)
 
 
 def _penalised(values: np.ndarray, overlap: np.ndarray, remaining: np.ndarray, penalty: float, slot: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from dagster_project.definitions import defs
 from dagster_project.jobs import decision_log_job
 from dagster_project.resources import DataLakeResource, RedisResource
 from dagster_project.sensors import decision_log_sensor
-from serving.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, read_partition
+from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, read_partition
 from training.outcome_join import DECISION_OUTSIDE_WINDOW, NO_DECISION_IN_WINDOW
 
 DAY = "2026-10-02"

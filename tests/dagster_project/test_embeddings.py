@@ -18,8 +18,8 @@ from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, 
 from feature_repo.contracts import validate_events
 from feature_repo.definitions import CANDIDATES_FEATURE_SERVICE
 from feature_repo.embeddings import EMBEDDING_DIM, EMBEDDING_FEATURES, next_stamp, user_vectors
-from serving.candidates import ItemIndex, user_vector
-from serving.features import FeatureClient
+from serving.decision.candidates import ItemIndex, user_vector
+from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
 from training.embeddings import ImplicitALS, active_users, fold_in_users, interaction_matrix
 

@@ -15,8 +15,8 @@ from dagster_project.assets.experiments import (
     experiment_readout,
 )
 from dagster_project.resources import DataLakeResource
-from serving.experiments import DEFAULT_EXPERIMENTS_PATH, ExperimentAssigner, arms_by_experiment, load_experiments
-from serving.identity import user_key
+from serving.decision.experiments import DEFAULT_EXPERIMENTS_PATH, ExperimentAssigner, arms_by_experiment, load_experiments
+from serving.decision.identity import user_key
 
 DAY = "2026-10-02"
 

@@ -15,7 +15,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.partitions import shop_days
 from dagster_project.resources import MlflowResource, build_resources
 from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING_SET, USER_ACTIVITY, VALIDATED_EVENTS
-from serving.config import ServingSettings
+from serving.core.config import ServingSettings
 from serving.main import create_app
 from simulator import ShopConfig
 from infra.settings import HyperliftSettings

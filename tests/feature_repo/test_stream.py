@@ -17,7 +17,7 @@ from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
 from feature_repo.stream import QUARANTINE_STREAM, StreamUpdater, parse_tiles, tiles_frame, tiles_key
 from feature_repo.transforms import ACTIVITY_FEATURES, event_tiles, merge_tiles, snapshots_from_tiles
-from serving.features import FeatureClient
+from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
 from simulator.arrival import arrival_days
 from tests.feature_repo.factories import START, event

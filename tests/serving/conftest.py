@@ -11,7 +11,7 @@ import yaml
 
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
-from serving.config import ServingSettings
+from serving.core.config import ServingSettings
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
 from training.pyfunc import UpliftModel

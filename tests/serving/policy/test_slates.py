@@ -166,9 +166,28 @@ def test_a_slate_of_one_is_exactly_action_probabilities_then_draw(exploration):
         pick = draw(probabilities, twin)
         assert slate == Slate(
             [pick], [float(probabilities[pick])], float(probabilities[pick]), [float(scores[pick])],
-            probabilities.tolist(),
+            probabilities.tolist(), [probabilities.tolist()],
         )
         assert rng.bit_generator.state == twin.bit_generator.state
+
+
+def test_each_slot_logs_its_distribution_over_all_candidates_given_the_slots_before():
+    scores = np.array([0.3, 0.5, 0.1, 0.5, -0.4])
+    attributes = one_hot(["a", "b", "a", "b", "c"])
+    exploration = Exploration(method="softmax", temperature=0.2, floor=0.05)
+    slate = draw_slate(scores, attributes, 3, 0.25, exploration, np.random.default_rng(11))
+    assert len(slate.slot_distributions) == 3 and slate.slot_distributions[0] == slate.first_slot
+    taken: list[int] = []
+    overlap = np.zeros(5)
+    for slot, (pick, distribution) in enumerate(zip(slate.indices, slate.slot_distributions)):
+        remaining = [i for i in range(5) if i not in taken]
+        expected = np.zeros(5)
+        expected[remaining] = action_probabilities(scores[remaining] - 0.25 * overlap[remaining], exploration)
+        assert distribution == pytest.approx(expected.tolist(), abs=1e-15)
+        assert [distribution[i] for i in taken] == [0.0] * slot  # a chosen candidate cannot be drawn again
+        assert distribution[pick] == slate.probabilities[slot] and sum(distribution) == pytest.approx(1.0, abs=1e-12)
+        taken.append(pick)
+        overlap += attributes @ attributes[pick]
 
 
 def test_each_slot_spends_exactly_one_uniform():

@@ -1,0 +1,1 @@
+"""The HTTP edge: the decision fast path ahead of FastAPI, body limits, dependencies and the routes."""

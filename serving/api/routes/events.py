@@ -1,0 +1,33 @@
+"""POST /v1/events."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, HTTPException, Response, status
+
+from serving.api.deps import RuntimeDep
+from serving.core.schemas import EventBatch, EventsApplied
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.post("/events", response_model=EventsApplied, status_code=status.HTTP_202_ACCEPTED)
+def ingest_events(batch: EventBatch, runtime: RuntimeDep, response: Response) -> EventsApplied:
+    """Validate events against the contracts and update the users' online features before answering.
+
+    202: some events were applied (refused ones are listed with their rule). 200: every event was a replay of one
+    already applied. 422: none was applied and some broke a rule. 503: Redis failed; retrying is safe.
+    """
+    try:
+        result = runtime.events.apply(batch.events)
+    except redis.exceptions.RedisError as exc:
+        raise HTTPException(status_code=503, detail=f"events not applied, retry (replays are ignored): {exc}") from exc
+    body = EventsApplied(
+        accepted=result.accepted, rejected=result.rejected, users_updated=result.users_updated,
+        rows_written=result.rows_written,
+    )
+    if result.accepted == 0:
+        if not runtime.events.only_replays(result):
+            raise HTTPException(status_code=422, detail=body.model_dump())
+        response.status_code = status.HTTP_200_OK
+    return body

@@ -1,0 +1,96 @@
+"""The worker's runtime: everything start-up builds (stores, champions, the decision service, the intakes) and
+shutdown stops. Routes reach it through `serving.api.deps`; `serving.main` only assembles the app around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from feature_repo.event_time import Lateness
+from feature_repo.online_writer import OnlineWriter
+from feature_repo.store import feature_store
+from feature_repo.stream import StreamUpdater
+from feature_repo.transforms import REGIONS
+from serving.core.clock import Clock
+from serving.core.config import ServingSettings
+from serving.decision.champion import ChampionWatcher, load_champions, model_keys
+from serving.decision.experiments import ExperimentAssigner, load_experiments
+from serving.decision.service import DecisionService
+from serving.decision.surfaces import load_policy_config
+from serving.ops.admission import Admission
+from serving.ops.breaker import CircuitBreaker
+from serving.ops.metrics import ServiceMetrics
+from serving.ops.safe_mode import SafeMode
+from serving.store.events import EventIntake
+from serving.store.feature_cache import LastKnownGood
+from serving.store.outcomes import OutcomeLog
+from serving.store.redis_async import AsyncRedis
+from serving.store.trace import TraceWriter
+
+
+@dataclass
+class Runtime:
+    """Everything the app starts at start-up and stops at shutdown."""
+
+    service: DecisionService
+    outcomes: OutcomeLog
+    events: EventIntake
+    watcher: ChampionWatcher
+    admission: Admission
+    settings: ServingSettings
+
+    def start(self) -> None:
+        """Start the background threads (safe-mode poll, champion watcher)."""
+        self.service.safe_mode.start()
+        self.watcher.start()
+
+    def stop(self) -> None:
+        """Stop the threads and write the queued trace records."""
+        self.watcher.stop()
+        self.service.safe_mode.stop()
+        self.service.trace.close()
+        if self.service.async_client is not None:
+            self.service.async_client.close()
+
+
+def build_runtime(settings: ServingSettings) -> Runtime:
+    """Validate the policy files, open the stores, load the champions, and wire the service."""
+    config = load_policy_config(settings.config_dir, REGIONS)  # a bad file stops start-up here, with its name
+    experiments = ExperimentAssigner(load_experiments(settings.experiments_file))
+    platform = settings.platform()
+    timeout_s = settings.redis_timeout_ms / 1000.0
+    store = feature_store(settings.redis_url, platform, redis_timeout_s=timeout_s)
+    champions = load_champions(platform.mlflow_uri, config, store)
+    # retry=None: redis-py's default retries would hold a decision for seconds when Redis hangs.
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
+    metrics = ServiceMetrics()
+    clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
+    trace = TraceWriter(
+        client, settings.decision_stream, settings.decision_stream_maxlen, settings.trace_queue_size,
+        on_drop=metrics.decision_log_failures.inc,
+    )
+    service = DecisionService(
+        config, champions, client, trace, experiments,
+        SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s),
+        np.random.default_rng(settings.seed), settings.hash_salt, metrics,
+        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+        LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
+        clock=clock,
+        async_client=AsyncRedis(settings.redis_url, timeout_s),  # the decisions' round trips on the event loop
+    )
+    service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
+    watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
+    outcomes = OutcomeLog(client, settings.outcome_stream, settings.hash_salt, clock.time)
+    # The event path has its own connections: a longer timeout than the decisions' (see the setting).
+    events_timeout_s = settings.events_redis_timeout_ms / 1000.0
+    events_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=events_timeout_s, socket_connect_timeout=events_timeout_s, retry=None
+    )
+    events_store = feature_store(settings.redis_url, platform, redis_timeout_s=events_timeout_s)
+    updater = StreamUpdater(
+        OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
+    )
+    events = EventIntake(updater, metrics.registry)
+    return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings)

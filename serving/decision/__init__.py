@@ -1,0 +1,1 @@
+"""The decision pipeline: surfaces and experiments, champions and their compiled scorers, the service."""

@@ -1,0 +1,116 @@
+"""POST /v1/events against real Redis, Feast and MLflow: streamed events continue the batch's state, the online row
+equals the batch transform, bad input gets a 4xx with the contract rule, faults a 503."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from feature_repo.contracts import validate_events
+from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from feature_repo.stream import write_tiles
+from feature_repo.transforms import ACTIVITY_FEATURES, event_tiles, merge_tiles, snapshots_from_tiles
+from serving.store.features import FeatureClient
+from serving.main import create_app
+from simulator import build_shop, simulate_events
+from tests.serving.conftest import SHOP
+
+END = pd.Timestamp(SHOP.end)  # the service's clock (HYPERLIFT_SERVING_NOW, tests/serving/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def batch_tiles(served_world) -> pd.DataFrame:
+    """The tiles of the events the batch accepted for the served shop, loaded into Redis as the pipeline does."""
+    _, redis_url, _ = served_world
+    accepted = validate_events(simulate_events(build_shop(SHOP)), END).accepted
+    tiles = event_tiles(accepted)
+    write_tiles(redis.Redis.from_url(redis_url), tiles)
+    return tiles
+
+
+@pytest.fixture
+def client(serving_settings, batch_tiles):
+    with TestClient(create_app(serving_settings)) as test_client:
+        yield test_client
+
+
+def page_view(event_id: str, user: int, ts: pd.Timestamp, **fields) -> dict:
+    return {"event_id": event_id, "event_type": "page_view", "event_version": 1, "ts": ts.isoformat(),
+            "user_id": user, "session_id": f"s-{event_id}", "item_id": 3, "category_id": 4, "price": 12.5,
+            "device": "mobile", "region": "south", **fields}
+
+
+def online(client: TestClient, user: int):
+    store = client.app.state.runtime.events.updater.writer.store
+    return FeatureClient(store, UPLIFT_FEATURE_SERVICE).read(user, list(ACTIVITY_FEATURES))
+
+
+def test_a_streamed_event_adds_to_the_batch_state_and_the_row_equals_the_batch_transform(client, batch_tiles):
+    user = int(batch_tiles["user_id"].iloc[0])
+    before = online(client, user)
+    events = [page_view("s1", user, END - pd.Timedelta(hours=2)), page_view("s2", user, END - pd.Timedelta(days=1, hours=3))]
+    response = client.post("/v1/events", json={"events": events})
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 2, "rejected": [], "users_updated": 1, "rows_written": 1}
+    after = online(client, user)
+    assert after.by_name["page_views_total"] == before.by_name["page_views_total"] + 2
+    streamed = pd.DataFrame(events).assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
+    for name in ("item_id", "category_id", "user_id", "event_version"):
+        streamed[name] = streamed[name].astype("Int64")
+    for name in ("revenue", "propensity", "action_id", "surface"):
+        streamed[name] = None
+    expected = snapshots_from_tiles(merge_tiles(batch_tiles, event_tiles(streamed)), np.array([user]),
+                                    pd.DatetimeIndex([END]))
+    np.testing.assert_array_equal(after.values, expected[list(ACTIVITY_FEATURES)].to_numpy(np.float32)[0])
+    assert after.event_timestamps["user_activity_fv"] == END.to_pydatetime()
+    decision = client.post("/v1/decisions", json={"user_id": user, "surface": "home"}).json()
+    assert decision["fallback"] is None  # the streamed row is fresh by the view's contract
+    metrics = client.get("/metrics").text
+    assert "hyperlift_events_accepted_total 2.0" in metrics
+
+
+def test_a_replay_is_200_and_a_bad_event_is_422_with_its_rule(client, batch_tiles):
+    user = int(batch_tiles["user_id"].iloc[1])
+    event = page_view("r1", user, END - pd.Timedelta(hours=1))
+    assert client.post("/v1/events", json={"events": [event]}).status_code == 202
+    replay = client.post("/v1/events", json={"events": [event]})
+    assert replay.status_code == 200
+    assert replay.json()["rejected"] == [
+        {"index": 0, "event_id": "r1", "rule": "event_id.unique", "reason": "duplicate of an event accepted earlier"}
+    ]
+    cases = [
+        ({**event, "event_id": "b1", "user_id": "alice"}, "user_id.type"),
+        ({**event, "event_id": "b2", "event_type": "teleport"}, "event_type.known"),
+        ({**event, "event_id": "b3", "ts": (END + pd.Timedelta(hours=1)).isoformat()}, "ts.not_future"),
+        ({**event, "event_id": "b4", "ts": (END - pd.Timedelta(days=4)).isoformat()}, "ts.beyond_watermark"),
+        ({**event, "event_id": "b5", "event_type": "purchase", "revenue": -3.0}, "revenue.range"),
+        ({k: v for k, v in event.items() if k != "ts"} | {"event_id": "b6"}, "ts.required"),
+    ]
+    for bad, rule in cases:
+        response = client.post("/v1/events", json={"events": [bad]})
+        assert response.status_code == 422, rule
+        assert [r["rule"] for r in response.json()["detail"]["rejected"]] == [rule]
+    counted = client.get("/metrics").text
+    assert 'hyperlift_events_rejected_total{rule="ts.beyond_watermark"} 1.0' in counted
+
+
+def test_malformed_and_oversized_calls_are_refused_before_the_contracts(client, batch_tiles):
+    assert client.post("/v1/events", json={"events": []}).status_code == 422
+    assert client.post("/v1/events", json={"events": ["not an object"]}).status_code == 422
+    assert client.post("/v1/events", json={"event": {}}).status_code == 422
+    many = [page_view(f"m{i}", 1, END - pd.Timedelta(hours=1)) for i in range(501)]
+    response = client.post("/v1/events", content=b'{"events": [' + b",".join([b'{"a": 1}'] * 501) + b"]}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "at most 500" in response.text
+    assert client.post("/v1/events", json={"events": many}).status_code == 413  # over the 64 kB body limit
+
+
+def test_redis_failing_gives_503_and_is_counted(client, batch_tiles):
+    runtime = client.app.state.runtime
+    runtime.events.updater.client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.05, retry=None)
+    response = client.post("/v1/events", json={"events": [page_view("f1", 2, END - pd.Timedelta(hours=1))]})
+    assert response.status_code == 503 and "retry" in response.json()["detail"]
+    assert "hyperlift_event_batches_failed_total 1.0" in client.get("/metrics").text
