@@ -1,10 +1,18 @@
-"""Configuration of the simulated shop: sizes, time span, seed and noise levels."""
+"""Configuration of the simulated shop: sizes, time span, seed, noise levels and the purchase-delay model.
+
+Named shops (`SHOPS`, `shop_config(name)`):
+
+* ``default``: today's shop, purchase delay ~ Exponential(mean_purchase_delay_hours = 10 h) for every action;
+* ``late_weibull``: the same world with ``delay_model="weibull_by_action"``: delay | action a ~ Weibull(k_a, η_a),
+  P(D > t) = exp(−(t/η_a)^k_a), shapes and means per action in `simulator.response.WEIBULL_DELAYS`. It exists so
+  that delay correction is tested where the exponential of the seed paper is wrong.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 # Environment variables that override the defaults, mapped to the field they set.
@@ -17,6 +25,11 @@ ENV_VARIABLES: dict[str, str] = {
 
 # The two category discounts in actions.py target categories 1 and 3, so a shop needs at least 4.
 MIN_CATEGORIES = 4
+
+# How long after its exposure a purchase lands (simulator.response implements each):
+#   exponential        P(D > t) = exp(−t / mean_purchase_delay_hours), the same for every action (the default);
+#   weibull_by_action  P(D > t) = exp(−(t / η_a)^k_a), shape and mean per action (mean_purchase_delay_hours unused).
+DELAY_MODELS: tuple[str, ...] = ("exponential", "weibull_by_action")
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class ShopConfig:
     corrupt_rate: float = 0.002
     attribution_window_hours: float = 72.0
     mean_purchase_delay_hours: float = 10.0
+    delay_model: str = "exponential"
 
     def __post_init__(self) -> None:
         """Reject configs that cannot describe a shop, saying which field to fix and how."""
@@ -72,6 +86,8 @@ class ShopConfig:
             raise ValueError(
                 f"ShopConfig.mean_purchase_delay_hours must be > 0, got {self.mean_purchase_delay_hours!r}"
             )
+        if self.delay_model not in DELAY_MODELS:
+            raise ValueError(f"ShopConfig.delay_model must be one of {list(DELAY_MODELS)}, got {self.delay_model!r}")
 
     @property
     def end(self) -> datetime:
@@ -95,3 +111,17 @@ class ShopConfig:
             values[field_name] = parsed
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+# Named shops: the same world (users, items, responses) with different purchase-delay models.
+SHOPS: dict[str, ShopConfig] = {
+    "default": ShopConfig(),
+    "late_weibull": ShopConfig(delay_model="weibull_by_action"),
+}
+
+
+def shop_config(name: str, **overrides: object) -> ShopConfig:
+    """The named shop of SHOPS with fields overridden, e.g. shop_config("late_weibull", n_users=5_000)."""
+    if name not in SHOPS:
+        raise ValueError(f"unknown shop {name!r}; named shops are {sorted(SHOPS)} (see simulator.config.SHOPS)")
+    return replace(SHOPS[name], **overrides)  # type: ignore[arg-type]

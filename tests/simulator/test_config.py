@@ -16,6 +16,7 @@ def test_defaults_match_the_documented_world() -> None:
     assert c.corrupt_rate == 0.002
     assert c.attribution_window_hours == 72.0
     assert c.mean_purchase_delay_hours == 10.0
+    assert c.delay_model == "exponential"
     assert c.end == datetime(2026, 10, 31, tzinfo=timezone.utc)
 
 
@@ -64,6 +65,7 @@ def test_from_env_rejects_non_positive_ints_naming_the_variable(variable: str, b
         ({"sessions_per_user_day": 0.0}, "sessions_per_user_day"),
         ({"attribution_window_hours": 0.0}, "attribution_window_hours"),
         ({"mean_purchase_delay_hours": -1.0}, "mean_purchase_delay_hours"),
+        ({"delay_model": "gamma"}, "delay_model"),
         ({"start": datetime(2026, 10, 1)}, "start"),
         ({"n_users": 2.5}, "n_users"),
     ],
