@@ -1,6 +1,7 @@
 """Seeded, deterministic simulated shop: users, items, promotions, event streams and ground-truth uplift."""
 
 from simulator.actions import ACTION_IDS, ACTIONS, CONTROL_ACTION, Action, actions_frame
+from simulator.closed_loop import ClosedLoopDriver, DayLog, ServiceClient
 from simulator.config import ShopConfig
 from simulator.evaluation import oracle_actions, policy_value
 from simulator.events import CORRUPTION_KINDS, EVENT_COLUMNS, Simulation, simulate, simulate_events
@@ -14,6 +15,9 @@ __all__ = [
     "CORRUPTION_KINDS",
     "EVENT_COLUMNS",
     "Action",
+    "ClosedLoopDriver",
+    "DayLog",
+    "ServiceClient",
     "Shop",
     "ShopConfig",
     "Simulation",
