@@ -5,26 +5,30 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.assets import (
-    decisions, embeddings, experiments, features, ingestion, models, online_store, stream_state, training, validation,
+    decisions, embeddings, experiments, features, ingestion, models, online_store, retraining, stream_state, training,
+    validation,
 )
 from dagster_project.checks import promotion, validation as validation_checks
 from dagster_project.jobs import (
-    decision_log_job, decision_readout_job, decision_readout_schedule, embeddings_refresh_job, hyperlift_job,
+    decision_log_job, decision_readout_job, decision_readout_schedule, embeddings_refresh_job,
+    embeddings_refresh_schedule, hyperlift_job, hyperlift_schedule, online_store_job, online_store_schedule,
+    retrain_job,
 )
 from dagster_project.resources import resources_from_env
-from dagster_project.sensors import decision_log_sensor
+from dagster_project.sensors import decision_log_sensor, retrain_sensor
 
 
 def build_definitions(resources: dict[str, object]) -> dg.Definitions:
     """All assets, checks, jobs and sensors bound to the given resources."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [ingestion, validation, features, online_store, stream_state, embeddings, training, models, decisions, experiments]
+            [ingestion, validation, features, online_store, stream_state, embeddings, training, models, decisions, experiments,
+             retraining]
         ),
         asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion]),
-        jobs=[hyperlift_job, embeddings_refresh_job, decision_log_job, decision_readout_job],
-        schedules=[decision_readout_schedule],
-        sensors=[decision_log_sensor],
+        jobs=[hyperlift_job, online_store_job, embeddings_refresh_job, decision_log_job, decision_readout_job, retrain_job],
+        schedules=[decision_readout_schedule, hyperlift_schedule, online_store_schedule, embeddings_refresh_schedule],
+        sensors=[decision_log_sensor, retrain_sensor],
         resources=resources,
     )
 

@@ -1,4 +1,4 @@
-"""Jobs: the training pipeline, and the drain of the decision and outcome streams."""
+"""Jobs and schedules: the training pipeline, materialization, embeddings, the decision log, retraining from it."""
 
 from __future__ import annotations
 
@@ -40,3 +40,33 @@ decision_readout_job = dg.define_asset_job(
 # Each day's partition runs once the day is over; outcomes arriving within the attribution window after that are
 # picked up by re-running the partition (metadata `window_closed` says whether the window had closed).
 decision_readout_schedule = dg.build_schedule_from_partitioned_job(decision_readout_job, hour_of_day=1)
+
+# Retraining from the decision log (dagster_project/assets/retraining.py): started by `retrain_sensor` when enough new
+# outcomes arrived, or by `make loop` each simulated round; the blocking gate on the log decides the promotion.
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.assets("logged_training_set", "log_challenger", "log_champion"),
+    description="Decision log ⨝ outcomes (delay-corrected) → challenger → off-policy gate on the held-out window → "
+    "champion.",
+)
+
+online_store_job = dg.define_asset_job(
+    "online_store_job",
+    selection=dg.AssetSelection.groups("online_store"),
+    description="Materialize the feature views from the offline store into Redis (what the batch pipeline last wrote).",
+)
+
+# The batch pipeline's own cadence. They ship stopped: on a laptop `make dagster` should not start a full retrain by
+# itself; turn them on in the UI (Automation) or with `dagster schedule start`.
+hyperlift_schedule = dg.ScheduleDefinition(
+    job=hyperlift_job, cron_schedule="0 2 * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Nightly: the whole batch pipeline on the day's arrivals.",
+)
+online_store_schedule = dg.ScheduleDefinition(
+    job=online_store_job, cron_schedule="30 */6 * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every 6 hours: re-materialize the online store (repairs rows a streaming fault left stale).",
+)
+embeddings_refresh_schedule = dg.ScheduleDefinition(
+    job=embeddings_refresh_job, cron_schedule="15 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly: fold in the users active since the last train or refresh.",
+)

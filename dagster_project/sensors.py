@@ -1,15 +1,24 @@
-"""Sensors: drain the decision and outcome streams whenever they hold entries the lake does not have yet."""
+"""Sensors: drain the decision and outcome streams whenever they hold entries the lake does not have yet; retrain
+from the log when enough new outcomes have arrived since the last model."""
 
 import os
 
 import dagster as dg
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from dagster_project.jobs import decision_log_job
-from dagster_project.resources import RedisResource
-from serving.store.decision_log import stream_backlog
+from dagster_project.assets.decisions import OUTCOME_EVENTS
+from dagster_project.assets.retraining import LOG_CUTOFF_TAG
+from dagster_project.jobs import decision_log_job, retrain_job
+from dagster_project.resources import DataLakeResource, MlflowResource, RedisResource
+from serving.store.decision_log import OUTCOME_FORMAT, read_partitions, stream_backlog
+from training.retrain import retrain_due
 
 # How often the streams are checked; they are capped (MAXLEN), so a drain must come round before they fill.
 DRAIN_INTERVAL_S = int(os.environ.get("HYPERLIFT_DECISION_DRAIN_INTERVAL_S", "60"))
+# Outcomes drained since the last model's data was cut that make a retrain worth it.
+RETRAIN_MIN_OUTCOMES = int(os.environ.get("HYPERLIFT_RETRAIN_MIN_OUTCOMES", "500"))
+RETRAIN_INTERVAL_S = int(os.environ.get("HYPERLIFT_RETRAIN_INTERVAL_S", "600"))
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
@@ -33,3 +42,33 @@ def decision_log_sensor(context: dg.SensorEvaluationContext, redis: RedisResourc
         return dg.SkipReason(f"run {running[0].run_id} is still draining; backlog {backlog}")
     context.log.info("backlog %s: requesting a drain", backlog)
     return dg.RunRequest(tags={f"backlog/{stream}": str(n) for stream, n in backlog.items()})
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=RETRAIN_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)
+def retrain_sensor(
+    context: dg.SensorEvaluationContext, lake: DataLakeResource, mlflow: MlflowResource
+) -> dg.RunRequest | dg.SkipReason:
+    """Request a retrain_job run when at least HYPERLIFT_RETRAIN_MIN_OUTCOMES outcomes (500) reached the lake after
+    the newest model's data cut-off (its `log_cutoff_ts` run tag; a model without one counts every outcome)."""
+    outcomes = read_partitions(lake.path(OUTCOME_EVENTS), record_format=OUTCOME_FORMAT)
+    cutoff = latest_log_cutoff(mlflow.tracking_uri, mlflow.model_name)
+    due, new = retrain_due(outcomes["ts"].to_numpy(dtype=float), cutoff, RETRAIN_MIN_OUTCOMES)
+    if not due:
+        return dg.SkipReason(f"{new} new outcomes since the last model's cut-off {cutoff}; waiting for "
+                             f"{RETRAIN_MIN_OUTCOMES}")
+    running = context.instance.get_runs(filters=dg.RunsFilter(job_name=retrain_job.name, statuses=IN_FLIGHT), limit=1)
+    if running:
+        return dg.SkipReason(f"run {running[0].run_id} is still retraining; {new} new outcomes")
+    context.log.info("%d new outcomes since the cut-off %s: requesting a retrain", new, cutoff)
+    return dg.RunRequest(run_key=f"outcomes-{len(outcomes)}", tags={"new_outcomes": str(new)})
+
+
+def latest_log_cutoff(tracking_uri: str, model_name: str) -> float | None:
+    """The newest `log_cutoff_ts` among the registered versions' runs (None: no model was trained on the log)."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return None
+    cutoffs = [float(tag) for v in versions if (tag := client.get_run(v.run_id).data.tags.get(LOG_CUTOFF_TAG))]
+    return max(cutoffs) if cutoffs else None

@@ -20,6 +20,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from training.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, view_pins_of
 
 HISTORY_TAG = "champion_history"
+# Versions a rollback took the champion alias away from: the promotion gate refuses them until a person promotes
+# one by hand (`python -m training.cli promote N`), which clears it from this list.
+ROLLED_BACK_TAG = "rolled_back_versions"
 
 
 class NothingToRollBack(RuntimeError):
@@ -67,6 +70,11 @@ def promote(tracking_uri: str, model_name: str, version: str) -> AliasMove:
         history = champion_history(tracking_uri, model_name) + [previous]
         client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+    rolled_back = rolled_back_versions(tracking_uri, model_name)
+    if str(version) in rolled_back:  # a person (or a caller acting for one) promoted it again
+        client.set_registered_model_tag(
+            model_name, ROLLED_BACK_TAG, json.dumps([v for v in rolled_back if v != str(version)])
+        )
     if alias_version(tracking_uri, model_name, CHALLENGER_ALIAS) == str(version):
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
     return AliasMove(model_name, previous, str(version))
@@ -82,7 +90,15 @@ def rollback(tracking_uri: str, model_name: str) -> AliasMove:
     target = history.pop()
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, target)
     client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
+    if current is not None:
+        rolled_back = rolled_back_versions(tracking_uri, model_name)
+        client.set_registered_model_tag(model_name, ROLLED_BACK_TAG, json.dumps(sorted({*rolled_back, current}, key=int)))
     return AliasMove(model_name, current, target)
+
+
+def rolled_back_versions(tracking_uri: str, model_name: str) -> list[str]:
+    """Versions a rollback removed from the champion alias and nobody has promoted since (oldest first)."""
+    return list(json.loads(_client(tracking_uri).get_registered_model(model_name).tags.get(ROLLED_BACK_TAG, "[]")))
 
 
 def live_versions(tracking_uri: str, model_name: str) -> dict[str, tuple[str, ...]]:

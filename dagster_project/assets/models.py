@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
@@ -50,10 +51,23 @@ def uplift_challenger(
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Fit the uplift learner, evaluate it on the holdout users, register it with alias `challenger`."""
+    return fit_and_register(context, config, lake.read(TRAINING_SET), lake, feast, mlflow)
+
+
+def fit_and_register(
+    context: dg.AssetExecutionContext,
+    config: UpliftModelConfig,
+    data: pd.DataFrame,
+    lake: DataLakeResource,
+    feast: FeastResource,
+    mlflow: MlflowResource,
+    tags: dict[str, str] | None = None,
+) -> dg.MaterializeResult:
+    """Fit `config`'s learner on `data` (a training set), register it as challenger (tagged with the dataset's hash
+    and `tags`), save its plots; the materialization's metadata says what was registered."""
     store = feast.store()
     feature_names = service_feature_names(store.get_feature_service(UPLIFT_FEATURE_SERVICE))
     view_pins = service_view_pins(store, UPLIFT_FEATURE_SERVICE)  # the view versions this model is trained on
-    data = lake.read(TRAINING_SET)
     catalogue = lake.read(ACTION_CATALOGUE)
     learner = config.learner()
     trained = train_uplift(
@@ -78,6 +92,7 @@ def uplift_challenger(
             "training_window": f"{start.isoformat()}/{end.isoformat()}",
             "learner": config.learner_name,
             "dataset_hash": dataset_hash(data),
+            **(tags or {}),
         },
         input_example=data,
         figures=trained.figures,
@@ -101,6 +116,7 @@ def uplift_challenger(
             "feature_service": UPLIFT_FEATURE_SERVICE,
             "feature_views": format_view_pins(view_pins),
             "holdout_qini_mean": qini,
+            "training_rows": len(data),
             "metrics": dg.MetadataValue.json({k: round(v, 5) for k, v in trained.metrics.items()}),
             **plots,
         }

@@ -15,11 +15,12 @@ ASSETS = {
     "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
 DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "stream_quarantine", "decision_outcomes", "experiment_readout"}
+RETRAINING_ASSETS = {"logged_training_set", "log_challenger", "log_champion"}
 
 
 def test_definitions_load_with_every_asset_and_resource():
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS | DECISION_LOG_ASSETS
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS
     assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop", "event_time"}
     for name in ("feast", "mlflow", "redis"):
         assert isinstance(defs.resources[name], dg.ConfigurableResource)
@@ -54,7 +55,25 @@ def test_embeddings_are_refreshed_by_their_own_job_after_a_full_train():
 def test_contract_checks_are_blocking():
     graph = defs.resolve_asset_graph()
     checks = {key.name: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
-    assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True}
+    assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True,
+                      "challenger_beats_champion_on_log": True}
+
+
+def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_schedules():
+    job = defs.resolve_job_def("retrain_job")
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == RETRAINING_ASSETS
+    graph = defs.resolve_asset_graph()
+    parents = {name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys} for name in RETRAINING_ASSETS}
+    assert parents == {
+        "logged_training_set": {"decision_trace", "outcome_events"},
+        "log_challenger": {"logged_training_set", "action_catalogue"},
+        "log_champion": {"log_challenger"},
+    }
+    assert {s.name: s.job_name for s in defs.sensors} == {"decision_log_sensor": "decision_log_job",
+                                                          "retrain_sensor": "retrain_job"}
+    schedules = {s.job_name: s.cron_schedule for s in defs.schedules}
+    assert schedules == {"decision_readout_job": schedules["decision_readout_job"], "hyperlift_job": "0 2 * * *",
+                         "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *"}
 
 
 def test_dagster_cli_validates_the_definitions():

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from training.learners import TLearner
-from training.lifecycle import NothingToRollBack, alias_version, champion_history, promote, rollback
+from training.lifecycle import (
+    NothingToRollBack, alias_version, champion_history, promote, rollback, rolled_back_versions,
+)
 from training.pyfunc import UpliftModel
 from training.registry import dataset_hash, feature_service_version, load_alias, log_and_register
 
@@ -46,8 +48,11 @@ def test_promote_then_roll_back(uri, tmp_path):
     back = rollback(uri, "m")
     assert (back.previous, back.current) == ("2", "1")
     assert alias_version(uri, "m", "champion") == "1" and champion_history(uri, "m") == []
+    assert rolled_back_versions(uri, "m") == ["2"]  # the gate will refuse v2 until a person promotes it
     with pytest.raises(NothingToRollBack, match="m has no earlier champion to roll back to"):
         rollback(uri, "m")
+    promote(uri, "m", v2)  # by hand
+    assert rolled_back_versions(uri, "m") == [] and alias_version(uri, "m", "champion") == "2"
 
 
 def test_promoting_the_champion_again_changes_nothing(uri, tmp_path):
