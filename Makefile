@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 
-.PHONY: install demo test bench serve dagster mlflow feast-apply models rollback clean
+.PHONY: install demo loop test bench serve dagster mlflow feast-apply models rollback clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -18,6 +18,9 @@ install: $(STAMP)  ## create .venv and install the project
 
 demo: install  ## run the whole loop on the simulated shop and print the uplift it achieved
 	$(BIN)/python -m demo
+
+loop: install  ## closed loop: rounds of serve → outcomes → retrain → off-policy gate → promote, against ground truth
+	$(BIN)/python -m demo.loop
 
 test: install  ## run the test suite (starts its own redis-server unless REDIS_URL is set)
 	$(BIN)/python -m pytest

@@ -218,6 +218,13 @@ class StreamUpdater:
         self._quarantine(rejected, events, now)
         return StreamResult(int(applied.sum()), sorted(rejected, key=lambda r: r["index"]), len(users), rows_written)
 
+    def refresh(self, users: Sequence[int], chunk: int = 2_000) -> int:
+        """Recompute the users' rows from their tiles as of now and write them (newer or equal): what the nightly batch
+        does for users without new events, so their rows roll forward (decays, recency) and stay fresh."""
+        now = pd.Timestamp(self.now()).tz_convert("UTC")
+        users = sorted({int(u) for u in users})
+        return sum(self._write_rows(users[i:i + chunk], now) for i in range(0, len(users), chunk))
+
     def _apply_tiles(self, accepted: pd.DataFrame) -> np.ndarray:
         """Run the exactly-once script per accepted event, in one pipeline; True where the event was new."""
         if accepted.empty:

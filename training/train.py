@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +35,17 @@ def holdout_mask(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.nda
     """Deterministic user-level split: a user's rows are all in the holdout or all out, for any data set.
 
     Users are bucketed by the splitmix64 hash of (user id, seed), so splits with different seeds are independent.
+    Ids that are not integers (the decision log's keyed user hashes, or ids kept as text) enter as the first 8 bytes
+    of their BLAKE2b digest.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be in (0, 1); got {fraction}")
+    ids = np.asarray(user_ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        ids = np.array([int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "little")
+                        for u in ids], dtype=np.uint64)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        z = np.asarray(user_ids, dtype=np.uint64) ^ (np.uint64(seed) * np.uint64(0xD1B54A32D192ED03))
+        z = ids.astype(np.uint64) ^ (np.uint64(seed) * np.uint64(0xD1B54A32D192ED03))
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

@@ -126,9 +126,14 @@ def fit_and_register(
 @dg.asset(deps=["uplift_challenger"], group_name="models")
 def uplift_champion(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
     """Move the `champion` alias to the challenger (runs only after the blocking promotion gate passed)."""
+    return promote_challenger(context, mlflow, "uplift_challenger")
+
+
+def promote_challenger(context: dg.AssetExecutionContext, mlflow: MlflowResource, asset: str) -> dg.MaterializeResult:
+    """Move the `champion` alias to the current challenger (registered by `asset`); the metadata says what moved."""
     challenger = alias_version(mlflow.tracking_uri, mlflow.model_name, CHALLENGER_ALIAS)
     if challenger is None:
-        raise ValueError(f"{mlflow.model_name} has no challenger to promote; materialize uplift_challenger first")
+        raise ValueError(f"{mlflow.model_name} has no challenger to promote; materialize {asset} first")
     move = promote(mlflow.tracking_uri, mlflow.model_name, challenger)
     context.log.info("%s champion: v%s -> v%s", move.model_name, move.previous, move.current)
     return dg.MaterializeResult(

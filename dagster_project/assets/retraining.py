@@ -12,14 +12,12 @@ import datetime as dt
 import dagster as dg
 
 from dagster_project.assets.decisions import DECISION_TRACE, OUTCOME_EVENTS
-from dagster_project.assets.models import UpliftModelConfig, fit_and_register
+from dagster_project.assets.models import UpliftModelConfig, fit_and_register, promote_challenger
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
 from dagster_project.resources.data_lake import TRAINING_SET
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
 from serving.store.decision_log import DECISION_FORMAT, OUTCOME_FORMAT, read_partitions
-from training.lifecycle import alias_version, promote
-from training.registry import CHALLENGER_ALIAS
 from training.retrain import label_log, split_gate_window, training_frame, usable_rows, with_history
 
 GROUP = "retraining"
@@ -105,12 +103,4 @@ def log_challenger(
 @dg.asset(deps=["log_challenger"], group_name=GROUP)
 def log_champion(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
     """Move the `champion` alias to the log challenger (runs only after the blocking gate on the log passed)."""
-    challenger = alias_version(mlflow.tracking_uri, mlflow.model_name, CHALLENGER_ALIAS)
-    if challenger is None:
-        raise ValueError(f"{mlflow.model_name} has no challenger to promote; materialize log_challenger first")
-    move = promote(mlflow.tracking_uri, mlflow.model_name, challenger)
-    context.log.info("%s champion: v%s -> v%s", move.model_name, move.previous, move.current)
-    return dg.MaterializeResult(
-        metadata={"model": move.model_name, "version": move.current, "previous_version": str(move.previous)}
-    )
-
+    return promote_challenger(context, mlflow, "log_challenger")

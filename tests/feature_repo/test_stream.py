@@ -153,3 +153,20 @@ def test_a_late_event_rewrites_the_row_and_an_older_row_never_replaces_it(stream
     clock.value = START + pd.Timedelta(hours=3)  # a worker with a clock behind: its row is older, refused
     updater.apply([_json_event(event(event_id="behind", user_id=3, ts=START + pd.Timedelta(hours=2, minutes=30)))])
     assert client.read(3, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 2.0
+
+
+def test_a_refresh_rolls_rows_forward_to_now_as_the_batch_transform_does(streaming):
+    updater, clock, store, _ = streaming
+    client = FeatureClient(store, UPLIFT_FEATURE_SERVICE)
+    rows = [event(event_id=f"r{i}", user_id=u, ts=START + pd.Timedelta(hours=i)) for i, u in enumerate((4, 4, 5))]
+    updater.apply([_json_event(r) for r in rows])
+    clock.value = START + 3 * DAY  # two quiet days later: no event, the rows must still move (decays, recency)
+    assert updater.refresh([4, 5, 4]) == 2
+    frame = pd.DataFrame(rows)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    expected = snapshots_from_tiles(merge_tiles(event_tiles(frame)), np.array([4, 5]), pd.DatetimeIndex([clock.value]))
+    for user in (4, 5):
+        read = client.read(user, list(ACTIVITY_FEATURES))
+        assert read.event_timestamps["user_activity_fv"] == clock.value.to_pydatetime()
+        row = expected.loc[expected["user_id"] == user, list(ACTIVITY_FEATURES)].iloc[0]
+        assert [read.by_name[f] for f in ACTIVITY_FEATURES] == pytest.approx(row.astype(float).tolist(), rel=1e-6)

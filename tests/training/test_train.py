@@ -19,6 +19,15 @@ def test_holdout_is_user_level_deterministic_and_sized():
     assert (holdout_mask(repeated, 0.2).reshape(50, 3).std(axis=1) == 0).all()
 
 
+def test_text_user_ids_of_the_decision_log_split_by_user_too():
+    keys = np.array([f"{i:032x}" for i in range(20_000)], dtype=object)  # user_key-like hex text
+    mask = holdout_mask(keys, 0.2, seed=0)
+    assert abs(mask.mean() - 0.2) < 0.01 and (mask == holdout_mask(keys.copy(), 0.2, seed=0)).all()
+    assert (holdout_mask(np.repeat(keys[:50], 3), 0.2).reshape(50, 3).std(axis=1) == 0).all()
+    # integer ids keep their split (the batch pipeline's holdouts do not move)
+    assert holdout_mask(np.arange(5), 0.5, seed=3).tolist() == holdout_mask(np.arange(5).astype(np.int32), 0.5, 3).tolist()
+
+
 def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
     rng = np.random.default_rng(0)
     n = 3000
