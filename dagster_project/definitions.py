@@ -15,7 +15,7 @@ from dagster_project.jobs import (
     retrain_job,
 )
 from dagster_project.resources import resources_from_env
-from dagster_project.sensors import decision_log_sensor, retrain_sensor
+from dagster_project.sensors import decision_log_sensor, readout_final_sensor, retrain_sensor
 
 
 def build_definitions(resources: dict[str, object]) -> dg.Definitions:
@@ -28,7 +28,7 @@ def build_definitions(resources: dict[str, object]) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion]),
         jobs=[hyperlift_job, online_store_job, embeddings_refresh_job, decision_log_job, decision_readout_job, retrain_job],
         schedules=[decision_readout_schedule, hyperlift_schedule, online_store_schedule, embeddings_refresh_schedule],
-        sensors=[decision_log_sensor, retrain_sensor],
+        sensors=[decision_log_sensor, retrain_sensor, readout_final_sensor],
         resources=resources,
     )
 

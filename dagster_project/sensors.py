@@ -2,14 +2,15 @@
 from the log when enough new outcomes have arrived since the last model."""
 
 import os
+import time
 
 import dagster as dg
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dagster_project.assets.decisions import OUTCOME_EVENTS
+from dagster_project.assets.decisions import DECISION_DAYS, OUTCOME_EVENTS
 from dagster_project.assets.retraining import LOG_CUTOFF_TAG
-from dagster_project.jobs import decision_log_job, retrain_job
+from dagster_project.jobs import decision_log_job, decision_readout_job, retrain_job
 from dagster_project.resources import DataLakeResource, MlflowResource, RedisResource
 from serving.store.decision_log import OUTCOME_FORMAT, read_partitions, stream_backlog
 from training.retrain import retrain_due
@@ -72,3 +73,22 @@ def latest_log_cutoff(tracking_uri: str, model_name: str) -> float | None:
         return None
     cutoffs = [float(tag) for v in versions if (tag := client.get_run(v.run_id).data.tags.get(LOG_CUTOFF_TAG))]
     return max(cutoffs) if cutoffs else None
+
+
+@dg.sensor(job=decision_readout_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def readout_final_sensor(context: dg.SensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+    """Re-run a day's outcome join and experiment readout once its attribution windows have closed: the partition
+    was built `interim` (window_closed false), and now is past its `window_closes_at`. The re-run is marked final."""
+    due = []
+    for day in DECISION_DAYS.get_partition_keys(dynamic_partitions_store=context.instance):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("decision_outcomes"), asset_partitions=[day]), limit=1
+        ).records
+        if not records:
+            continue
+        metadata = records[0].asset_materialization.metadata
+        closes = metadata.get("window_closes_at")
+        if metadata["window_closed"].value or closes is None or closes.value > time.time():
+            continue
+        due.append(dg.RunRequest(partition_key=day, run_key=f"final-{day}", tags={"readout": "final"}))
+    return due or dg.SkipReason("no interim readout whose attribution windows have closed")

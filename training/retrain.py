@@ -23,12 +23,13 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from training.delay import GroupedDelayModel, delay_corrected_labels, revenue_per_conversion
+from training.delay import FAMILIES, GroupedDelayModel, delay_corrected_labels, revenue_per_conversion
 from training.logged_training import LoggedRows, logged_rows
 from training.outcome_join import join_outcomes
 from training.train import TRAINING_COLUMNS
 
 HOUR_S = 3600.0
+MIN_CONVERSIONS_TO_CHOOSE = 50  # conversions in the log before delay families are chosen by AIC
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def label_log(
     delay_model: GroupedDelayModel | None = None,
 ) -> LabelledLog:
     """Join outcomes that arrived by `now` to the decisions served by `now`, then correct the open windows' labels
-    with `delay_model` (unfitted; default: per served action, families by AIC, pooled below 200 conversions)."""
+    with `delay_model` (unfitted; default: per served action, families by AIC once the log holds 50 conversions —
+    the exponential alone before —, an action's own delay below 200 conversions pooled)."""
     window = timedelta(hours=window_hours)
     served = decisions.loc[decisions["ts"].astype(float) <= now].reset_index(drop=True)
     arrived = outcomes.loc[outcomes["ts"].astype(float) <= now]
@@ -63,9 +65,12 @@ def label_log(
     if not converted.any():
         pending = elapsed < window_hours
         return LabelledLog(frame.assign(final=~pending, label_revenue=frame["revenue"].astype(float)), None, now)
-    model = (delay_model if delay_model is not None else GroupedDelayModel(window_hours=window_hours)).fit(
-        elapsed, converted, groups=action
-    )
+    if delay_model is None:
+        # Choosing a family by AIC needs conversions to choose on: with a handful, a Weibull fits a step at the few
+        # delays seen and expects nothing of the pending rows. Below the threshold only the exponential is fitted.
+        families = FAMILIES if converted.sum() >= MIN_CONVERSIONS_TO_CHOOSE else ("exponential",)
+        delay_model = GroupedDelayModel(families=families, window_hours=window_hours)
+    model = delay_model.fit(elapsed, converted, groups=action)
     values = revenue_per_conversion(frame["revenue"], converted, groups=action)
     labels = delay_corrected_labels(model, frame.assign(converted=converted), values, group_column="served_action")
     frame = frame.assign(final=labels["final"].to_numpy(), label_revenue=labels["label_revenue"].to_numpy())

@@ -8,13 +8,13 @@ n_outcomes).
 
 import datetime as dt
 import math
-import time
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from dagster_project.resources import DataLakeResource, RedisResource
+from dagster_project.resources.event_time import clock_ts
 from serving.store.decision_log import (
     DECISION_FORMAT,
     OUTCOME_FORMAT,
@@ -26,6 +26,7 @@ from serving.store.decision_log import (
     stream_backlog,
 )
 from training.outcome_join import join_outcomes
+from training.retrain import label_log
 
 DECISION_TRACE = "decisions"
 OUTCOME_EVENTS = "outcomes"
@@ -52,9 +53,10 @@ class DrainConfig(dg.Config):
 
 
 class AttributionConfig(dg.Config):
-    """How outcomes are attributed to decisions."""
+    """How outcomes are attributed to decisions, and the clock that says whether a day's windows have closed."""
 
     attribution_window_hours: float = Field(default=72.0, gt=0)
+    now: str | None = None  # ISO-8601 instant (simulated time); unset: the wall clock
 
 
 def _drain(
@@ -132,7 +134,13 @@ def decision_outcomes(
     # Each outcome is reported unmatched once: in the partition of its own date.
     unmatched = join.unmatched_counts((join.outcomes["ts"] >= start) & (join.outcomes["ts"] < end))
     path = lake.write(decision_outcomes_table(day), rows)
-    window_closed = time.time() >= end + window.total_seconds()
+    now = clock_ts(config.now)
+    window_closed = now >= end + window.total_seconds()
+    # While windows are open the realised revenue is short: add the expected remainder of the pending decisions
+    # (delay model fitted on the log as of now, training/retrain.py), and mark the partition interim.
+    day_ids = set(rows["decision_id"])
+    labelled = label_log(decisions, outcomes, now, config.attribution_window_hours).decisions
+    corrected = float(labelled.loc[labelled["decision_id"].isin(day_ids), "label_revenue"].sum())
     context.log.info(
         "%s: %d decisions, %d converted, %d outcomes attributed, %d of the day's outcomes unmatched %s",
         day, len(rows), int(rows["converted"].sum()), int(rows["n_outcomes"].sum()), sum(unmatched.values()), unmatched,
@@ -149,6 +157,10 @@ def decision_outcomes(
             "unmatched_by_reason": dg.MetadataValue.json(unmatched),
             "attribution_window_hours": config.attribution_window_hours,
             "window_closed": window_closed,
+            "status": "final" if window_closed else "interim",
+            "window_closes_at": end + window.total_seconds(),
+            "revenue_delay_corrected": corrected,
+            "now": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(),
             "path": str(path),
         }
     )

@@ -37,6 +37,7 @@ def experiment_readout(
     decisions = lake.read(decision_outcomes_table(day))
     control_arms = load_experiments(config.experiments_path).control_arms()
     readout = build_readout(decisions, control_arms, alpha=config.alpha)
+    status = outcomes_status(context.instance, day)
     table_path = lake.write(EXPERIMENT_READOUT.format(day=day), readout)
     figure = readout_figure(readout)
     plot_path = lake.path(EXPERIMENT_READOUT_PLOT.format(day=day))
@@ -47,6 +48,7 @@ def experiment_readout(
     )
     return dg.MaterializeResult(
         metadata={
+            "status": status,  # interim while the day's attribution windows are open; re-run when they close
             "decisions": len(decisions),
             "experiments": readout["experiment"].nunique(),
             "users": int(readout["n_users"].sum()),
@@ -55,6 +57,18 @@ def experiment_readout(
             "plot": dg.MetadataValue.path(str(plot_path)),
         }
     )
+
+
+def outcomes_status(instance: dg.DagsterInstance, day: str) -> str:
+    """'final' when the day's latest decision_outcomes was built after its attribution windows closed, else
+    'interim' ('unknown' when it was never materialized through Dagster)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("decision_outcomes"), asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return "unknown"
+    metadata = records[0].asset_materialization.metadata
+    return "final" if metadata.get("window_closed") and metadata["window_closed"].value else "interim"
 
 
 def _markdown(readout: pd.DataFrame) -> str:

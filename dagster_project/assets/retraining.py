@@ -15,6 +15,7 @@ from dagster_project.assets.decisions import DECISION_TRACE, OUTCOME_EVENTS
 from dagster_project.assets.models import UpliftModelConfig, fit_and_register, promote_challenger
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
 from dagster_project.resources.data_lake import TRAINING_SET
+from dagster_project.resources.event_time import clock_ts
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
 from serving.store.decision_log import DECISION_FORMAT, OUTCOME_FORMAT, read_partitions
@@ -36,12 +37,7 @@ class LogTrainingConfig(dg.Config):
 
     def now_ts(self) -> float:
         """The clock as epoch seconds."""
-        if self.now is None:
-            return dt.datetime.now(dt.UTC).timestamp()
-        instant = dt.datetime.fromisoformat(self.now)
-        if instant.tzinfo is None:
-            raise ValueError(f"now must carry a UTC offset (e.g. 2026-11-03T00:00:00Z); got {self.now!r}")
-        return instant.timestamp()
+        return clock_ts(self.now)
 
 
 @dg.asset(deps=["decision_trace", "outcome_events"], group_name=GROUP)

@@ -19,7 +19,7 @@ from dagster_project.assets.decisions import (
 from dagster_project.definitions import defs
 from dagster_project.jobs import decision_log_job
 from dagster_project.resources import DataLakeResource, RedisResource
-from dagster_project.sensors import decision_log_sensor
+from dagster_project.sensors import decision_log_sensor, readout_final_sensor
 from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, read_partition
 from training.outcome_join import DECISION_OUTSIDE_WINDOW, NO_DECISION_IN_WINDOW
 
@@ -196,3 +196,25 @@ def test_events_refused_by_the_stream_are_drained_to_the_lake_as_received(world,
     rows = read_partition(resources["lake"].path(STREAM_QUARANTINE), DAY).sort_values("event_id")
     assert rows[["event_id", "rule"]].values.tolist() == [["x1", "event_type.known"], ["x2", "event_version.supported"]]
     assert [json.loads(e) for e in rows["event"]] == bad and (rows["ts"] == D0 + 12 * H).all()
+
+
+def test_a_day_read_out_while_its_windows_are_open_is_interim_then_the_sensor_asks_for_the_final(world):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0 + H), decision(2, "u2", D0 + 2 * H),
+                                   decision(3, "u3", D0 + 20 * H)])
+    push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0 + 3 * H, 10.0, did(1))])
+    dg.materialize([decision_trace, outcome_events], resources=resources)
+    now = dt.datetime.fromtimestamp(D0 + 30 * H, dt.UTC).isoformat()  # the loop's clock: the day's windows are open
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, instance=instance,
+                                run_config={"ops": {"decision_outcomes": {"config": {"now": now}}}})
+        (event,) = result.asset_materializations_for_node("decision_outcomes")
+        meta = {k: v.value for k, v in event.metadata.items()}
+        assert (meta["status"], meta["window_closed"], meta["now"]) == ("interim", False, "2026-10-03T06:00:00+00:00")
+        assert meta["window_closes_at"] == D0 + 24 * H + 72 * H
+        # realised 10.0, plus what the two pending decisions are still expected to bring
+        assert meta["revenue"] == 10.0 and meta["revenue_delay_corrected"] > 10.0
+        requests = readout_final_sensor(dg.build_sensor_context(instance=instance))  # the wall clock is past it
+        assert [(r.partition_key, r.run_key) for r in requests] == [(DAY, f"final-{DAY}")]
+        dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, instance=instance)
+        assert isinstance(readout_final_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)

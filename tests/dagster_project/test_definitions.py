@@ -70,7 +70,8 @@ def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_sch
         "log_champion": {"log_challenger"},
     }
     assert {s.name: s.job_name for s in defs.sensors} == {"decision_log_sensor": "decision_log_job",
-                                                          "retrain_sensor": "retrain_job"}
+                                                          "retrain_sensor": "retrain_job",
+                                                          "readout_final_sensor": "decision_readout_job"}
     schedules = {s.job_name: s.cron_schedule for s in defs.schedules}
     assert schedules == {"decision_readout_job": schedules["decision_readout_job"], "hyperlift_job": "0 2 * * *",
                          "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *"}
