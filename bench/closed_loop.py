@@ -12,16 +12,20 @@ from bench.report import machine_line, write_section
 from demo import loop
 from infra.settings import HyperliftSettings
 
-TITLE = "## Closed loop, {shop} shop (`.venv/bin/python -m bench.closed_loop`, the code of `make loop`)"
+TITLE = "## Closed loop, {shop} shop, ε = {epsilon} (`.venv/bin/python -m bench.closed_loop`, the code of `make loop`)"
 COLUMNS = ("policy", "policy_greedy", "response_model", "best_single_action", "random_promotion",
            "feature_limited_oracle", "oracle", "oracle_unconstrained")
+
+
+def _title(summary: dict) -> str:
+    return TITLE.format(shop=summary["shop"]["name"], epsilon=summary["exploration"]["epsilon"])
 
 
 def section(summary: dict, command: str, machine: str) -> str:
     """The summary as a markdown section: value per decision per round, the gate, the off-policy check."""
     shop = summary["shop"]
     lines = [
-        TITLE.format(shop=shop["name"]), "",
+        _title(summary), "",
         f"`{command}`; {machine}. Shop `{shop['name']}`: {shop['users']} users, {shop['history_days']} days of "
         f"history, seed {shop['seed']} (config {shop['config_hash']}, surfaces {shop['surfaces_hash']}, catalogue "
         f"{shop['catalogue_hash']}); surface `{summary['surface']}` ({summary['exploration']['method']}, ε = "
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     code = loop.main(argv)
     summary = json.loads((HyperliftSettings().reports_dir / "loop_summary.json").read_text())
     text = section(summary, " ".join([".venv/bin/python -m bench.closed_loop", *argv]), machine)
-    write_section(TITLE.format(shop=summary["shop"]["name"]), text)
+    write_section(_title(summary), text)
     print(text)
     return code
 

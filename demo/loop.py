@@ -43,6 +43,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import redis
+import yaml
 
 from dagster_project.assets.retraining import GATE_WINDOW, LOG_TRAINING_SET
 from dagster_project.definitions import build_definitions
@@ -66,7 +67,7 @@ from feature_repo.transforms import REGIONS
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
-from serving.decision.surfaces import load_policy_config
+from serving.decision.surfaces import DEFAULT_CONFIG_DIR, load_policy_config
 from serving.store.decision_log import DECISION_FORMAT, read_partitions
 from simulator import ClosedLoopDriver, ServiceClient, build_shop
 from simulator.actions import ACTION_IDS, ACTION_INDEX, CONTROL_ACTION, actions_frame
@@ -103,7 +104,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-days", type=int, default=int(os.environ.get("HYPERLIFT_LOOP_HISTORY_DAYS", "21")))
     parser.add_argument("--shop", choices=sorted(SHOPS), default=os.environ.get("HYPERLIFT_LOOP_SHOP", "default"))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("HYPERLIFT_LOOP_SEED", "7")))
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="serve the surface with this epsilon-greedy rate instead of its configured exploration "
+                        "(a copy of serving/conf in the loop's home; the gate and the oracle use it too)")
     return parser.parse_args(argv)
+
+
+def _policy_folder(home: Path, epsilon: float | None) -> Path:
+    """The service's policy folder: serving/conf, or a copy in the loop's home whose surface explores at `epsilon`."""
+    if epsilon is None:
+        return DEFAULT_CONFIG_DIR
+    folder = home / "conf"
+    shutil.copytree(DEFAULT_CONFIG_DIR, folder)
+    path = folder / "surfaces" / f"{SURFACE}.yaml"
+    surface = yaml.safe_load(path.read_text())
+    surface["exploration"] = {"method": "epsilon_greedy", "epsilon": epsilon}
+    path.write_text(yaml.safe_dump(surface, sort_keys=False))
+    return folder
 
 
 def _job(defs: dg.Definitions, name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -190,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = HyperliftSettings(home=home, reports_dir=base.reports_dir)
     config = shop_config(args.shop, n_users=args.users, n_days=args.history_days, seed=args.seed)
     shop = build_shop(config)
-    policy = load_policy_config(region_codes=REGIONS)
+    config_dir = _policy_folder(home, args.epsilon)
+    policy = load_policy_config(config_dir, REGIONS)
     surface = policy.surfaces[SURFACE]
     exploration = surface.exploration.build()
     budgets = [{"daily_budget": b.daily_budget, "costs": b.costs} for b in surface.budgets]
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "warning"],
             env={**os.environ, "HYPERLIFT_SERVING_NOW": config.end.isoformat(), "HYPERLIFT_SERVING_MODEL_REFRESH_S": "1",
+                 "HYPERLIFT_SERVING_CONFIG_DIR": str(config_dir),
+                 "HYPERLIFT_SERVING_EXPERIMENTS_FILE": str(config_dir / "experiments.yaml"),
                  "HYPERLIFT_SERVING_SEED": str(args.seed), "HYPERLIFT_SERVING_LOG_DECISIONS": "false"},
         )
         try:
@@ -245,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                 drained = _job(defs, "decision_log_job")
                 if not drained.success:
                     raise RuntimeError("decision_log_job failed; see the Dagster log above")
-                retrain = _job(defs, "retrain_job", {"ops": {"logged_training_set": {"config": {"now": now.isoformat()}}}})
+                retrain = _job(defs, "retrain_job", {"ops": {
+                    "logged_training_set": {"config": {"now": now.isoformat()}},
+                    f"log_challenger_{GATE_CHECK}": {"config": {"surface": SURFACE, "config_dir": str(config_dir)}},
+                }})
                 checks = {e.check_name: e for e in retrain.get_asset_check_evaluations()}
                 if GATE_CHECK not in checks:
                     raise RuntimeError("retrain_job failed before the gate; see the Dagster log above")

@@ -1,6 +1,8 @@
 """Promotion checks: the challenger must beat the champion on the same holdout (batch pipeline), or on the same
 window of the live decision log (retraining from the log), before it may serve."""
 
+from pathlib import Path
+
 import dagster as dg
 from mlflow import MlflowClient
 
@@ -8,7 +10,7 @@ from dagster_project.assets.retraining import GATE_WINDOW, LOG_TRAINING_SET
 from dagster_project.resources import DataLakeResource, MlflowResource
 from dagster_project.resources.data_lake import TRAINING_SET
 from feature_repo.transforms import REGIONS
-from serving.decision.surfaces import load_policy_config
+from serving.decision.surfaces import DEFAULT_CONFIG_DIR, load_policy_config
 from training.calibration import calibration_failures
 from training.lifecycle import alias_version, rolled_back_versions
 from training.live_gate import LiveGateConfig, evaluate_on_log, live_gate
@@ -72,6 +74,7 @@ class LogGateConfig(dg.Config):
     """The gate on the live log: which surface's policy is judged, the margin, the least effective sample size."""
 
     surface: str = "home"  # its exploration and uncertainty bonus turn scores into the policy that is evaluated
+    config_dir: str | None = None  # the service's policy folder (HYPERLIFT_SERVING_CONFIG_DIR); unset: serving/conf
     margin: float = 0.0  # net value per decision the challenger must beat the champion by (one-sided lower bound)
     min_ess: float = 300.0
     alpha: float = 0.05
@@ -93,7 +96,8 @@ def challenger_beats_champion_on_log(
     challenger, challenger_ref, _ = load_alias(uri, name, CHALLENGER_ALIAS)
     champion_version = alias_version(uri, name, CHAMPION_ALIAS)
     champion, champion_ref = (None, None) if champion_version is None else load_alias(uri, name, CHAMPION_ALIAS)[:2]
-    surface = load_policy_config(region_codes=REGIONS).surfaces[config.surface]
+    folder = DEFAULT_CONFIG_DIR if config.config_dir is None else Path(config.config_dir)
+    surface = load_policy_config(folder, REGIONS).surfaces[config.surface]
     gate_config = LiveGateConfig(margin=config.margin, min_ess=config.min_ess, alpha=config.alpha)
     window = lake.read(GATE_WINDOW)
     rows = usable_rows(window.assign(revenue=window["label_revenue"]), challenger.feature_names) if len(window) else None
