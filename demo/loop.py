@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             wait_healthy(base_url)
-            client = ServiceClient(httpx.Client(base_url=base_url, timeout=10.0))
+            client = ServiceClient(httpx.Client(base_url=base_url, timeout=10.0),
+                                   admin_token=os.environ.get("HYPERLIFT_SERVING_ADMIN_TOKEN"))
             driver = ClosedLoopDriver(shop, client, surface=SURFACE, seed=args.seed)
             users: dict[str, int] = {}
             feature_names = _model(settings, alias_version(settings.mlflow_uri, MODEL_NAME, CHAMPION_ALIAS)).feature_names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,11 +57,13 @@ def send_decisions(
     actions, fallbacks, propensities, rtt, arms = [], [], [], [], []
     model, feature_service = None, None
     n = len(user_ids)
+    token = os.environ.get("HYPERLIFT_SERVING_ADMIN_TOKEN")  # moving the clock is an admin call
+    admin = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=base_url, timeout=5.0) as client:
         for i, user_id in enumerate(user_ids, start=1):
             if day is not None and ((i - 1) * clock_steps) // n != ((i - 2) * clock_steps) // n:
                 instant = day + timedelta(days=1) * (((i - 1) * clock_steps) // n) / clock_steps
-                client.post("/v1/admin/clock", json={"now": instant.isoformat()}).raise_for_status()
+                client.post("/v1/admin/clock", json={"now": instant.isoformat()}, headers=admin).raise_for_status()
             started = time.perf_counter()
             response = client.post("/v1/decisions", json={"user_id": int(user_id), "surface": surface})
             rtt.append((time.perf_counter() - started) * 1000.0)
