@@ -8,27 +8,60 @@ import time
 import orjson
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_LAYOUTS_KEPT = 256  # distinct attribute layouts remembered (one per call site's set of extra keys, in practice)
 
 
 class JsonFormatter(logging.Formatter):
     """ts, level, logger, message, then every `extra=` field of the record."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # A record's attributes in order → its extra fields in that order. Records of one call site share a layout
+        # (LogRecord's own attributes, then the extras), so the ~25 attributes are filtered once per layout, not per
+        # line (the service logs one line per decision).
+        self._extras: dict[tuple[str, ...], tuple[str, ...]] = {}
+
     def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
+        layout = tuple(fields)
+        extras = self._extras.get(layout)
+        if extras is None:
+            if len(self._extras) >= _LAYOUTS_KEPT:
+                self._extras.clear()
+            extras = self._extras[layout] = tuple(k for k in layout if k not in _STANDARD)
         entry = {
             "ts": round(record.created, 6),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        for key in extras:
+            entry[key] = fields[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+class JsonLinesHandler(logging.StreamHandler):
+    """StreamHandler writing each line and flushing the stream under the lock `handle` already holds (StreamHandler's
+    `emit` takes it a second time to flush)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + self.terminator)
+            flush = getattr(stream, "flush", None)
+            if flush is not None:
+                flush()
+        except RecursionError:  # as StreamHandler: see issue 36272
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def configure(decisions: bool) -> None:
     """JSON lines on stderr for the service's loggers; per-decision lines only when `decisions`."""
-    handler = logging.StreamHandler()
+    handler = JsonLinesHandler()
     handler.setFormatter(JsonFormatter())
     for name in ("serving", "hyperlift.decisions"):
         logger = logging.getLogger(name)

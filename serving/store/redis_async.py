@@ -28,10 +28,11 @@ from redis.connection import parse_url
 
 @dataclass
 class _Waiting:
-    """One round trip waiting for its `n` replies."""
+    """One round trip waiting for its `n` replies until `deadline` (the loop's clock)."""
 
     future: asyncio.Future
     n: int
+    deadline: float
     replies: list = field(default_factory=list)
 
 
@@ -43,6 +44,7 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[_Waiting] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.timer: asyncio.TimerHandle | None = None  # armed for the earliest deadline of a waiting round trip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -61,15 +63,21 @@ class _Protocol(asyncio.Protocol):
                     head.future.set_result(head.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = True  # the timer, if armed, finds the connection closed and does nothing
         self._fail_waiting(redis.exceptions.ConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
 
     def fail(self, error: Exception) -> None:
         """Fail every waiting round trip with `error` and drop the connection."""
         self.closed = True
+        self._stop_timer()
         self._fail_waiting(error)
         if self.transport is not None:
             self.transport.abort()
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def _fail_waiting(self, error: Exception) -> None:
         while self.waiting:
@@ -110,14 +118,15 @@ class AsyncRedis:
             if protocol is not None and self._loop is not loop:  # a new event loop (a test client's): start afresh
                 self._protocol, self._connecting = None, None
             protocol = await self._connect()
-        waiting = _Waiting(loop.create_future(), len(commands))
+        waiting = _Waiting(loop.create_future(), len(commands), loop.time() + self.timeout_s)
         protocol.waiting.append(waiting)
         protocol.transport.write(b"".join([hiredis.pack_command(command) for command in commands]))
-        timer = loop.call_later(self.timeout_s, self._expire, protocol, waiting)
-        try:
-            replies = await waiting.future
-        finally:
-            timer.cancel()
+        if protocol.timer is None:
+            # One timer per connection, not one per round trip (arming and cancelling a loop timer twice per decision
+            # was measurable CPU): it fires at the earliest deadline, and re-arms for the next one if round trips
+            # are still waiting then (most have long had their replies).
+            protocol.timer = loop.call_at(waiting.deadline, self._check_deadlines, protocol)
+        replies = await waiting.future
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, redis.exceptions.RedisError):  # error replies (WRONGPASS maps to a ConnectionError)
@@ -130,12 +139,25 @@ class AsyncRedis:
             self._protocol.fail(redis.exceptions.ConnectionError("the async Redis client was closed"))
         self._protocol, self._loop = None, None  # a connection of a loop already closed went with it
 
-    def _expire(self, protocol: _Protocol, waiting: _Waiting) -> None:
-        if not waiting.future.done():
-            waiting.future.set_exception(
-                redis.exceptions.TimeoutError(f"Redis did not answer within {self.timeout_s * 1000:.0f} ms")
-            )
-            protocol.fail(redis.exceptions.TimeoutError("an earlier round trip on this connection timed out"))
+    def _check_deadlines(self, protocol: _Protocol) -> None:
+        """The connection's timer: fail the oldest round trip still waiting if its deadline passed (with the connection:
+        the replies still owed on it could not be matched to a later round trip), else re-arm for its deadline.
+        Round trips are written, answered and given deadlines in one order, so the first one still waiting (its future
+        not done: a cancelled caller's replies are still read and dropped) has the earliest deadline."""
+        protocol.timer = None
+        if protocol.closed:
+            return
+        waiting = next((w for w in protocol.waiting if not w.future.done()), None)
+        if waiting is None:
+            return
+        loop = waiting.future.get_loop()
+        if loop.time() < waiting.deadline:
+            protocol.timer = loop.call_at(waiting.deadline, self._check_deadlines, protocol)
+            return
+        waiting.future.set_exception(
+            redis.exceptions.TimeoutError(f"Redis did not answer within {self.timeout_s * 1000:.0f} ms")
+        )
+        protocol.fail(redis.exceptions.TimeoutError("an earlier round trip on this connection timed out"))
 
     async def _connect(self) -> _Protocol:
         """The live connection: opened (with AUTH and SELECT) by the first caller, awaited by the others."""

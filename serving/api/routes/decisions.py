@@ -50,8 +50,9 @@ async def answer(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
 
 
 def _json(response: DecisionResponse) -> bytes:
-    """The response built by the service is already valid: serialize it once, no re-validation."""
-    return response.model_dump_json().encode()
+    """The response built by the service is already valid: serialize it once, no re-validation, straight to bytes
+    (`model_dump_json` is the same serializer's bytes decoded to a str, which the reply would encode again)."""
+    return response.__pydantic_serializer__.to_json(response)
 
 
 @router.post(
