@@ -199,8 +199,18 @@ def _ope_against_truth(settings, shop, users: pd.Series, check: dg.AssetCheckEva
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the loop; prints each round and writes reports/loop_summary.json and .png."""
-    args = _parse(argv)
+    """Run the loop; prints each round and writes reports/loop_summary.json and .png. The environment it exports for
+    its children (home, stores, the embedded Redis's URL) is put back as it was when it returns."""
+    saved = dict(os.environ)
+    try:
+        return _run(_parse(argv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The loop of the module docstring."""
     base = HyperliftSettings()
     home = base.home / "loop"
     shutil.rmtree(home, ignore_errors=True)  # every loop starts from a fresh shop, registry and log
