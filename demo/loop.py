@@ -200,7 +200,8 @@ def _ope_against_truth(settings, shop, users: pd.Series, check: dg.AssetCheckEva
 
 def main(argv: list[str] | None = None) -> int:
     """Run the loop; prints each round and writes reports/loop_summary.json and .png. The environment it exports for
-    its children (home, stores, the embedded Redis's URL) is put back as it was when it returns."""
+    its children (home, stores, the embedded Redis's URL) is put back as it was when it returns. One run per process:
+    MLflow and Dagster keep handles on the SQLite stores that the next run's fresh home deletes."""
     saved = dict(os.environ)
     try:
         return _run(_parse(argv))

@@ -19,7 +19,8 @@ top n (with `sample_weight` w: Y = Σ w·y and N = Σ w, and the x coordinate is
   "perfect" uplift ranking is a heuristic, not a maximiser). Undefined (ValueError) when A_perfect = A_random.
 - `cumulative_gain`: the uplift (default) or Qini curve, linearly interpolated at x = k/n_bins · x_last for
   k = 1..n_bins (with no ties and n divisible by n_bins these are exact curve points: the value at 10 %, 20 %, …).
-- `uplift_at_k`: mean treated outcome − mean control outcome among the top ⌈k·n⌉ rows.
+- `uplift_at_k`: mean treated outcome − mean control outcome among the top ⌈k·n⌉ rows; nan when those rows hold
+  no treated or no control row (scikit-uplift's answer; raising stopped a whole retrain on one thin arm).
 - `multi_action_qini` / `multi_action_auuc`: the coefficient per treatment on its rows plus the control rows
   (treatment j scored with uplift column j), and the unweighted mean over treatments under "mean".
 - `pehe`: √(mean over rows of (τ̂ − τ)²), per column for 2-D input.
@@ -169,8 +170,8 @@ def uplift_at_k(y: np.ndarray, uplift: np.ndarray, treatment: np.ndarray, k: flo
     y, uplift, treatment = _checked(y, uplift, treatment)
     top = np.argsort(uplift, kind="mergesort")[::-1][: max(1, int(np.ceil(k * len(y))))]
     t, c = top[treatment[top] == 1], top[treatment[top] == 0]
-    if len(t) == 0 or len(c) == 0:
-        raise ValueError(f"the top {k:.0%} holds no {'treated' if len(t) == 0 else 'control'} rows")
+    if len(t) == 0 or len(c) == 0:  # a mean of no rows: nan, as scikit-uplift answers (it does not raise)
+        return float("nan")
     return float(y[t].mean() - y[c].mean())
 
 

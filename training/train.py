@@ -150,7 +150,7 @@ def evaluate_uplift(model: UpliftModel, test: pd.DataFrame) -> Evaluation:
     metrics.update(
         n_holdout_rows=float(len(test)),
         holdout_mean_predicted_uplift=float(uplift.mean()),
-        holdout_uplift_at_30pct_mean=float(np.mean(top30)),
+        holdout_uplift_at_30pct_mean=float(np.nanmean(top30)) if np.isfinite(top30).any() else float("nan"),
         holdout_policy_net_value_snips=greedy.value,
         holdout_policy_net_value_snips_se=greedy.se,
         holdout_no_action_net_value_snips=baseline.value,
