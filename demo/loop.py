@@ -262,6 +262,9 @@ def _run(args: argparse.Namespace) -> int:
                                    admin_token=os.environ.get("HYPERLIFT_SERVING_ADMIN_TOKEN"))
             driver = ClosedLoopDriver(shop, client, surface=SURFACE, seed=args.seed)
             users: dict[str, int] = {}
+            midnight = [config.end]  # the clock the nightly roll-forward reads, moved each round
+            nightly = StreamUpdater(OnlineWriter(store), redis.Redis.from_url(env["REDIS_URL"]), Lateness(),
+                                    lambda: midnight[0])
             feature_names = _model(settings, alias_version(settings.mlflow_uri, MODEL_NAME, CHAMPION_ALIAS)).feature_names
             for r in range(1, args.rounds + 1):
                 day = (config.end + timedelta(days=r - 1)).date()
@@ -270,8 +273,8 @@ def _run(args: argparse.Namespace) -> int:
                 log = driver.run_day(day)
                 users.update(zip(log.decisions["decision_id"], log.decisions["user_id"].astype(int)))
                 # The nightly batch's job for users without events: roll every online row forward to midnight.
-                rolled = StreamUpdater(OnlineWriter(store), redis.Redis.from_url(env["REDIS_URL"]), Lateness(),
-                                       lambda: now).refresh(shop.users["user_id"])
+                midnight[0] = now
+                rolled = nightly.refresh(shop.users["user_id"])
                 print(f"  served {len(log.decisions)} decisions {log.summary()}; {rolled} online rows rolled to "
                       f"{now.isoformat()}", flush=True)
                 drained = _job(defs, "decision_log_job")

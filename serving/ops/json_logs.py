@@ -55,7 +55,7 @@ class JsonLinesHandler(logging.StreamHandler):
                 flush()
         except RecursionError:  # as StreamHandler: see issue 36272
             raise
-        except Exception:
+        except Exception:  # logging's own fallback, as StreamHandler.emit: handleError reports it on stderr
             self.handleError(record)
 
 
