@@ -47,8 +47,15 @@ class EventContract:
         return [f.name for f in self.fields]
 
 
-MAX_ID = 2**53
-"""Largest id: integers beyond 2^53 do not survive JSON's doubles (and would not fit Feast's Int64 keys for long)."""
+MAX_ID = 2**53 - 1
+"""Largest id: the largest integer a JSON double holds exactly (JavaScript's Number.MAX_SAFE_INTEGER). 2^53 + 1
+read as a double is 2^53, a different user; with this bound every id that rounds is over it, so refused."""
+
+MAX_MONEY = 1_000_000.0
+"""Largest price or revenue of one event, in currency units. Money is summed in integer micro-units
+(`transforms.MICROS`): one event adds at most 10^12 of them, so a user's lifetime sum stays exact far past any
+real shop (`feature_repo.stream` refuses the event that would take it past 2^53); 9.2e12, the int64 limit of a
+single event, used to wrap round to a negative tile."""
 
 _ENVELOPE = (
     FieldSpec("event_id", "string"),
@@ -63,7 +70,7 @@ _ENVELOPE = (
 _ITEM = (
     FieldSpec("item_id", "int", min=0, max=MAX_ID),
     FieldSpec("category_id", "int", min=0, max=N_CATEGORIES - 1),
-    FieldSpec("price", "float", min=0, min_exclusive=True, unit="currency (list price)"),
+    FieldSpec("price", "float", min=0, max=MAX_MONEY, min_exclusive=True, unit="currency (list price)"),
 )
 
 CONTRACTS: dict[tuple[str, int], EventContract] = {
@@ -77,7 +84,7 @@ CONTRACTS: dict[tuple[str, int], EventContract] = {
             _ENVELOPE
             + _ITEM
             + (
-                FieldSpec("revenue", "float", min=0, unit="currency paid, after discount"),
+                FieldSpec("revenue", "float", min=0, max=MAX_MONEY, unit="currency paid, after discount"),
                 FieldSpec("action_id", "string", required=False),
             ),
             "A completed order line; revenue may arrive days after the exposure that caused it.",
@@ -128,12 +135,58 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
+BIG_INT = 2**64
+"""Integers at or beyond this size stand in as ±2^64 (pandas cannot convert them to floats): over every bound."""
+
+
+def is_number(value: object) -> bool:
+    """Whether a value is a JSON number: an int or a float, never a bool (True is not user 1) nor a string ("1"
+    is text). JSON has one number type, so 7.0 is the integer 7, as JSON Schema's "integer" says too."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def clamp_big(value: object) -> object:
+    """An int too large for a float as ±2^64 (still integral, still beyond every bound); anything else as it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= BIG_INT:
+        return BIG_INT if value > 0 else -BIG_INT
+    return value
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """The values as numbers: NaN where a value is not a JSON number (see `is_number`). A typed numeric column is
+    numbers throughout; a bool or text column holds none; an object column (values as sent) is judged value by value."""
+    if pd.api.types.is_bool_dtype(values):
+        return pd.Series(np.nan, index=values.index)
+    if pd.api.types.is_numeric_dtype(values):
+        return pd.to_numeric(values)
+    if values.dtype != object:
+        return pd.Series(np.nan, index=values.index)
+    numbers = values.map(lambda v: clamp_big(v) if is_number(v) else None)
+    return pd.to_numeric(numbers, errors="coerce")
+
+
+def _numeric_versions(values: pd.Series) -> pd.Series:
+    """Event versions as `pd.to_numeric` reads them (numeric text included), with huge ints clamped (pandas raises)."""
+    if values.dtype == object:
+        values = values.map(clamp_big)
+    return pd.to_numeric(values, errors="coerce")
+
+
+def type_reason(spec: FieldSpec) -> str:
+    """Why a present value of `spec` is not of its type, saying what to send."""
+    if spec.dtype == "int":
+        return f"{spec.name} is not an integer: send a JSON number without a fraction (not text, not true/false)"
+    if spec.dtype == "float":
+        return f"{spec.name} is not a number: send a JSON number (not text, not true/false)"
+    return f"{spec.name} is not a {spec.dtype}"
+
+
 def _coerce(values: pd.Series, dtype: FieldType) -> pd.Series:
     if dtype == "string":
         return values.astype("string")
     if dtype == "timestamp":
         return parse_timestamps(values)
-    numeric = pd.to_numeric(values, errors="coerce")
+    numeric = _numbers(values)
     integral = numeric.dropna()
     fits = integral.mod(1).eq(0).all() and integral.abs().lt(2.0**63).all()
     return numeric.astype("Int64") if dtype == "int" and fits else numeric
@@ -144,10 +197,10 @@ def _field_violations(spec: FieldSpec, values: pd.Series) -> list[tuple[str, pd.
     present = values.notna()
     coerced = _coerce(values, spec.dtype)
     checks = [(f"{spec.name}.required", ~present if spec.required else present & False, f"{spec.name} is missing")]
-    checks.append((f"{spec.name}.type", present & coerced.isna(), f"{spec.name} is not a {spec.dtype}"))
+    checks.append((f"{spec.name}.type", present & coerced.isna(), type_reason(spec)))
     if spec.dtype == "int":
-        as_float = pd.to_numeric(values, errors="coerce")
-        checks.append((f"{spec.name}.type", present & as_float.notna() & (as_float % 1 != 0), f"{spec.name} is not an integer"))
+        not_integer = present & coerced.notna() & (coerced.astype("float64") % 1 != 0)
+        checks.append((f"{spec.name}.type", not_integer, f"{spec.name} is not an integer"))
     if spec.allowed is not None:
         checks.append(
             (f"{spec.name}.allowed", coerced.notna() & ~coerced.isin(spec.allowed), f"{spec.name} not in {list(spec.allowed)}")
@@ -191,7 +244,7 @@ def validate_events(
 
     mark(raw["event_id"].isna(), "event_id.required", "event_id is missing")
     mark(~raw["event_type"].isin(EVENT_TYPES), "event_type.known", f"event_type not in {list(EVENT_TYPES)}")
-    version = pd.to_numeric(raw["event_version"], errors="coerce")
+    version = _numeric_versions(raw["event_version"])
     for event_type in EVENT_TYPES:
         rows = raw["event_type"] == event_type
         versions = [v for t, v in CONTRACTS if t == event_type]

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.contracts import (
-    CONTRACTS, EVENT_TYPES, MAX_FUTURE, RAW_COLUMNS, FieldSpec, ValidationResult, _typed,
+    CONTRACTS, EVENT_TYPES, MAX_FUTURE, RAW_COLUMNS, FieldSpec, ValidationResult, _typed, clamp_big, is_number,
+    type_reason,
 )
 
 # YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]: forms on which datetime.fromisoformat and pandas' ISO-8601 agree.
@@ -33,9 +34,10 @@ def _missing(value: object) -> bool:
 
 
 def _number(value: object) -> float:
-    """What `pd.to_numeric(..., errors="coerce")` makes of one value (NaN when it is not a number)."""
-    if isinstance(value, (bool, int, float, np.integer, np.floating)):
-        return float(value)
+    """What `pd.to_numeric(..., errors="coerce")` makes of one value (NaN when it is not a number), huge ints clamped
+    as `contracts._numeric_versions` does (float() of 10**400 raises)."""
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return float(clamp_big(value))
     if isinstance(value, str):
         number = pd.to_numeric(value, errors="coerce")
         return float(number) if number is not None else math.nan
@@ -68,12 +70,10 @@ def _field_rule(spec: FieldSpec, value: object) -> tuple[str, str] | None:
         coerced: object = str(value)
     elif spec.dtype == "timestamp":
         coerced = _timestamp(value)
-    else:
-        coerced = _number(value)
-        if math.isnan(coerced):
-            coerced = None
+    else:  # a JSON number, kept exact (2^53 + 1 is not 2^53): `contracts._numbers`
+        coerced = clamp_big(value) if is_number(value) else None
     if coerced is None:
-        return f"{spec.name}.type", f"{spec.name} is not a {spec.dtype}"
+        return f"{spec.name}.type", type_reason(spec)
     if spec.dtype == "int" and not (coerced % 1 == 0):  # inf % 1 is NaN: not an integer, as in pandas
         return f"{spec.name}.type", f"{spec.name} is not an integer"
     if spec.allowed is not None and coerced not in spec.allowed:

@@ -6,26 +6,46 @@ One definition of every step is shared with the batch assets: the contracts (eva
 watermark), `event_contributions` (what an event adds to its tile) and `snapshots_from_tiles` (the features). What
 differs is where the tiles live: per user, a Redis hash `hyperlift:tiles:{<user>}` with fields `<day>:<tile column>`.
 
-- **Exactly once.** Each accepted event runs one Lua script that claims `hyperlift:seen:{<user>}:<event_id>` with
-  SET NX (kept `seen_ttl_s`, longer than the watermark: a copy arriving later than that is behind the watermark
-  anyway) and only then adds its contribution: HINCRBY for the sums, a compare for the latest times. A replay is
-  `event_id.unique`. Integer tiles make arrival order irrelevant, so the features equal the batch's.
+A call runs in three steps, and a call that fails at any point (a 503) and is sent again ends in the state one clean
+call would have left: the same tiles, rows, quarantine, seen markers and answer.
+
+1. **Tiles, exactly once.** Each accepted event runs one Lua script that checks
+   `hyperlift:seen:{<user>}:<event_id>` and, for a new event, adds its contribution (HINCRBY for the sums, a
+   compare for the latest times) and sets the marker, in that one atomic step: an event is never marked seen
+   without being applied, nor applied without being marked. Nothing in the script can fail after its first write
+   (its only refusal, a full money sum, is decided before it writes), so Redis never keeps half of it. The marker
+   holds the call's token (a digest of its events) until step 3: a repeat of the same call finds its own token
+   and counts the event as accepted, without applying it again; any other call finds a replay (`event_id.unique`).
+   Markers are kept `seen_ttl_s`, longer than the watermark: a copy arriving later than that is behind the
+   watermark anyway. Integer tiles make arrival order irrelevant, so the features equal the batch's.
+2. **The online rows.** Each user with an event accepted by this call (applied now, or by an unfinished earlier
+   attempt of it) has its row recomputed from all its tiles as of `max(now, latest event + 1 µs)` and written with
+   `OnlineWriter` in `newer_or_equal` mode, so a late event (which does not move the latest time) still rewrites
+   the row, and an older row never replaces a newer one.
+3. **Quarantine and finish**, one MULTI/EXEC: rejected events go to the stream `hyperlift:quarantine` as received,
+   with rule and reason (drained into the lake by the `stream_quarantine` asset), and the accepted events' markers
+   become `1` ("applied and answered"). Until then a repeat is the same call, after it a replay.
+
+So `in = accepted + quarantined` holds for every answered call, however many attempts it took. The one fault this
+cannot tell apart is a lost reply to step 3's EXEC: the call was finished, and its repeat is answered as a resend
+(replays), as a deliberate resend must be.
+
 - **Watermark.** The arrival day is the day of `now`; events older than its start − allowed lateness are
   `ts.beyond_watermark`, events later than `now` + 5 minutes `ts.not_future` — the batch rules, per arrival day.
-- **The online row.** After the events of a call are applied, each touched user's row is recomputed from all
-  its tiles as of `max(now, latest event + 1 µs)` and written with `OnlineWriter` in `newer_or_equal` mode, so a
-  late event (which does not move the latest time) still rewrites the row, and an older row never replaces a
-  newer one.
-- **Quarantine.** Rejected events go to the stream `hyperlift:quarantine` as received, with rule and reason
-  (drained into the lake by the `stream_quarantine` asset), and are returned to the caller.
+- **Money bounds.** The contracts cap a price or revenue at `contracts.MAX_MONEY` (10^12 micro-units); the
+  script keeps each user's lifetime sum of each money tile (`total:<column>`) and refuses, as `price.capacity` or
+  `revenue.capacity`, the event that would take it past 2^53 micro-units: every sum of a user's tiles (the
+  features' cumulative sums included) then stays exact, far from int64's limit. Counts grow by one per event.
 
 Concurrency: the tiles are updated atomically per event; two calls for one user may write their rows in either
 order when their stamps are equal, and the next event of that user rewrites the row from the complete tiles.
-Within one process, calls are serialised per user to avoid that window.
+Within one process, calls are serialised per user to avoid that window. Step 3 spans keys of many users: a
+standalone Redis (as `OnlineWriter`), not a Cluster.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -40,7 +60,9 @@ import redis
 from feature_repo.event_time import Lateness, day_start
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.record_validation import validate_records
-from feature_repo.transforms import TILE_COLUMNS, TILE_MAXES, TILE_SUMS, event_contributions, snapshots_from_tiles
+from feature_repo.transforms import (
+    MICROS, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, event_contributions, snapshots_from_tiles,
+)
 
 TILES_PREFIX = "hyperlift:tiles:"
 SEEN_PREFIX = "hyperlift:seen:"
@@ -51,31 +73,66 @@ _TILE_INDEX = {c: i for i, c in enumerate(TILE_COLUMNS)}
 _EMPTY_TILE = np.array([0 if c in TILE_SUMS or c in ("user_id", "day") else -1 for c in TILE_COLUMNS], dtype=np.int64)
 POSITION = "_position"  # the event's index in the call, carried through validation
 
-# KEYS: seen key, tiles key. ARGV: seen ttl (s), day, event ts (µs), then len(TILE_SUMS) increments, then
-# len(TILE_MAXES) candidate maxima (-1: none). Returns 1 when the event was applied, 0 for a replay.
+MONEY_TILES = {"viewed_price_micros": "price", "revenue_micros": "revenue"}
+"""Tile sums of money, with the event field they come from: the sums whose growth per event is bounded only by
+`contracts.MAX_MONEY`, so each has a lifetime total kept next to the tiles (`total:<column>`)."""
+TOTAL_PREFIX = "total:"
+MONEY_CAP = 2**53
+"""Most micro-units a user's lifetime money sum may reach: exact in a Lua double (the script's arithmetic) and in
+a float64 (the features), and 1,024 times below int64's limit."""
+DONE = b"1"
+"""A seen marker's value once the call that applied the event has finished (the batch pipeline's markers too)."""
+
+# Replies of the apply script: the event was applied now; applied by an earlier attempt of this same call;
+# a replay of an event a finished call applied; a replay of an event an unfinished other call applied (its row is
+# rewritten, in case that call never finishes); a negative k: refused, the k-th money total would pass the cap.
+APPLIED, SAME_CALL, REPLAY, REPLAY_UNFINISHED = 1, 2, 0, 3
+
+# KEYS: seen key, tiles key. ARGV: seen ttl (s), day, event ts (µs), call token, then len(TILE_SUMS) increments,
+# then len(TILE_MAXES) candidate maxima (-1: none). Checks first, writes after: nothing below the first write can fail.
 _APPLY = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local state = redis.call('GET', KEYS[1])
+if state then
+  if state == ARGV[4] then return %(same_call)d end
+  if state == '1' then return %(replay)d end
+  return %(replay_unfinished)d
+end
 local day, n_sums = ARGV[2], %(n_sums)d
+for k = 1, #MONEY do
+  local inc = tonumber(ARGV[4 + MONEY[k]])
+  if inc > 0 then
+    local total = tonumber(redis.call('HGET', KEYS[2], TOTALS[k]) or '0')
+    if total > %(cap)d - inc then return -k end
+  end
+end
 for i = 1, n_sums do
-  local inc = ARGV[3 + i]
+  local inc = ARGV[4 + i]
   if inc ~= '0' then redis.call('HINCRBY', KEYS[2], day .. ':' .. FIELDS[i], inc) end
 end
+for k = 1, #MONEY do
+  local inc = ARGV[4 + MONEY[k]]
+  if inc ~= '0' then redis.call('HINCRBY', KEYS[2], TOTALS[k], inc) end
+end
 for j = 1, #MAXES do
-  local v = tonumber(ARGV[3 + n_sums + j])
+  local v = tonumber(ARGV[4 + n_sums + j])
   if v >= 0 then
     local f = day .. ':' .. MAXES[j]
     local cur = tonumber(redis.call('HGET', KEYS[2], f) or '-1')
-    if v > cur then redis.call('HSET', KEYS[2], f, ARGV[3 + n_sums + j]) end
+    if v > cur then redis.call('HSET', KEYS[2], f, ARGV[4 + n_sums + j]) end
   end
 end
 local cur = tonumber(redis.call('HGET', KEYS[2], '%(max_ts)s') or '-1')
 if tonumber(ARGV[3]) > cur then redis.call('HSET', KEYS[2], '%(max_ts)s', ARGV[3]) end
-return 1
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+return %(applied)d
 """
 APPLY_LUA = (
     "local FIELDS = {" + ",".join(f"'{c}'" for c in TILE_SUMS) + "}\n"
     "local MAXES = {" + ",".join(f"'{c}'" for c in TILE_MAXES) + "}\n"
-    + _APPLY % {"n_sums": len(TILE_SUMS), "max_ts": MAX_TS}
+    "local MONEY = {" + ",".join(str(TILE_SUMS.index(c) + 1) for c in MONEY_TILES) + "}\n"
+    "local TOTALS = {" + ",".join(f"'{TOTAL_PREFIX}{c}'" for c in MONEY_TILES) + "}\n"
+    + _APPLY % {"n_sums": len(TILE_SUMS), "max_ts": MAX_TS, "cap": MONEY_CAP, "applied": APPLIED,
+                "same_call": SAME_CALL, "replay": REPLAY, "replay_unfinished": REPLAY_UNFINISHED}
 )
 
 
@@ -115,6 +172,8 @@ def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[np.ndarray, i
         if name == MAX_TS:
             latest = int(raw_value)
             continue
+        if name.startswith(TOTAL_PREFIX):
+            continue
         day, column = name.split(":", 1)
         row = days.get(int(day))
         if row is None:
@@ -134,7 +193,8 @@ def tiles_frame(rows: list[np.ndarray]) -> pd.DataFrame:
 def write_tiles(client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500) -> int:
     """Replace the Redis tiles of every user in `tiles` (the batch's), so the stream continues from the batch state.
 
-    Only non-empty fields are stored (absent sums read as 0, absent maxima as none). Returns the users written.
+    Only non-empty fields are stored (absent sums read as 0, absent maxima as none), with each user's lifetime money
+    totals (`MONEY_TILES`, which the apply script bounds). Returns the users written.
     """
     if tiles.empty:
         return 0
@@ -151,6 +211,8 @@ def write_tiles(client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_SUMS, sums[i]) if v})
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_MAXES, maxes[i]) if v >= 0})
             mapping[MAX_TS] = int(max(maxes[block].max(), -1))
+            for column in MONEY_TILES:
+                mapping[TOTAL_PREFIX + column] = int(tiles[column].to_numpy()[block].sum())
             key = tiles_key(int(users[block[0]]))
             pipe.delete(key)
             pipe.hset(key, mapping=mapping)
@@ -193,7 +255,8 @@ class StreamUpdater:
         self._locks_guard = threading.Lock()
 
     def apply(self, events: Sequence[dict]) -> StreamResult:
-        """Validate, apply exactly once and write the touched users' rows; raises redis errors to the caller."""
+        """Validate, apply exactly once and write the touched users' rows (the three steps of the module doc); raises
+        redis errors to the caller, who may send the same events again: the repeat ends as one clean call would."""
         now = pd.Timestamp(self.now()).tz_convert("UTC")
         records = [{**e, POSITION: i} for i, e in enumerate(events)]
         result = validate_records(
@@ -206,17 +269,21 @@ class StreamUpdater:
             )
         ]
         accepted = result.accepted
-        applied = self._apply_tiles(accepted)
-        if not applied.all():
+        replies = self._apply_tiles(accepted, call_token(events))
+        ours = (replies == APPLIED) | (replies == SAME_CALL)
+        if not ours.all():
             refused = set(result.quarantined[POSITION])
             position = {str(r.get("event_id")): r[POSITION] for r in reversed(records) if r[POSITION] not in refused}
-            for event_id in accepted.loc[~applied, "event_id"]:
+            for event_id, reply in zip(accepted.loc[~ours, "event_id"], replies[~ours]):
+                rule, reason = _refusal(int(reply))
                 rejected.append({"index": int(position[str(event_id)]), "event_id": str(event_id),
-                                 "rule": "event_id.unique", "reason": "duplicate of an event accepted earlier"})
-        users = sorted(set(accepted.loc[applied, "user_id"].astype(int)))
+                                 "rule": rule, "reason": reason})
+        rewrite = ours | (replies == REPLAY_UNFINISHED)
+        users = sorted(set(accepted.loc[rewrite, "user_id"].astype(int)))
         rows_written = self._write_rows(users, now)
-        self._quarantine(rejected, events, now)
-        return StreamResult(int(applied.sum()), sorted(rejected, key=lambda r: r["index"]), len(users), rows_written)
+        self._finish(rejected, events, now, accepted.loc[ours])
+        updated = len(set(accepted.loc[ours, "user_id"].astype(int)))
+        return StreamResult(int(ours.sum()), sorted(rejected, key=lambda r: r["index"]), updated, rows_written)
 
     def refresh(self, users: Sequence[int], chunk: int = 2_000) -> int:
         """Recompute the users' rows from their tiles as of now and write them (newer or equal): what the nightly batch
@@ -225,10 +292,10 @@ class StreamUpdater:
         users = sorted({int(u) for u in users})
         return sum(self._write_rows(users[i:i + chunk], now) for i in range(0, len(users), chunk))
 
-    def _apply_tiles(self, accepted: pd.DataFrame) -> np.ndarray:
-        """Run the exactly-once script per accepted event, in one pipeline; True where the event was new."""
+    def _apply_tiles(self, accepted: pd.DataFrame, token: str) -> np.ndarray:
+        """Run the apply script per accepted event, in one pipeline; its reply per event (`APPLIED`, ...)."""
         if accepted.empty:
-            return np.zeros(0, dtype=bool)
+            return np.zeros(0, dtype=np.int64)
         parts = event_contributions(accepted)
         ts_us = pd.to_datetime(accepted["ts"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
         sums, maxes = parts[list(TILE_SUMS)].to_numpy(), parts[list(TILE_MAXES)].to_numpy()
@@ -236,10 +303,10 @@ class StreamUpdater:
         for i, (user, day, event_id) in enumerate(zip(parts["user_id"], parts["day"], accepted["event_id"])):
             self._script(
                 keys=[seen_key(user, event_id), tiles_key(user)],
-                args=[self.seen_ttl_s, int(day), int(ts_us[i]), *sums[i].tolist(), *maxes[i].tolist()],
+                args=[self.seen_ttl_s, int(day), int(ts_us[i]), token, *sums[i].tolist(), *maxes[i].tolist()],
                 client=pipe,
             )
-        return np.array([reply == 1 for reply in pipe.execute()], dtype=bool)
+        return np.array(pipe.execute(), dtype=np.int64)
 
     def _write_rows(self, users: list[int], now: pd.Timestamp) -> int:
         """Recompute each touched user's row from all its tiles and write them, newer-or-equal, in one write."""
@@ -278,11 +345,12 @@ class StreamUpdater:
                 lock = self._locks[user] = threading.Lock()
             return lock
 
-    def _quarantine(self, rejected: list[dict], events: Sequence[dict], now: pd.Timestamp) -> None:
-        """Keep every rejected event, as received, with its rule and reason (never lost)."""
-        if not rejected:
+    def _finish(self, rejected: list[dict], events: Sequence[dict], now: pd.Timestamp, ours: pd.DataFrame) -> None:
+        """Step 3, one MULTI/EXEC: keep every rejected event, as received, with its rule and reason (never lost), and
+        mark this call's accepted events answered. Both or neither: a repeat after a failure here writes each once."""
+        if not rejected and ours.empty:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         received = now.timestamp()
         for row in rejected:
             # serving.store.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
@@ -290,7 +358,26 @@ class StreamUpdater:
                       "rule": row["rule"], "reason": row["reason"], "event": events[row["index"]]}
             pipe.xadd(QUARANTINE_STREAM, {"record": json.dumps(record, default=str)},
                       maxlen=self.quarantine_maxlen, approximate=True)
+        for user, event_id in zip(ours["user_id"].astype(int), ours["event_id"].astype(str)):
+            pipe.set(seen_key(user, event_id), DONE, xx=True, keepttl=True)
         pipe.execute()
+
+
+def call_token(events: Sequence[dict]) -> str:
+    """A digest of a call's events (key order aside): what a repeat of the call, and only it, carries again."""
+    canonical = json.dumps(list(events), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def _refusal(reply: int) -> tuple[str, str]:
+    """The rule and reason of an accepted event the apply script did not take (a reply other than ours)."""
+    if reply < 0:
+        column = list(MONEY_TILES)[-reply - 1]
+        field_name = MONEY_TILES[column]
+        return (f"{field_name}.capacity",
+                f"the user's lifetime sum of {field_name} would pass {MONEY_CAP / MICROS:,.6f} ({MONEY_CAP} "
+                "micro-units), the most its tiles sum exactly; the event is kept here, not applied")
+    return "event_id.unique", "duplicate of an event accepted earlier"
 
 
 def _text(value: object) -> str | None:

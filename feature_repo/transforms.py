@@ -88,7 +88,7 @@ def event_contributions(events: pd.DataFrame) -> pd.DataFrame:
     etype = events["event_type"].to_numpy(dtype=object)
     is_view, is_purchase, is_exposure = etype == "page_view", etype == "purchase", etype == "promo_exposure"
     category = events["category_id"].to_numpy(dtype=float, na_value=-1).astype(np.int64)
-    device = events["device"].to_numpy(dtype=object)
+    device = events["device"].to_numpy(dtype=object, na_value=None)  # optional: <NA> would not compare
     parts = {
         "user_id": events["user_id"].to_numpy(dtype=np.int64),
         "day": np.floor_divide(ts_us, US_PER_DAY),

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from serving.api.body_limit import BodyLimit
+from serving.api.errors import request_validation_error
 from serving.api.fast_path import DecisionFastPath
 from serving.api.routes import admin, decisions, events as event_routes, health, outcomes
 from serving.core.config import ServingSettings
@@ -39,6 +41,7 @@ def create_app(settings: ServingSettings | None = None) -> DecisionFastPath:
 
     app = FastAPI(title="Hyperlift decision service", version="0.2.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_exception_handler(RequestValidationError, request_validation_error)
     for module in (decisions, outcomes, event_routes, admin, health):
         app.include_router(module.router)
     return DecisionFastPath(app, MAX_BODY_BYTES)

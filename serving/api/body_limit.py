@@ -7,12 +7,13 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    """The streamed body passed the limit."""
-
-
 class BodyLimit:
-    """ASGI middleware: a body over `max_bytes` gets 413 with a JSON message, however it is sent."""
+    """ASGI middleware: a body over `max_bytes` gets 413 with a JSON message, however it is sent.
+
+    The body is read here, whole, before the app sees it (at most `max_bytes` of it are ever held), then handed on in
+    one message. Counting it on its way to the app instead would raise inside FastAPI's body reader, which turns any
+    error there into a 400 ("There was an error parsing the body"): a chunked body over the limit got 400, not 413.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -25,29 +26,44 @@ class BodyLimit:
         if declared_too_large(scope, self.max_bytes):
             await refuse(send, self.max_bytes)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await refuse(send, self.max_bytes)
+            body = await read_body(receive, self.max_bytes)
+        except ClientLeft:  # nobody to answer
+            return
+        if body is None:
+            await refuse(send, self.max_bytes)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: the disconnect the app may wait for
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class ClientLeft(Exception):
+    """The client disconnected before it sent its whole body."""
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole request body, or None once it passes `max_bytes` (the rest is not read); raises ClientLeft."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def declared_too_large(scope: Scope, max_bytes: int) -> bool:

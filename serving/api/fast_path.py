@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from serving.api.body_limit import declared_too_large, refuse, send_json
+from serving.api.body_limit import ClientLeft, declared_too_large, read_body, refuse, send_json
 from serving.api.routes.decisions import answer
 
 log = logging.getLogger(__name__)
@@ -34,21 +34,15 @@ class DecisionFastPath:
         if declared_too_large(scope, self.max_bytes):
             await refuse(send, self.max_bytes)
             return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":  # the client left: nobody to answer
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await refuse(send, self.max_bytes)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
         try:
-            status, body = await answer(self.state.runtime, b"".join(chunks))
+            request_body = await read_body(receive, self.max_bytes)
+        except ClientLeft:  # nobody to answer
+            return
+        if request_body is None:
+            await refuse(send, self.max_bytes)
+            return
+        try:
+            status, body = await answer(self.state.runtime, request_body)
         except Exception:  # a bug, not bad input: answer 500 with a message, as FastAPI's error middleware would
             log.exception("decision request failed: answered 500 (counted in hyperlift_decision_request_errors)")
             self.state.runtime.service.metrics.request_errors.inc()

@@ -1,25 +1,56 @@
-"""Request and response bodies of the decision and outcome APIs."""
+"""Request and response bodies of the HTTP API, and the bodies of its error answers (as the OpenAPI document shows).
+
+Requests are validated strictly (`strict=True`): a user id is a JSON integer (`true` is not user 1, `"1"` is text,
+1.5 has a fraction; 7.0 is 7, as JSON and JSON Schema have one number type), an amount a JSON number, and every
+number finite (`NaN` and `Infinity`, which Python's JSON reader accepts, are refused). The published schema says
+the same, so what it calls valid is accepted and what it calls invalid refused.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from feature_repo.contracts import MAX_ID, MAX_MONEY
 
 MAX_CONTEXT_KEYS = 32
 MAX_EVENTS_PER_CALL = 500  # events in one /v1/events call (the 64 kB body limit holds a few hundred anyway)
 MAX_CONTEXT_STRING = 256
-Scalar = str | int | float | bool | None
+MAX_CONTEXT_KEY = 64
+Scalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
+
+
+def _whole_number(value: object) -> object:
+    """7.0 as 7 (the same JSON number); anything else as sent, for strict int validation to judge (bools, text,
+    fractions and floats beyond int64, such as 1e300, are refused there)."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**63 else value
+
+
+UserId = Annotated[
+    int,
+    Field(ge=0, le=MAX_ID, description="The shopper's id (the Feast `user` entity key): a JSON integer, at most "
+                                       "2^53 - 1 (the largest a JSON number holds exactly)."),
+    BeforeValidator(_whole_number),
+]
+CONTEXT_SCHEMA = {
+    "type": "object",
+    "maxProperties": MAX_CONTEXT_KEYS,
+    "propertyNames": {"maxLength": MAX_CONTEXT_KEY},
+    "additionalProperties": {"anyOf": [
+        {"type": "string", "maxLength": MAX_CONTEXT_STRING}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+    ]},
+}
 
 
 class DecisionRequest(BaseModel):
     """Ask for the best action (or slate) for one user on one surface."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_id: int = Field(ge=0, lt=2**63, description="The shopper's id (the Feast `user` entity key).")
+    user_id: UserId
     surface: str = Field(min_length=1, max_length=64, description="A configured surface, e.g. 'home'.")
-    context: dict[str, Scalar] | None = Field(
+    context: Annotated[dict[str, Scalar], WithJsonSchema(CONTEXT_SCHEMA)] | None = Field(
         default=None, description="Flat request context (device, page, region, ...): at most 32 scalar values."
     )
     candidates: list[str] | None = Field(
@@ -33,9 +64,13 @@ class DecisionRequest(BaseModel):
             return None
         if len(context) > MAX_CONTEXT_KEYS:
             raise ValueError(f"context has {len(context)} keys; at most {MAX_CONTEXT_KEYS} are allowed")
-        long = sorted(k for k, v in context.items() if len(k) > 64 or (isinstance(v, str) and len(v) > MAX_CONTEXT_STRING))
+        long = sorted(
+            k for k, v in context.items()
+            if len(k) > MAX_CONTEXT_KEY or (isinstance(v, str) and len(v) > MAX_CONTEXT_STRING)
+        )
         if long:
-            raise ValueError(f"context keys {long}: keys are at most 64 characters, strings at most {MAX_CONTEXT_STRING}")
+            raise ValueError(f"context keys {long}: keys are at most {MAX_CONTEXT_KEY} characters, "
+                             f"strings at most {MAX_CONTEXT_STRING}")
         return context
 
 
@@ -74,13 +109,20 @@ class DecisionResponse(BaseModel):
 class OutcomeRequest(BaseModel):
     """A delayed outcome (purchase, conversion), keyed by the decision or by the user and time."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema's anyOf is `_keyed`'s rule, so a body without either key is invalid in the document too.
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"anyOf": [{"required": ["decision_id"]}, {"required": ["user_id"]}]},
+    )
 
     decision_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
-    user_id: int | None = Field(default=None, ge=0, lt=2**63)
-    ts: float | None = Field(default=None, gt=0, description="Epoch seconds of the outcome (default: now).")
+    user_id: UserId | None = None
+    ts: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Epoch seconds of the outcome (default: now); later than the service's clock + 5 minutes is a 422.",
+    )
     kind: Literal["purchase", "conversion"] = "purchase"
-    revenue: float = Field(default=0.0, ge=0.0, le=1_000_000.0)
+    revenue: float = Field(default=0.0, ge=0.0, le=MAX_MONEY, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _keyed(self) -> OutcomeRequest:
@@ -99,9 +141,15 @@ class OutcomeAccepted(BaseModel):
 class EventBatch(BaseModel):
     """Raw events in the union schema of `feature_repo.contracts` (fields of other event types are left out)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_CALL)
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_EVENTS_PER_CALL,
+        description="Each event is checked against its contract (`feature_repo.contracts`: event_id, event_type, "
+        "event_version, ts, user_id, session_id, then the fields of its type; numbers as JSON numbers, ids as JSON "
+        "integers up to 2^53 - 1, price and revenue up to 1,000,000) one by one: an event that breaks a rule is "
+        "kept in the quarantine and listed in `rejected`, the others are applied.",
+    )
 
 
 class EventRejection(BaseModel):
@@ -120,3 +168,40 @@ class EventsApplied(BaseModel):
     rejected: list[EventRejection]
     users_updated: int
     rows_written: int
+
+
+class ErrorMessage(BaseModel):
+    """An error answered with one message that says what went wrong and what to do."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One way a request broke the published schema, as pydantic reports it (located under "body", as FastAPI does)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class InvalidRequest(BaseModel):
+    """422: the issues with the body, or one message for a rule the schema cannot state (a candidate action the
+    surface does not offer, an outcome stamped in the future)."""
+
+    detail: list[ValidationIssue] | str
+
+
+class EventsRefused(BaseModel):
+    """422 of /v1/events: the issues with the body, or, when no event was applied and some broke a contract rule,
+    what the call did (every event is in `rejected`, with its rule)."""
+
+    detail: list[ValidationIssue] | EventsApplied
+
+
+class Readiness(BaseModel):
+    """/readyz: ready, or the reasons it is not."""
+
+    ready: bool
+    problems: list[str]

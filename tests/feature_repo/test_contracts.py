@@ -98,3 +98,43 @@ def test_contracts_are_versioned_per_event_type():
     assert set(CONTRACTS) == {("page_view", 1), ("add_to_cart", 1), ("purchase", 1), ("promo_exposure", 1)}
     units = {f.name: f.unit for f in CONTRACTS[("purchase", 1)].fields if f.unit}
     assert units["revenue"] == "currency paid, after discount"
+
+
+NOT_INT = "user_id is not an integer: send a JSON number without a fraction (not text, not true/false)"
+NOT_NUMBER = "price is not a number: send a JSON number (not text, not true/false)"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule", "reason"),
+    [
+        ("user_id", True, "user_id.type", NOT_INT),  # True is not user 1
+        ("user_id", "12", "user_id.type", NOT_INT),  # text is not a number
+        ("user_id", 1.5, "user_id.type", "user_id is not an integer"),
+        ("user_id", 2**53 + 1, "user_id.range", "user_id must be <= 9007199254740991"),  # would read as 2^53
+        ("user_id", float(2**53), "user_id.range", "user_id must be <= 9007199254740991"),
+        ("user_id", 10**400, "user_id.range", "user_id must be <= 9007199254740991"),  # pandas cannot convert it
+        ("item_id", False, "item_id.type", NOT_INT.replace("user_id", "item_id")),
+        ("price", 9.2e12, "price.range", "price must be <= 1000000.0"),  # used to overflow its int64 tile
+        ("price", 1e300, "price.range", "price must be <= 1000000.0"),
+        ("price", float("inf"), "price.range", "price must be <= 1000000.0"),
+        ("price", "12.5", "price.type", NOT_NUMBER),
+        ("price", True, "price.type", NOT_NUMBER),
+    ],
+)
+def test_numbers_are_json_numbers_within_bounds_in_both_validators(field, value, rule, reason):
+    from feature_repo.record_validation import validate_records
+
+    rows = [event(event_id="ok"), event(event_id="bad", **{field: value})]
+    batch = validate_events(pd.DataFrame(rows, dtype=object), AS_OF)  # values as sent, as the stream sees them
+    stream = validate_records(rows, AS_OF)
+    for result in (batch, stream):
+        assert result.quarantined[["event_id", "rule", "reason"]].values.tolist() == [["bad", rule, reason]]
+        assert list(result.accepted["event_id"]) == ["ok"]
+
+
+def test_a_whole_number_sent_as_a_float_is_that_integer_and_the_largest_safe_id_is_accepted():
+    rows = [event(event_id="a", user_id=7.0), event(event_id="b", user_id=2**53 - 1),
+            purchase(event_id="c", revenue=1_000_000)]
+    result = validate_events(pd.DataFrame(rows, dtype=object), AS_OF)
+    assert result.quarantined.empty
+    assert result.accepted.set_index("event_id")["user_id"].to_dict() == {"a": 7, "b": 2**53 - 1, "c": 1}

@@ -3,6 +3,7 @@ same first broken rule and reason, on valid events and on events with any field 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,9 @@ HORIZON = START - pd.Timedelta(days=1)
 
 AWKWARD = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 12), st.floats(allow_nan=True, allow_infinity=True, width=32),
+    # JSON numbers at the edges: the largest safe id and past it, beyond int64 and float, whole floats, numpy scalars
+    st.sampled_from([2**53 - 1, 2**53 + 1, 2**63, 10**400, -(10**400), 7.0, 1e300, 9.2e12, 1_000_000.0,
+                     np.bool_(True), np.int64(4), np.float64(2.0)]),
     st.sampled_from(["", "x", "12", " 7 ", "1e3", "nan", "inf", "-1", "0.5", "mobile", "north", "page_view",
                      "purchase", "2026-10-01T05:00:00Z", "2026-10-01 05:00:00", "2026-10-09T00:00:00+00:00",
                      "2026-09-20T00:00:00Z", "not a time"]),

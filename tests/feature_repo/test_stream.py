@@ -15,8 +15,12 @@ from feature_repo.definitions import UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.event_time import DAY, Lateness, validate_arrivals
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
-from feature_repo.stream import QUARANTINE_STREAM, StreamUpdater, parse_tiles, tiles_frame, tiles_key
-from feature_repo.transforms import ACTIVITY_FEATURES, event_tiles, merge_tiles, snapshots_from_tiles
+from feature_repo.stream import (
+    MONEY_CAP, QUARANTINE_STREAM, StreamUpdater, parse_tiles, seen_key, tiles_frame, tiles_key, write_tiles,
+)
+from feature_repo.transforms import (
+    ACTIVITY_FEATURES, TILE_COLUMNS, US_PER_DAY, event_tiles, merge_tiles, snapshots_from_tiles,
+)
 from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
 from simulator.arrival import arrival_days
@@ -170,3 +174,177 @@ def test_a_refresh_rolls_rows_forward_to_now_as_the_batch_transform_does(streami
         assert read.event_timestamps["user_activity_fv"] == clock.value.to_pydatetime()
         row = expected.loc[expected["user_id"] == user, list(ACTIVITY_FEATURES)].iloc[0]
         assert [read.by_name[f] for f in ACTIVITY_FEATURES] == pytest.approx(row.astype(float).tolist(), rel=1e-6)
+
+
+# --- Atomic application: bounded money, one atomic step per event, a failed call repeated to the clean state. ---
+
+def _call(now: pd.Timestamp) -> list[dict]:
+    """One call's events: three users, every event type, a bad event, a copy within the call, no `device` field."""
+    rows = [
+        event(event_id="v1", user_id=21, ts=now - pd.Timedelta(hours=3), price=19.99),
+        event(event_id="v2", user_id=21, ts=now - pd.Timedelta(days=1), price=5.25, category_id=6),
+        event(event_id="p1", user_id=22, event_type="purchase", ts=now - pd.Timedelta(hours=2), revenue=42.5,
+              action_id="pct10_sitewide"),
+        event(event_id="x1", user_id=23, event_type="promo_exposure", ts=now - pd.Timedelta(hours=1), item_id=None,
+              category_id=None, price=None, action_id="push_reminder", propensity=0.3, surface="home"),
+        event(event_id="c1", user_id=23, event_type="add_to_cart", ts=now - pd.Timedelta(minutes=30)),
+        event(event_id="bad", user_id=22, ts=now - pd.Timedelta(hours=1), price=9.3e12),
+        event(event_id="v3", user_id=22, ts=now - pd.Timedelta(hours=4), device=None, region=None),
+    ]
+    events = [_json_event(r) for r in rows]
+    return events + [events[0]]  # the same event twice in one call
+
+
+def _state(client: redis.Redis) -> dict:
+    """Everything the call left in Redis: tiles, seen markers (value, and whether they expire), the online rows, and
+    the quarantine's records without their random ids."""
+    state = {}
+    for key in sorted(client.keys("*")):
+        kind = client.type(key)
+        if kind == b"hash":
+            state[key] = client.hgetall(key)
+        elif kind == b"string":
+            state[key] = (client.get(key), client.ttl(key) > 0)
+        elif kind == b"stream":
+            records = [json.loads(fields[b"record"]) for _, fields in client.xrange(key)]
+            state[key] = [{k: v for k, v in r.items() if k != "quarantine_id"} for r in records]
+        else:
+            raise AssertionError(f"unexpected key {key!r} of type {kind!r}")
+    return state
+
+
+def _summary(result) -> tuple:
+    return result.accepted, result.rejected, result.users_updated, result.rows_written
+
+
+class Fault(redis.exceptions.ConnectionError):
+    """The injected failure: Redis went away between (or within) the steps of a call."""
+
+
+def _inject(updater: StreamUpdater, monkeypatch, where: str) -> None:
+    """Make the next call fail at `where`, once; the steps before it have run, those after it have not."""
+    if where == "tiles part-way":  # the connection dropped after Redis ran the first 3 of the call's scripts
+        original = updater._apply_tiles
+
+        def apply_some(accepted, token):
+            original(accepted.iloc[:3], token)
+            monkeypatch.setattr(updater, "_apply_tiles", original)
+            raise Fault("connection lost while applying tiles")
+
+        monkeypatch.setattr(updater, "_apply_tiles", apply_some)
+    elif where == "before the rows":
+        original_rows = updater._write_rows
+
+        def no_rows(users, now):
+            monkeypatch.setattr(updater, "_write_rows", original_rows)
+            raise Fault("connection lost before the rows")
+
+        monkeypatch.setattr(updater, "_write_rows", no_rows)
+    elif where == "rows part-way":  # the first user's row written, the others not
+        writer, original_write = updater.writer, updater.writer.write
+
+        def write_some(view, frame, mode):
+            original_write(view, frame.iloc[:1], mode=mode)
+            monkeypatch.setattr(writer, "write", original_write)
+            raise Fault("connection lost while writing rows")
+
+        monkeypatch.setattr(writer, "write", write_some)
+    elif where == "before the finish":  # rows written; the quarantine and the markers' MULTI never reached Redis
+        original_finish = updater._finish
+
+        def no_finish(*args):
+            monkeypatch.setattr(updater, "_finish", original_finish)
+            raise Fault("connection lost before the finish")
+
+        monkeypatch.setattr(updater, "_finish", no_finish)
+    else:
+        raise ValueError(where)
+
+
+def test_a_clean_call_counts_every_event_once_and_marks_its_events_answered(streaming):
+    updater, clock, _, client = streaming
+    clock.value = START + pd.Timedelta(days=1, hours=12)
+    events = _call(clock.value)
+    result = updater.apply(events)
+    assert _summary(result) == (6, [
+        {"index": 5, "event_id": "bad", "rule": "price.range", "reason": "price must be <= 1000000.0"},
+        {"index": 7, "event_id": "v1", "rule": "event_id.unique", "reason": "duplicate event_id"},
+    ], 3, 3)
+    assert result.accepted + len(result.rejected) == len(events)  # in = accepted + quarantined
+    assert client.xlen(QUARANTINE_STREAM) == 2
+    markers = {key: client.get(key) for key in client.keys("hyperlift:seen:*")}
+    assert sorted(markers) == sorted(seen_key(u, e) .encode() for u, e in (
+        (21, "v1"), (21, "v2"), (22, "p1"), (22, "v3"), (23, "x1"), (23, "c1")))
+    assert set(markers.values()) == {b"1"}
+
+
+@pytest.mark.parametrize("where", ["tiles part-way", "before the rows", "rows part-way", "before the finish"])
+def test_a_call_that_fails_at_any_step_and_is_sent_again_ends_as_one_clean_call(streaming, monkeypatch, where):
+    updater, clock, _, client = streaming
+    clock.value = START + pd.Timedelta(days=1, hours=12)
+    events = _call(clock.value)
+    clean = _summary(updater.apply(events))
+    clean_state = _state(client)
+    client.flushdb()  # Feast keeps nothing in Redis but the rows: an empty online store again
+
+    _inject(updater, monkeypatch, where)
+    with pytest.raises(Fault):
+        updater.apply(events)
+    assert client.xlen(QUARANTINE_STREAM) == 0  # nothing counted yet: the failed call was not answered
+    repeat = updater.apply(events)
+    assert _summary(repeat) == clean  # the events the failed attempt applied count as accepted, once
+    assert repeat.accepted + len(repeat.rejected) == len(events) == client.xlen(QUARANTINE_STREAM) + repeat.accepted
+    assert _state(client) == clean_state  # tiles, markers, rows and quarantine, byte for byte
+    again = updater.apply(events)  # after an answered call, the same events are replays
+    assert again.accepted == 0 and {r["rule"] for r in again.rejected} == {"event_id.unique", "price.range"}
+
+
+def test_an_unfinished_call_that_is_never_repeated_leaves_replays_that_still_rewrite_the_row(streaming, monkeypatch):
+    updater, clock, store, client = streaming
+    clock.value = START + pd.Timedelta(days=1, hours=12)
+    first = [_json_event(event(event_id="u1", user_id=31, ts=clock.value - pd.Timedelta(hours=1)))]
+    _inject(updater, monkeypatch, "before the rows")
+    with pytest.raises(Fault):
+        updater.apply(first)
+    reader = FeatureClient(store, UPLIFT_FEATURE_SERVICE)
+    assert reader.read(31, list(ACTIVITY_FEATURES)).event_timestamps["user_activity_fv"] is None  # the row is stale
+    other = updater.apply(first + [_json_event(event(event_id="u2", user_id=32, ts=clock.value))])  # another call
+    assert other.accepted == 1 and [r["rule"] for r in other.rejected] == ["event_id.unique"]
+    assert reader.read(31, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 1.0  # rewritten all the same
+
+
+def test_money_is_bounded_by_the_contract_and_a_full_tile_refuses_the_event_without_touching_anything(streaming):
+    updater, clock, _, client = streaming
+    clock.value = START + pd.Timedelta(days=1, hours=12)
+    ts = clock.value - pd.Timedelta(hours=1)
+    huge = [
+        _json_event(event(event_id="h1", user_id=41, ts=ts, price=9.2e12)),
+        _json_event(event(event_id="h2", user_id=41, ts=ts, event_type="purchase", revenue=1e300)),
+        _json_event(event(event_id="h3", user_id=41, ts=ts, event_type="purchase", revenue=float("inf"))),
+    ]
+    result = updater.apply(huge)
+    assert result.accepted == 0 and [(r["rule"], r["reason"]) for r in result.rejected] == [
+        ("price.range", "price must be <= 1000000.0"), ("revenue.range", "revenue must be <= 1000000.0"),
+        ("revenue.range", "revenue must be <= 1000000.0"),
+    ]
+    assert client.keys("hyperlift:tiles:*") == []
+    # A user whose lifetime revenue is 1 micro-unit short of the cap (the batch handed it over so): a purchase that
+    # would pass 2^53 is refused whole; one that fits is applied.
+    near = pd.DataFrame([{**dict.fromkeys(TILE_COLUMNS, 0), "user_id": 42, "day": 20_000, "purchases": 1,
+                          "revenue_micros": MONEY_CAP - 1_000_000, "last_visit_us": -1, "last_purchase_us": 1}])
+    write_tiles(client, near[list(TILE_COLUMNS)])
+    before = client.hgetall(tiles_key(42))
+    assert before[b"total:revenue_micros"] == str(MONEY_CAP - 1_000_000).encode()
+    buy = [_json_event(event(event_id="b1", user_id=42, ts=ts, event_type="purchase", revenue=1.000001))]
+    refused = updater.apply(buy)
+    assert refused.accepted == 0 and refused.rejected == [{
+        "index": 0, "event_id": "b1", "rule": "revenue.capacity",
+        "reason": "the user's lifetime sum of revenue would pass 9,007,199,254.740992 (9007199254740992 micro-units), "
+                  "the most its tiles sum exactly; the event is kept here, not applied",
+    }]
+    assert client.hgetall(tiles_key(42)) == before and client.get(seen_key(42, "b1")) is None
+    fits = updater.apply([{**buy[0], "event_id": "b2", "revenue": 1.0}])
+    assert fits.accepted == 1
+    assert int(client.hget(tiles_key(42), b"total:revenue_micros")) == MONEY_CAP
+    day = int(pd.Timestamp(ts).value // 1000 // US_PER_DAY)
+    assert int(client.hget(tiles_key(42), f"{day}:revenue_micros")) == 1_000_000

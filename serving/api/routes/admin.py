@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from serving.api.deps import RuntimeDep, require_admin
+from serving.api.errors import BODY_ERRORS, REDIS_DOWN, UNAUTHORIZED
 from serving.core.clock import ClockError
+from serving.core.schemas import ErrorMessage
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses={**UNAUTHORIZED, **BODY_ERRORS}
+)
+
+LATEST_CLOCK = datetime(2200, 1, 1, tzinfo=timezone.utc)
+"""The simulated clock stops short of pandas' last timestamp (2262-04-11), which the event and feature code reads
+it as; a year-9999 clock made every later event call fail."""
 
 
 class SafeModeRequest(BaseModel):
     """Turn safe mode on or off, saying why (kept with the switch and logged)."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     enabled: bool
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.post("/safe-mode")
+@router.post("/safe-mode", responses=REDIS_DOWN)
 def set_safe_mode(body: SafeModeRequest, runtime: RuntimeDep) -> dict[str, object]:
     """Every surface of every worker serves its neutral action within one poll interval (this worker at once)."""
     safe_mode = runtime.service.safe_mode
@@ -39,13 +49,37 @@ def set_safe_mode(body: SafeModeRequest, runtime: RuntimeDep) -> dict[str, objec
 class ClockRequest(BaseModel):
     """The simulated instant to move the service's clock to (ISO-8601 with offset; never earlier than now)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     now: AwareDatetime
 
+    @field_validator("now", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        """ISO-8601 text only, as the schema says (pydantic would read a number as epoch seconds)."""
+        if not isinstance(value, str):
+            raise ValueError("now must be an ISO-8601 string with an offset, e.g. 2026-11-01T06:00:00Z")
+        return value
 
-@router.post("/clock", responses={409: {"description": "the wall clock, or an instant earlier than the clock's"}})
+
+@router.post(
+    "/clock",
+    responses={409: {"model": ErrorMessage, "description": "The wall clock, an instant earlier than the clock's, "
+                                                            "or one from 2200 on."}},
+)
 def advance_clock(body: ClockRequest, runtime: RuntimeDep) -> dict[str, datetime]:
     """Move this worker's simulated clock forward (freshness, caps, budget pacing and the trace follow it)."""
     try:
-        return {"now": runtime.service.clock.advance_to(body.now)}
+        instant = body.now.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before the first UTC instant Python holds
+        instant = None
+    if instant is None or instant >= LATEST_CLOCK:
+        raise HTTPException(
+            status_code=409,
+            detail=f"now {body.now.isoformat()} is outside what the clock holds: send an instant before "
+            f"{LATEST_CLOCK.isoformat()} and not earlier than the clock's ({runtime.service.clock.describe()})",
+        )
+    try:
+        return {"now": runtime.service.clock.advance_to(instant)}
     except ClockError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc

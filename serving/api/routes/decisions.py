@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from serving.api.deps import RuntimeDep
+from serving.api.errors import INVALID, TOO_LARGE, UNKNOWN_SURFACE, validation_detail
 from serving.core.runtime import Runtime
 from serving.core.schemas import DecisionRequest, DecisionResponse
 from serving.decision.service import BadCandidates, UnknownSurface
@@ -23,16 +24,14 @@ async def answer(runtime: Runtime, body: bytes) -> tuple[int, bytes]:
     Choose an action (or a slate) for a user on a surface, with logged exploration; never waits in an unbounded
     queue: beyond the in-flight limit the surface's neutral action is served (`fallback="overloaded"`). The decision
     runs on the event loop (its Redis round trips awaited on the worker's one multiplexed connection). A body that
-    is not a valid DecisionRequest is a 422 with pydantic's errors (located under "body", as FastAPI reports them);
-    an unknown surface a 404; candidates the surface or the model do not know a 422.
+    is not a valid DecisionRequest (not JSON, not UTF-8, `user_id` not a JSON integer, ...) is a 422 with pydantic's
+    errors (located under "body", as FastAPI reports them); an unknown surface a 404; candidates the surface or the
+    model do not know a 422 with a message; a body over 64 kB a 413.
     """
     try:
         request = DecisionRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False))
-        for error in errors:
-            error["loc"] = ["body", *error["loc"]]
-        return 422, json.dumps({"detail": errors}).encode()
+    except ValidationError as exc:  # rendered as FastAPI's routes render theirs (serving.api.errors)
+        return 422, json.dumps({"detail": validation_detail(exc.errors(include_url=False), ("body",))}).encode()
     service = runtime.service
     try:
         if not runtime.admission.try_enter():
@@ -58,6 +57,7 @@ def _json(response: DecisionResponse) -> bytes:
 @router.post(
     "/decisions",
     response_model=DecisionResponse,
+    responses={**UNKNOWN_SURFACE, **TOO_LARGE, **INVALID},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": DecisionRequest.model_json_schema()}
     }}},

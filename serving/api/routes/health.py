@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api.deps import RuntimeDep
+from serving.api.errors import NOT_READY
+from serving.core.schemas import Readiness
 from serving.decision.service import FALLBACKS
 
 router = APIRouter(tags=["health"])
@@ -50,7 +52,7 @@ def _freshness(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=NOT_READY)
 def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 when every surface's champion is loaded and Redis answered the last poll; else 503 with the reasons."""
     service = runtime.service
@@ -62,7 +64,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format.", "content": {"text/plain": {}}}},
+)
 def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition: latency per segment, fallbacks by reason, exploration, budget spend, ..."""
     service = runtime.service

@@ -6,13 +6,17 @@ import redis
 from fastapi import APIRouter, HTTPException, status
 
 from serving.api.deps import RuntimeDep
-from serving.store.outcomes import OutcomeRejected
+from serving.api.errors import BODY_ERRORS, REDIS_DOWN
 from serving.core.schemas import OutcomeAccepted, OutcomeRequest
+from serving.store.outcomes import OutcomeRejected
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 
 
-@router.post("/outcomes", response_model=OutcomeAccepted, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/outcomes", response_model=OutcomeAccepted, status_code=status.HTTP_202_ACCEPTED,
+    responses={**BODY_ERRORS, **REDIS_DOWN},
+)
 def record_outcome(outcome: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAccepted:
     """Store a delayed outcome for the decision-log join (by decision_id, or by user within the window)."""
     try:

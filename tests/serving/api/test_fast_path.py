@@ -43,7 +43,7 @@ def test_validation_errors_are_located_in_the_body_as_fastapi_reports_them(both)
     fast, _ = both
     detail = fast.post("/v1/decisions", json={"user_id": "abc", "surface": "home"}).json()["detail"]
     assert [error["loc"] for error in detail] == [["body", "user_id"]]
-    assert detail[0]["type"] == "int_parsing" and "url" not in detail[0]
+    assert detail[0]["type"] == "int_type" and "url" not in detail[0]  # strict: text is not a user id
 
 
 def test_a_decision_answers_alike_on_both_paths(both, served_world):

@@ -114,3 +114,38 @@ def test_redis_failing_gives_503_and_is_counted(client, batch_tiles):
     response = client.post("/v1/events", json={"events": [page_view("f1", 2, END - pd.Timedelta(hours=1))]})
     assert response.status_code == 503 and "retry" in response.json()["detail"]
     assert "hyperlift_event_batches_failed_total 1.0" in client.get("/metrics").text
+
+
+def test_a_call_that_fails_part_way_is_a_503_and_its_retry_applies_it_once_rows_included(client, batch_tiles):
+    runtime = client.app.state.runtime
+    updater = runtime.events.updater
+    users = [int(u) for u in batch_tiles["user_id"].unique()[2:5]]
+    before = {u: online(client, u).by_name["page_views_total"] for u in users}
+    events = [page_view(f"m{u}", u, END - pd.Timedelta(hours=1)) for u in users]
+    events.append({**events[0], "event_id": "m-bad", "price": 9.2e12})
+    original = updater._write_rows
+    calls = []
+
+    def fail_once(users_, now):  # Redis goes away after the tiles were applied, before any row is written
+        calls.append(users_)
+        if len(calls) == 1:
+            raise redis.exceptions.ConnectionError("connection lost before the rows")
+        return original(users_, now)
+
+    updater._write_rows = fail_once
+    failed = client.post("/v1/events", json={"events": events})
+    assert failed.status_code == 503
+    assert failed.json()["detail"] == "events not applied, retry the same call (it is applied once): connection lost " \
+                                      "before the rows"
+    assert [online(client, u).by_name["page_views_total"] for u in users] == [before[u] for u in users]  # stale
+    retry = client.post("/v1/events", json={"events": events})
+    assert retry.status_code == 202
+    assert retry.json() == {"accepted": 3, "users_updated": 3, "rows_written": 3, "rejected": [
+        {"index": 3, "event_id": "m-bad", "rule": "price.range", "reason": "price must be <= 1000000.0"}]}
+    assert [online(client, u).by_name["page_views_total"] for u in users] == [before[u] + 1 for u in users]
+    metrics = client.get("/metrics").text  # in = accepted + quarantined, counted once
+    assert "hyperlift_events_accepted_total 3.0" in metrics
+    assert 'hyperlift_events_rejected_total{rule="price.range"} 1.0' in metrics
+    assert "hyperlift_event_batches_failed_total 1.0" in metrics
+    replay = client.post("/v1/events", json={"events": events[:3]})
+    assert replay.status_code == 200 and [r["rule"] for r in replay.json()["rejected"]] == ["event_id.unique"] * 3
