@@ -12,16 +12,22 @@ from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
 from feature_repo.versions import format_view_pins, service_view_pins
 from training.learners import LEARNERS, MultiArmUpliftLearner
+from training.learners.selection import CausalModelSelector, default_candidates
 from training.lifecycle import alias_version, promote
 from training.registry import CHALLENGER_ALIAS, dataset_hash, log_and_register
 from training.train import train_uplift
 
 
+SELECTED = "selected"
+"""learner_name of model selection among the learners (`training.learners.selection.CausalModelSelector`)."""
+
+
 class UpliftModelConfig(dg.Config):
     """Which learner, the holdout split, and hyper-parameters to override (unset: the learner's defaults)."""
 
-    # One of training.learners.LEARNERS. The S-learner earns the most true value on the simulated shop and ranks
-    # first on the holdout off-policy estimate too (docs/benchmarks.md, "Learners").
+    # One of training.learners.LEARNERS, or "selected": CausalModelSelector over S/T/X/R/DR × XGBoost/linear
+    # (cross-fitted R-loss; the overrides apply to every candidate). The S-learner earns the most true value on the
+    # simulated shop and ranks first on the holdout off-policy estimate too (docs/benchmarks.md, "Learners").
     learner_name: str = "s_learner"
     holdout_fraction: float = 0.2
     seed: int = 0
@@ -30,15 +36,19 @@ class UpliftModelConfig(dg.Config):
     learning_rate: float | None = None
     min_child_weight: float | None = None
 
-    def learner(self) -> MultiArmUpliftLearner:
+    def learner(self) -> MultiArmUpliftLearner | CausalModelSelector:
         """The chosen learner with the overridden hyper-parameters."""
-        if self.learner_name not in LEARNERS:
-            raise ValueError(f"learner_name {self.learner_name!r} is not one of {sorted(LEARNERS)}")
+        if self.learner_name not in (*LEARNERS, SELECTED):
+            raise ValueError(f"learner_name {self.learner_name!r} is not one of {sorted((*LEARNERS, SELECTED))}")
         overrides = {
             name: getattr(self, name)
             for name in ("n_estimators", "max_depth", "learning_rate", "min_child_weight")
             if getattr(self, name) is not None
         }
+        if self.learner_name == SELECTED:
+            return CausalModelSelector(
+                candidates=default_candidates(random_state=self.seed, **overrides), random_state=self.seed
+            )
         return LEARNERS[self.learner_name](random_state=self.seed, **overrides)
 
 

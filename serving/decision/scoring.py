@@ -32,6 +32,7 @@ import numpy as np
 import xgboost as xgb
 
 from training.learners import DRLearner, SLearner, TLearner, XLearner
+from training.learners.selection import CausalModelSelector
 from training.pyfunc import UpliftModel
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,10 @@ class CompiledUplift:
     def __init__(self, model: UpliftModel):
         self.model = model
         learner = model.learner
+        if isinstance(learner, CausalModelSelector) and learner.strategy == "select":
+            learner = learner.best_estimator_  # a selection answers with its winner alone
+        if getattr(learner, "base_model", "xgboost") != "xgboost":
+            raise UnsupportedModel(f"learner {type(learner).__name__} on a {learner.base_model} base has no boosters")
         self.kind = type(learner).__name__
         self.n_features = len(model.feature_names)
         if isinstance(learner, SLearner):

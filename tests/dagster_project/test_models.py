@@ -2,6 +2,7 @@ import pytest
 
 from dagster_project.assets.models import UpliftModelConfig
 from training.learners import DRLearner, SLearner, TLearner, XLearner
+from training.learners.selection import CausalModelSelector
 
 
 @pytest.mark.parametrize(
@@ -15,5 +16,14 @@ def test_config_builds_the_named_learner_with_overrides(name, cls):
 
 
 def test_unknown_learner_name_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match=r"learner_name 'c_learner' is not one of \['dr_learner', 's_learner'"):
+    choices = r"\['dr_learner', 'r_learner', 's_learner', 'selected', 't_learner', 'x_learner'\]"
+    with pytest.raises(ValueError, match=r"learner_name 'c_learner' is not one of " + choices):
         UpliftModelConfig(learner_name="c_learner").learner()
+
+
+def test_selected_builds_a_selector_whose_candidates_carry_the_overrides():
+    selector = UpliftModelConfig(learner_name="selected", max_depth=3, seed=9).learner()
+    assert isinstance(selector, CausalModelSelector) and selector.random_state == 9
+    assert sorted(selector.candidates) == sorted(f"{m}_{b}" for m in ("s", "t", "x", "r", "dr") for b in ("xgboost", "linear"))
+    assert {c.max_depth for c in selector.candidates.values()} == {3}
+    assert {c.random_state for c in selector.candidates.values()} == {9}

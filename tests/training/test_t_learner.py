@@ -74,7 +74,7 @@ def test_predict_before_fit_raises():
     ("treatment", "weight", "message"),
     [
         (["a"] * 100, None, "control arm 'no_action' has no rows"),
-        (["no_action"] * 99 + ["a"], None, r"fewer than min_rows_per_arm=50 rows: \{'a': 1\}"),
+        (["no_action"] * 99 + ["a"], None, r"every treatment arm has fewer than min_rows_per_arm=50 rows: \{'a': 1\}"),
         (["no_action", "a"] * 50, [0.0] * 100, "sample_weight must be finite and > 0"),
     ],
 )

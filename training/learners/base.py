@@ -6,6 +6,7 @@ builds models, sets attributes ending in `_` and returns `self`; `predict_uplift
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,8 +16,24 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from xgboost import XGBModel, XGBRegressor
 
-OUTCOME_OBJECTIVES = {"revenue": "reg:tweedie", "conversion": "binary:logistic"}
-"""Default XGBoost objective per outcome kind: zero-inflated revenue → Tweedie; 0/1 conversion → logistic."""
+from training.learners.linear import LinearBase
+
+log = logging.getLogger(__name__)
+
+OUTCOME_OBJECTIVES = {"revenue": "reg:tweedie", "conversion": "binary:logistic", "continuous": "reg:squarederror"}
+"""Default objective per outcome kind: zero-inflated revenue (≥ 0) → Tweedie; 0/1 conversion → logistic; an
+outcome of any sign (margin, a change in spend, a standardised score) → squared error."""
+
+BASE_MODELS = ("xgboost", "linear")
+"""Base model families: XGBoost trees (default) or a linear model of the same objective (`training.learners.linear`).
+A linear base is the right one where the effect is constant or linear (Nie & Wager's setup C: a linear S-learner
+beats every tree learner by two orders of magnitude) and a poor one where it is not; model selection
+(`training.learners.selection`) chooses between them on the data."""
+
+THIN_ARMS = ("drop", "raise")
+"""What fit does with a treatment arm below `min_rows_per_arm` rows: leave it out of `treatments_` (recorded in
+`dropped_arms_`, logged as a warning), or refuse the data. A thin control arm always refuses: nothing can be
+estimated without it."""
 
 ArrayLike = pd.DataFrame | np.ndarray | Sequence[float]
 
@@ -57,6 +74,8 @@ class MultiArmUpliftLearner(BaseEstimator):
         min_rows_per_arm: int = 50,
         n_jobs: int = 2,
         random_state: int = 0,
+        base_model: str = "xgboost",
+        thin_arms: str = "drop",
     ):
         self.control = control
         self.outcome = outcome
@@ -71,6 +90,8 @@ class MultiArmUpliftLearner(BaseEstimator):
         self.min_rows_per_arm = min_rows_per_arm
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.base_model = base_model
+        self.thin_arms = thin_arms
 
     # ---- model factory -------------------------------------------------------------------------------------
     def _outcome_objective(self) -> str:
@@ -80,8 +101,13 @@ class MultiArmUpliftLearner(BaseEstimator):
             raise ValueError(f"outcome must be one of {sorted(OUTCOME_OBJECTIVES)}; got {self.outcome!r}")
         return OUTCOME_OBJECTIVES[self.outcome]
 
-    def _regressor(self, objective: str | None = None) -> XGBRegressor:
-        """An XGBoost model with this learner's hyper-parameters (outcome objective unless given)."""
+    def _regressor(self, objective: str | None = None) -> XGBRegressor | LinearBase:
+        """A base model with this learner's hyper-parameters (outcome objective unless given).
+
+        Fit it with `fit_base` (weights normalised to mean 1) and predict with `predict_base`.
+        """
+        if self.base_model == "linear":
+            return LinearBase(objective=objective or self._outcome_objective())
         return XGBRegressor(
             objective=objective or self._outcome_objective(),
             n_estimators=self.n_estimators,
@@ -122,13 +148,44 @@ class MultiArmUpliftLearner(BaseEstimator):
             raise ValueError("y must be finite")
         if self.outcome == "conversion" and not np.isin(y, (0.0, 1.0)).all():
             raise ValueError("outcome='conversion' needs y in {0, 1}; use outcome='revenue' for amounts")
-        self._outcome_objective()  # fail on an unknown outcome before any fitting
+        objective = self._outcome_objective()  # fail on an unknown outcome before any fitting
+        if objective in ("reg:tweedie", "reg:gamma", "count:poisson") and np.any(y < 0):
+            raise ValueError(
+                f"objective {objective} needs y >= 0 but {int((y < 0).sum())} rows are negative; use "
+                "outcome='continuous' (squared error) for outcomes of any sign"
+            )
+        if self.base_model not in BASE_MODELS:
+            raise ValueError(f"base_model must be one of {list(BASE_MODELS)}; got {self.base_model!r}")
+        if self.thin_arms not in THIN_ARMS:
+            raise ValueError(f"thin_arms must be one of {list(THIN_ARMS)}; got {self.thin_arms!r}")
         arms, counts = np.unique(treatment, return_counts=True)
         if self.control not in arms:
             raise ValueError(f"control arm {self.control!r} has no rows; arms present: {list(arms)}")
         small = {str(a): int(c) for a, c in zip(arms, counts) if c < self.min_rows_per_arm}
-        if small:
+        if self.control in small:
+            raise ValueError(
+                f"control arm {self.control!r} has {small[self.control]} rows, fewer than "
+                f"min_rows_per_arm={self.min_rows_per_arm}: every uplift is measured against it; log more control "
+                "rows or lower min_rows_per_arm"
+            )
+        if small and self.thin_arms == "raise":
             raise ValueError(f"arms with fewer than min_rows_per_arm={self.min_rows_per_arm} rows: {small}")
+        self.dropped_arms_ = small
+        if small:
+            if len(small) == len(arms) - 1:
+                raise ValueError(
+                    f"every treatment arm has fewer than min_rows_per_arm={self.min_rows_per_arm} rows: {small}; "
+                    "nothing to fit"
+                )
+            log.warning(
+                "%d thin arm(s) left out of the fit (fewer than min_rows_per_arm=%d rows): %s; they get no uplift "
+                "until more of their rows are logged",
+                len(small), self.min_rows_per_arm, small,
+            )
+            keep = ~np.isin(treatment, list(small))
+            features, treatment, y, weight = features[keep], treatment[keep], y[keep], weight[keep]
+            prop = None if prop is None else prop[keep]
+            arms = np.asarray([a for a in arms if str(a) not in small])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object) if isinstance(X, pd.DataFrame) else None
         self.n_features_in_ = features.shape[1]
         self.treatments_ = [str(a) for a in arms if a != self.control]
@@ -159,6 +216,25 @@ def as_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
 def ipw(data: FitData) -> np.ndarray:
     """Sample weights times inverse logged propensity (re-weights each arm's rows to the whole population)."""
     return data.weight if data.propensity is None else data.weight / data.propensity
+
+
+def fit_base(model: XGBRegressor | LinearBase, X: np.ndarray, y: np.ndarray, weight: np.ndarray):
+    """Fit a base model with `weight` rescaled to mean 1 over the rows given; returns the model.
+
+    Only relative weights carry information. XGBoost's `min_child_weight` and L2 penalty are in units of summed
+    weight, so raw inverse propensities (3–13 on the simulator, 1/0.5 = 2 for a constant 50 % design) would turn
+    "leaves of at least 50 rows" into leaves of 4–25 rows and shrink less: passing a constant propensity would
+    change the fit. Normalised, a constant propensity gives exactly the unweighted fit (tested).
+    """
+    weight = np.asarray(weight, dtype=float)
+    return model.fit(X, y, sample_weight=weight / weight.mean())
+
+
+def predict_base(model: XGBRegressor | LinearBase, features: np.ndarray) -> np.ndarray:
+    """Predictions of a fitted base model on the outcome's scale (XGBoost: without building a DMatrix)."""
+    if isinstance(model, XGBModel):
+        return booster_predict(model, features)
+    return model.predict(features)
 
 
 def single_threaded(learner: object) -> int:

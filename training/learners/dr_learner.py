@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from training.learners.ate import aipw_pseudo_outcomes
-from training.learners.base import ArrayLike, MultiArmUpliftLearner, booster_predict, ipw
+from training.learners.base import ArrayLike, MultiArmUpliftLearner, fit_base, ipw, predict_base
 
 
 class DRLearner(MultiArmUpliftLearner):
@@ -43,6 +43,8 @@ class DRLearner(MultiArmUpliftLearner):
         min_rows_per_arm: int = 50,
         n_jobs: int = 2,
         random_state: int = 0,
+        base_model: str = "xgboost",
+        thin_arms: str = "drop",
         max_weight: float | None = 50.0,
         n_folds: int = 2,
     ):
@@ -60,6 +62,8 @@ class DRLearner(MultiArmUpliftLearner):
             min_rows_per_arm=min_rows_per_arm,
             n_jobs=n_jobs,
             random_state=random_state,
+            base_model=base_model,
+            thin_arms=thin_arms,
         )
         self.max_weight = max_weight
         self.n_folds = n_folds
@@ -92,8 +96,8 @@ class DRLearner(MultiArmUpliftLearner):
             models = {}
             for j, arm in enumerate(self.arms_):
                 rows = ~held_out & (data.treatment == arm)
-                models[arm] = self._regressor().fit(data.X[rows], data.y[rows], sample_weight=weight[rows])
-                outcomes[held_out, j] = booster_predict(models[arm], data.X[held_out])
+                models[arm] = fit_base(self._regressor(), data.X[rows], data.y[rows], weight[rows])
+                outcomes[held_out, j] = predict_base(models[arm], data.X[held_out])
             self.outcome_models_.append(models)
         assert data.propensity is not None  # checked above
         psi, clipped = aipw_pseudo_outcomes(
@@ -101,7 +105,7 @@ class DRLearner(MultiArmUpliftLearner):
         )
         self.n_clipped_ = int(clipped.sum())
         self.effect_models_ = {
-            arm: self._regressor("reg:squarederror").fit(data.X, psi[:, j], sample_weight=data.weight)
+            arm: fit_base(self._regressor("reg:squarederror"), data.X, psi[:, j], data.weight)
             for j, arm in enumerate(self.treatments_)
         }
         return self
@@ -124,7 +128,7 @@ class DRLearner(MultiArmUpliftLearner):
         features = self._validate_predict(X)
         return np.mean(
             [
-                np.column_stack([booster_predict(models[arm], features) for arm in self.arms_])
+                np.column_stack([predict_base(models[arm], features) for arm in self.arms_])
                 for models in self.outcome_models_
             ],
             axis=0,
@@ -133,4 +137,4 @@ class DRLearner(MultiArmUpliftLearner):
     def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """τ_a(x) per treatment, shape (n, K), columns in `treatments_` order."""
         features = self._validate_predict(X)
-        return np.column_stack([booster_predict(self.effect_models_[arm], features) for arm in self.treatments_])
+        return np.column_stack([predict_base(self.effect_models_[arm], features) for arm in self.treatments_])

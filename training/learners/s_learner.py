@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.learners.base import ArrayLike, MultiArmUpliftLearner, booster_predict, ipw
+from training.learners.base import ArrayLike, MultiArmUpliftLearner, fit_base, ipw, predict_base
 
 
 class SLearner(MultiArmUpliftLearner):
@@ -31,7 +31,7 @@ class SLearner(MultiArmUpliftLearner):
         """Fit the single outcome model on every row; returns self."""
         data = self._validate_fit(X, treatment, y, sample_weight, propensity)
         arm_index = pd.Index(self.arms_).get_indexer(data.treatment)
-        self.model_ = self._regressor().fit(self._with_arm(data.X, arm_index), data.y, sample_weight=ipw(data))
+        self.model_ = fit_base(self._regressor(), self._with_arm(data.X, arm_index), data.y, ipw(data))
         return self
 
     def _with_arm(self, features: np.ndarray, arm_index: np.ndarray | int) -> np.ndarray:
@@ -46,7 +46,7 @@ class SLearner(MultiArmUpliftLearner):
         arms = len(self.arms_)
         # One booster call for all (row, arm) pairs: per-call overhead dominates when serving one user.
         stacked = self._with_arm(np.repeat(features, arms, axis=0), np.tile(np.arange(arms), len(features)))
-        return booster_predict(self.model_, stacked).reshape(len(features), arms)
+        return predict_base(self.model_, stacked).reshape(len(features), arms)
 
     def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uplift f(x, a) − f(x, control) per treatment, shape (n, K), columns in `treatments_` order."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.learners.base import ArrayLike, MultiArmUpliftLearner, booster_predict, ipw
+from training.learners.base import ArrayLike, MultiArmUpliftLearner, fit_base, ipw, predict_base
 
 
 class TLearner(MultiArmUpliftLearner):
@@ -30,13 +30,13 @@ class TLearner(MultiArmUpliftLearner):
         self.models_ = {}
         for arm in self.arms_:
             rows = data.treatment == arm
-            self.models_[arm] = self._regressor().fit(data.X[rows], data.y[rows], sample_weight=weight[rows])
+            self.models_[arm] = fit_base(self._regressor(), data.X[rows], data.y[rows], weight[rows])
         return self
 
     def predict_outcomes(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Expected outcome μ_a(x) per arm, shape (n, 1 + K), columns in `arms_` order (control first)."""
         features = self._validate_predict(X)
-        return np.column_stack([booster_predict(self.models_[arm], features) for arm in self.arms_])
+        return np.column_stack([predict_base(self.models_[arm], features) for arm in self.arms_])
 
     def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uplift μ_a(x) − μ_control(x) per treatment, shape (n, K), columns in `treatments_` order."""

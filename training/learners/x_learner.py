@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.learners.base import ArrayLike, FitData, MultiArmUpliftLearner, booster_predict, ipw
+from training.learners.base import ArrayLike, FitData, MultiArmUpliftLearner, fit_base, ipw, predict_base
 
 G_MODELS = ("mean", "classifier")
 
@@ -55,6 +55,8 @@ class XLearner(MultiArmUpliftLearner):
         min_rows_per_arm: int = 50,
         n_jobs: int = 2,
         random_state: int = 0,
+        base_model: str = "xgboost",
+        thin_arms: str = "drop",
         g_model: str = "mean",
     ):
         super().__init__(
@@ -71,6 +73,8 @@ class XLearner(MultiArmUpliftLearner):
             min_rows_per_arm=min_rows_per_arm,
             n_jobs=n_jobs,
             random_state=random_state,
+            base_model=base_model,
+            thin_arms=thin_arms,
         )
         self.g_model = g_model
 
@@ -90,18 +94,18 @@ class XLearner(MultiArmUpliftLearner):
         self.outcome_models_ = {}
         for arm in self.arms_:
             rows = data.treatment == arm
-            self.outcome_models_[arm] = self._regressor().fit(data.X[rows], data.y[rows], sample_weight=weight[rows])
+            self.outcome_models_[arm] = fit_base(self._regressor(), data.X[rows], data.y[rows], weight[rows])
         control = data.treatment == self.control
         self.effect_models_treated_, self.effect_models_control_ = {}, {}
         for arm in self.treatments_:
             treated = data.treatment == arm
-            imputed = data.y[treated] - booster_predict(self.outcome_models_[self.control], data.X[treated])
-            self.effect_models_treated_[arm] = self._regressor("reg:squarederror").fit(
-                data.X[treated], imputed, sample_weight=data.weight[treated]
+            imputed = data.y[treated] - predict_base(self.outcome_models_[self.control], data.X[treated])
+            self.effect_models_treated_[arm] = fit_base(
+                self._regressor("reg:squarederror"), data.X[treated], imputed, data.weight[treated]
             )
-            imputed = booster_predict(self.outcome_models_[arm], data.X[control]) - data.y[control]
-            self.effect_models_control_[arm] = self._regressor("reg:squarederror").fit(
-                data.X[control], imputed, sample_weight=data.weight[control]
+            imputed = predict_base(self.outcome_models_[arm], data.X[control]) - data.y[control]
+            self.effect_models_control_[arm] = fit_base(
+                self._regressor("reg:squarederror"), data.X[control], imputed, data.weight[control]
             )
         self._fit_g(data)
         return self
@@ -113,11 +117,9 @@ class XLearner(MultiArmUpliftLearner):
             for arm in self.treatments_:
                 rows = np.isin(data.treatment, [arm, self.control])
                 is_treated = (data.treatment[rows] == arm).astype(float)
-                model = self._regressor("binary:logistic").fit(
-                    data.X[rows], is_treated, sample_weight=data.weight[rows]
-                )
+                model = fit_base(self._regressor("binary:logistic"), data.X[rows], is_treated, data.weight[rows])
                 self.g_models_[arm] = model
-                self.g_[arm] = float(np.average(booster_predict(model, data.X[rows]), weights=data.weight[rows]))
+                self.g_[arm] = float(np.average(predict_base(model, data.X[rows]), weights=data.weight[rows]))
             return
         mean_propensity = {}
         for arm in self.arms_:
@@ -133,22 +135,22 @@ class XLearner(MultiArmUpliftLearner):
         """g_a(x) per treatment, shape (n, K), columns in `treatments_` order."""
         features = self._validate_predict(X)
         if self.g_model == "classifier":
-            return np.column_stack([booster_predict(self.g_models_[arm], features) for arm in self.treatments_])
+            return np.column_stack([predict_base(self.g_models_[arm], features) for arm in self.treatments_])
         return np.tile(np.array([self.g_[arm] for arm in self.treatments_]), (len(features), 1))
 
     def predict_outcomes(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Stage-1 expected outcome μ_a(x) per arm, shape (n, 1 + K), columns in `arms_` order (control first)."""
         features = self._validate_predict(X)
-        return np.column_stack([booster_predict(self.outcome_models_[arm], features) for arm in self.arms_])
+        return np.column_stack([predict_base(self.outcome_models_[arm], features) for arm in self.arms_])
 
     def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """τ_a(x) = g_a(x)·τ⁰_a(x) + (1 − g_a(x))·τ¹_a(x) per treatment, shape (n, K), in `treatments_` order."""
         features = self._validate_predict(X)
         g = self.predict_g(features)
         tau_treated = np.column_stack(
-            [booster_predict(self.effect_models_treated_[arm], features) for arm in self.treatments_]
+            [predict_base(self.effect_models_treated_[arm], features) for arm in self.treatments_]
         )
         tau_control = np.column_stack(
-            [booster_predict(self.effect_models_control_[arm], features) for arm in self.treatments_]
+            [predict_base(self.effect_models_control_[arm], features) for arm in self.treatments_]
         )
         return g * tau_control + (1.0 - g) * tau_treated

@@ -13,6 +13,7 @@ from infra.settings import HyperliftSettings
 from serving.decision.scoring import _EXPF, CompiledUplift, Forest, UnsupportedModel, expf, scorer
 from training.learners import DRLearner, SLearner, TLearner, XLearner
 from training.learners.base import single_threaded
+from training.learners.selection import CausalModelSelector
 from training.pyfunc import UpliftModel
 from training.registry import CHAMPION_ALIAS, load_alias, log_and_register
 from tests.serving.conftest import FEATURES
@@ -90,7 +91,7 @@ def test_registered_s_learner_margins_and_uplift_equal_xgboost(registered_s_lear
 def _model(learner, outcome: str = "revenue") -> UpliftModel:
     X, treatment, revenue, conversion, propensity = logged_data(seed=2)
     y = revenue if outcome == "revenue" else conversion
-    fit = {"propensity": propensity} if isinstance(learner, DRLearner) else {}
+    fit = {"propensity": propensity} if isinstance(learner, DRLearner | CausalModelSelector) else {}
     return UpliftModel(learner.fit(X, treatment, y, **fit), FEATURES, {})
 
 
@@ -174,6 +175,26 @@ def test_unsupported_learners_keep_xgboosts_path(caplog):
         score = scorer(model)
     assert score == model.uplift
     assert "scoring XLearner through XGBoost" in caplog.text
+
+
+def test_a_selection_is_compiled_as_its_winner():
+    """CausalModelSelector answers with its refitted winner: served through that winner's compiled forest."""
+    selector = CausalModelSelector(
+        candidates={"s": SLearner(n_estimators=40), "t": TLearner(n_estimators=40)}, n_folds=2
+    )
+    model = _model(selector)
+    compiled = CompiledUplift(model)
+    assert compiled.kind == type(selector.best_estimator_).__name__
+    rows = scoring_rows(compiled.forest, len(FEATURES), n=500)
+    np.testing.assert_array_equal(compiled.uplift(rows), model.uplift(rows))
+
+
+def test_a_linear_base_keeps_the_models_own_path(caplog):
+    model = _model(TLearner(base_model="linear"))
+    with pytest.raises(UnsupportedModel, match="TLearner on a linear base has no boosters"):
+        CompiledUplift(model)
+    with caplog.at_level(logging.WARNING, logger="serving.decision.scoring"):
+        assert scorer(model) == model.uplift
 
 
 def test_unsupported_boosters_are_refused_with_the_reason():

@@ -16,6 +16,7 @@ from training.learners import (
     LEARNERS,
     DRLearner,
     MultiArmUpliftLearner,
+    RLearner,
     SLearner,
     TLearner,
     XLearner,
@@ -68,7 +69,10 @@ def fitted(train):
 
 
 def test_registry_names_every_learner():
-    assert LEARNERS == {"s_learner": SLearner, "t_learner": TLearner, "x_learner": XLearner, "dr_learner": DRLearner}
+    assert LEARNERS == {
+        "s_learner": SLearner, "t_learner": TLearner, "x_learner": XLearner, "dr_learner": DRLearner,
+        "r_learner": RLearner,
+    }
     assert all(issubclass(cls, MultiArmUpliftLearner) for cls in LEARNERS.values())
 
 
@@ -77,6 +81,7 @@ FITTED_ATTRIBUTES = {
     "t_learner": ["models_"],
     "x_learner": ["outcome_models_", "effect_models_treated_", "effect_models_control_", "g_"],
     "dr_learner": ["outcome_models_", "effect_models_", "n_clipped_"],
+    "r_learner": ["effect_models_", "propensity_source_"],
 }
 
 
@@ -111,8 +116,9 @@ def test_ranks_heterogeneous_effects_almost_like_the_true_effect(name, fitted, t
         learned = qini_coefficient(y[rows], uplift[rows, j], treated)
         true_ranking = qini_coefficient(y[rows], tau[rows, j], treated)
         assert learned > 0.9 * true_ranking > 0, action
-    # the step in τ_a is found: who benefits from 'a' and who does not
-    assert uplift[X["x0"] > 0.5, 0].mean() - uplift[X["x0"] < -0.5, 0].mean() > 1.5
+    # the step in τ_a (height 2) is found: who benefits from 'a' and who does not. The S-learner shrinks it most
+    # (1.40 since weights are normalised: min_child_weight=50 now means 50 rows, not 50 units of 1/p ≈ 15 rows)
+    assert uplift[X["x0"] > 0.5, 0].mean() - uplift[X["x0"] < -0.5, 0].mean() > 1.3
 
 
 @pytest.mark.parametrize("name", LEARNERS)
@@ -226,7 +232,7 @@ def test_estimate_ate_by_hand():
     assert wider["lower"] < row["lower"] and wider["upper"] > row["upper"]
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", [n for n in LEARNERS if hasattr(LEARNERS[n], "predict_outcomes")])
 def test_estimate_ate_interval_covers_the_true_average_effect(name, fitted, test_data):
     X, treatment, y, propensity, tau = test_data
     ate = estimate_ate(fitted[name], X, treatment, y, propensity)
@@ -290,7 +296,8 @@ def test_wrong_feature_count_at_predict(name, fitted):
     ("treatment", "message"),
     [
         (["a"] * 100, "control arm 'no_action' has no rows"),
-        (["no_action"] * 99 + ["a"], r"fewer than min_rows_per_arm=50 rows: \{'a': 1\}"),
+        (["no_action"] * 99 + ["a"], r"every treatment arm has fewer than min_rows_per_arm=50 rows: \{'a': 1\}"),
+        (["no_action"] * 10 + ["a"] * 90, r"control arm 'no_action' has 10 rows, fewer than min_rows_per_arm=50"),
     ],
 )
 def test_bad_training_input_is_rejected(name, treatment, message):
