@@ -163,16 +163,47 @@ def cumulative_gain(
     return fractions, np.interp(fractions * x[-1], x, values)
 
 
-def uplift_at_k(y: np.ndarray, uplift: np.ndarray, treatment: np.ndarray, k: float = 0.3) -> float:
-    """Mean outcome of treated minus control among the top-k fraction of all rows by predicted uplift."""
-    if not 0 < k <= 1:
-        raise ValueError(f"k must be a fraction in (0, 1]; got {k}")
+UPLIFT_AT_K_STRATEGIES = ("overall", "by_group")
+
+
+def uplift_at_k(
+    y: np.ndarray, uplift: np.ndarray, treatment: np.ndarray, k: float | int = 0.3, strategy: str = "overall"
+) -> float:
+    """Mean outcome of treated minus control among the top rows by predicted uplift, as scikit-uplift computes it.
+
+    `k`: a float in (0, 1), the share of rows, or an int in (0, n), a number of rows. `strategy`:
+    * "overall": the first int(k·n) rows of all rows by uplift (k an int: the first k), then treated minus control
+      among them;
+    * "by_group": the first int(k·n_treated) treated rows and the first int(k·n_control) control rows, each group
+      ranked by uplift on its own (k an int: k of each; more than a group holds is refused).
+    Ties keep the order a stable descending sort gives. A mean of no rows is nan (scikit-uplift answers nan with
+    numpy's warning; this returns nan without one), e.g. when the top rows hold no control row.
+    """
+    if strategy not in UPLIFT_AT_K_STRATEGIES:
+        raise ValueError(f"strategy must be one of {list(UPLIFT_AT_K_STRATEGIES)}; got {strategy!r}")
     y, uplift, treatment = _checked(y, uplift, treatment)
-    top = np.argsort(uplift, kind="mergesort")[::-1][: max(1, int(np.ceil(k * len(y))))]
-    t, c = top[treatment[top] == 1], top[treatment[top] == 0]
-    if len(t) == 0 or len(c) == 0:  # a mean of no rows: nan, as scikit-uplift answers (it does not raise)
+    n = len(y)
+    is_int = isinstance(k, int | np.integer) and not isinstance(k, bool)
+    if is_int and not 0 < k < n:
+        raise ValueError(f"k={k} rows must be positive and smaller than the number of rows {n}")
+    if not is_int and not (isinstance(k, float | np.floating) and 0 < k < 1):
+        raise ValueError(f"k must be a float in (0, 1) or an int number of rows; got {k!r}")
+    order = np.argsort(uplift, kind="mergesort")[::-1]
+    y_sorted, t_sorted = y[order], treatment[order]
+    if strategy == "overall":
+        size = int(k) if is_int else int(n * k)
+        top_y, top_t = y_sorted[:size], t_sorted[:size]
+        treated, control = top_y[top_t == 1], top_y[top_t == 0]
+    else:
+        n_treated, n_control = int((treatment == 1).sum()), int((treatment == 0).sum())
+        take_t, take_c = (int(k), int(k)) if is_int else (int(n_treated * k), int(n_control * k))
+        for group, take, size in (("treatment", take_t, n_treated), ("control", take_c, n_control)):
+            if take > size:
+                raise ValueError(f"k={k} asks for the first {take} rows of the {group} group, which has {size}")
+        treated, control = y_sorted[t_sorted == 1][:take_t], y_sorted[t_sorted == 0][:take_c]
+    if len(treated) == 0 or len(control) == 0:
         return float("nan")
-    return float(y[t].mean() - y[c].mean())
+    return float(treated.mean() - control.mean())
 
 
 def multi_action_qini(

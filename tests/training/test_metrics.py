@@ -1,5 +1,7 @@
 """Metric values checked against small examples computed by hand (see the comments for the arithmetic)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,9 +67,69 @@ def test_perfect_ranking_scores_one_and_reversed_scores_below_zero():
 
 
 def test_uplift_at_k_by_hand():
-    # top 3 rows: treated {0, 1} mean 0.5, control {2} mean 1 → −0.5
+    # int(0.75·4) = 3 top rows: treated {0, 1} mean 0.5, control {2} mean 1 → −0.5
     assert uplift_at_k(Y, U, T, k=0.75) == pytest.approx(-0.5)
+    assert uplift_at_k(Y, U, T, k=3) == pytest.approx(-0.5)  # an int k is a number of rows
     assert np.isnan(uplift_at_k(Y, U, T, k=0.5))  # the top 50 % holds no control row: nan, as scikit-uplift
+    # int(0.7·4) = 2 rows, not ceil's 3: scikit-uplift truncates
+    assert np.isnan(uplift_at_k(Y, U, T, k=0.7))
+    # by_group: the first int(0.5·2) = 1 of each group: treated row 0 (y 1), control row 2 (y 1) → 0
+    assert uplift_at_k(Y, U, T, k=0.5, strategy="by_group") == 0.0
+
+
+def sklift_uplift_at_k(y_true, uplift, treatment, strategy, k=0.3):
+    """scikit-uplift 0.5's `sklift.metrics.uplift_at_k`, its computation restated in plain numpy (the reference
+    these tests hold ours to; its input checks are tested separately)."""
+    y_true, uplift, treatment = np.array(y_true), np.array(uplift), np.array(treatment)
+    n_samples = len(y_true)
+    order = np.argsort(uplift, kind="mergesort")[::-1]
+    k_type = np.asarray(k).dtype.kind
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if strategy == "overall":
+            n_size = int(n_samples * k) if k_type == "f" else k
+            score_ctrl = y_true[order][:n_size][treatment[order][:n_size] == 0].mean()
+            score_trmnt = y_true[order][:n_size][treatment[order][:n_size] == 1].mean()
+        else:
+            n_ctrl = int((treatment == 0).sum() * k) if k_type == "f" else k
+            n_trmnt = int((treatment == 1).sum() * k) if k_type == "f" else k
+            score_ctrl = y_true[order][treatment[order] == 0][:n_ctrl].mean()
+            score_trmnt = y_true[order][treatment[order] == 1][:n_trmnt].mean()
+    return score_trmnt - score_ctrl
+
+
+@pytest.mark.parametrize("strategy", ["overall", "by_group"])
+@pytest.mark.parametrize("k", [0.01, 0.1, 0.3, 0.5, 0.99, 1, 7, 150])
+@pytest.mark.parametrize("seed", range(5))
+def test_uplift_at_k_equals_scikit_uplifts_definition(strategy, k, seed):
+    rng = np.random.default_rng(seed)
+    n = 301
+    y = rng.integers(0, 2, n).astype(float) if seed % 2 else rng.exponential(size=n)
+    treatment = (rng.random(n) < 0.4).astype(int)
+    uplift = np.round(rng.normal(size=n), 1)  # many ties: the stable order must match too
+    if strategy == "by_group" and isinstance(k, int) and k > min(treatment.sum(), n - treatment.sum()):
+        with pytest.raises(ValueError, match=f"k={k} asks for the first {k} rows of the treatment group"):
+            uplift_at_k(y, uplift, treatment, k=k, strategy=strategy)  # scikit-uplift refuses it too
+        return
+    expected = sklift_uplift_at_k(y, uplift, treatment, strategy, k)
+    got = uplift_at_k(y, uplift, treatment, k=k, strategy=strategy)
+    if np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"k": 0.0}, r"k must be a float in \(0, 1\) or an int number of rows; got 0.0"),
+    ({"k": 1.0}, r"k must be a float in \(0, 1\)"),
+    ({"k": 4}, "k=4 rows must be positive and smaller than the number of rows 4"),
+    ({"k": True}, "k must be a float in"),
+    ({"strategy": "first"}, r"strategy must be one of \['overall', 'by_group'\]; got 'first'"),
+    ({"k": 3, "strategy": "by_group"}, "k=3 asks for the first 3 rows of the treatment group, which has 2"),
+])
+def test_uplift_at_k_refuses_what_scikit_uplift_refuses(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        uplift_at_k(Y, U, T, **kwargs)
 
 
 def test_multi_action_qini_scores_each_arm_against_control():
