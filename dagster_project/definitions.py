@@ -8,7 +8,7 @@ from dagster_project.assets import (
     decisions, embeddings, experiments, features, ingestion, models, online_store, retraining, stream_state, training,
     validation,
 )
-from dagster_project.checks import promotion, validation as validation_checks
+from dagster_project.checks import decision_log as decision_log_checks, promotion, validation as validation_checks
 from dagster_project.jobs import (
     decision_log_job, decision_readout_job, decision_readout_schedule, embeddings_refresh_job,
     embeddings_refresh_schedule, hyperlift_job, hyperlift_schedule, online_store_job, online_store_schedule,
@@ -25,7 +25,7 @@ def build_definitions(resources: dict[str, object]) -> dg.Definitions:
             [ingestion, validation, features, online_store, stream_state, embeddings, training, models, decisions, experiments,
              retraining]
         ),
-        asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion]),
+        asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion, decision_log_checks]),
         jobs=[hyperlift_job, online_store_job, embeddings_refresh_job, decision_log_job, decision_readout_job, retrain_job],
         schedules=[decision_readout_schedule, hyperlift_schedule, online_store_schedule, embeddings_refresh_schedule],
         sensors=[decision_log_sensor, retrain_sensor, readout_final_sensor],

@@ -61,6 +61,47 @@ class ServingSettings(ClockSettings):
     decision_stream_maxlen: int = 1_000_000
     outcome_stream: str = OUTCOME_STREAM
     trace_queue_size: int = Field(default=10_000, ge=1, description="Decisions waiting for the trace writer.")
+    trace_redis_timeout_ms: float = Field(
+        default=150.0, gt=0,
+        description="Bound on each Redis call of the trace writer's thread (off the request path; a batch of 500 "
+        "records is ~2 MB, which Redis takes in ~10 ms). A timeout only means the batch goes again from disk. "
+        "Records that arrive meanwhile wait in memory: with the 20 ms linger this bounds what a SIGKILL can cost "
+        "(170 ms of decisions, below the fsync interval, and counted at the next start).",
+    )
+    decision_wal_dir: Path | None = Field(
+        default=None,
+        description="Local folder of the decision log's write-ahead files (one sub-folder per database and stream, one "
+        "per process inside it); unset: $HYPERLIFT_HOME/serving/decision_wal. Must be local disk that outlives the "
+        "process (a volume in containers), shared by the service's successive processes on this host.",
+    )
+    decision_wal_sync_ms: float = Field(
+        default=200.0, gt=0,
+        description="fsync interval of the write-ahead file: what a power loss can cost (a SIGKILL of the process "
+        "loses only records not yet written, counted at the next start).",
+    )
+    decision_wal_max_mb: float = Field(
+        default=1024.0, gt=0,
+        description="Disk budget of this process's write-ahead files (records the lake has not confirmed). Beyond it "
+        "the oldest records Redis already has are deleted first (counted: released_unconfirmed, they then rely on "
+        "Redis's durability); records are dropped (disk_budget) only when none on disk is in Redis yet. Size it for "
+        "the longest drain outage to ride out with full protection: about 4 kB per decision with 50 candidates.",
+    )
+    decision_wal_segment_mb: float = Field(
+        default=8.0, gt=0, description="Size at which a write-ahead segment is closed (deletion is per segment)."
+    )
+    decision_log_close_s: float = Field(
+        default=5.0, ge=0,
+        description="At shutdown, how long the trace writer keeps sending to Redis; what is left stays on disk and "
+        "the next process sends it.",
+    )
+    decision_log_ack_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the trace writer reads the drain's receipts and Redis's run_id."
+    )
+    safe_mode_file: Path | None = Field(
+        default=None,
+        description="Local durable copy of the safe-mode switch, re-asserted into Redis when a Redis restart lost "
+        "it; unset: $HYPERLIFT_HOME/serving/safe_mode.json.",
+    )
     log_decisions: bool = Field(default=True, description="One JSON log line per decision (keyed by decision_id).")
     events_redis_timeout_ms: float = Field(
         default=1000.0, gt=0,
@@ -76,3 +117,11 @@ class ServingSettings(ClockSettings):
     def platform(self) -> HyperliftSettings:
         """The shared platform settings (home folder, MLflow store)."""
         return HyperliftSettings()
+
+    def wal_root(self) -> Path:
+        """Root of the decision log's write-ahead folders."""
+        return self.decision_wal_dir or self.platform().home / "serving" / "decision_wal"
+
+    def safe_mode_path(self) -> Path:
+        """Where the safe-mode switch is kept on local disk."""
+        return self.safe_mode_file or self.platform().home / "serving" / "safe_mode.json"

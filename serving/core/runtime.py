@@ -28,6 +28,7 @@ from serving.store.feature_cache import LastKnownGood
 from serving.store.outcomes import OutcomeLog
 from serving.store.redis_async import AsyncRedis
 from serving.store.trace import TraceWriter
+from serving.store.wal import destination_dir
 
 
 @dataclass
@@ -47,12 +48,30 @@ class Runtime:
         self.watcher.start()
 
     def stop(self) -> None:
-        """Stop the threads and write the queued trace records."""
+        """Stop the threads; the trace writes its queue to disk and sends what Redis takes in decision_log_close_s."""
         self.watcher.stop()
         self.service.safe_mode.stop()
-        self.service.trace.close()
+        self.service.trace.close(self.settings.decision_log_close_s)
         if self.service.async_client is not None:
             self.service.async_client.close()
+
+
+def build_trace_writer(settings: ServingSettings, metrics: ServiceMetrics) -> TraceWriter:
+    """The decision log's writer: its own connection (a longer bound than the decisions': it is off the request
+    path) and its write-ahead folder for this Redis destination; its counters exported with the service's metrics."""
+    timeout_s = settings.trace_redis_timeout_ms / 1000.0
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
+    )
+    trace = TraceWriter(
+        client, settings.decision_stream, settings.decision_stream_maxlen,
+        destination_dir(settings.wal_root(), settings.redis_url, settings.decision_stream),
+        queue_size=settings.trace_queue_size, on_drop=metrics.decision_log_failures.inc,
+        sync_interval_s=settings.decision_wal_sync_ms / 1000.0, max_bytes=int(settings.decision_wal_max_mb * 2**20),
+        segment_bytes=int(settings.decision_wal_segment_mb * 2**20), ack_poll_s=settings.decision_log_ack_poll_s,
+    )
+    metrics.watch_decision_log(trace)
+    return trace
 
 
 def build_runtime(settings: ServingSettings) -> Runtime:
@@ -67,13 +86,11 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
     metrics = ServiceMetrics()
     clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
-    trace = TraceWriter(
-        client, settings.decision_stream, settings.decision_stream_maxlen, settings.trace_queue_size,
-        on_drop=metrics.decision_log_failures.inc,
-    )
+    trace = build_trace_writer(settings, metrics)
     service = DecisionService(
         config, champions, client, trace, experiments,
-        SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s),
+        SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s,
+                 settings.safe_mode_path()),
         np.random.default_rng(settings.seed), settings.hash_salt, metrics,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),

@@ -2,20 +2,83 @@
 
 Latency is a histogram per surface and segment (features, scoring, policy, log, total); fallbacks are counted by
 reason, exploration by surface, budget spend and refusals by campaign, cap refusals by rule, stale feature reads by
-view and policy. With several uvicorn workers each worker exposes its own series (scrape each worker, or sum in
-Prometheus).
+view and policy. The decision log's counters (written, sent, spilled, replayed, dropped by reason, pending on disk)
+are read from the trace writer at scrape time. With several uvicorn workers each worker exposes its own series
+(scrape each worker, or sum in Prometheus).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 # 50 µs … 1 s: the decision path lives around 1 ms, the deadlines around 10–40 ms.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.04, 0.1, 0.25, 1.0
 )
 SEGMENTS = ("features", "scoring", "policy", "log", "total")
+
+
+class DecisionLogStats(Protocol):
+    """The trace writer's running counters (serving/store/trace.py TraceStats)."""
+
+    written: int
+    sent: int
+    spilled: int
+    replayed: int
+    redis_restarts: int
+    released_unconfirmed: int
+
+
+class DecisionLogSource(Protocol):
+    """What the decision log's collector reads (serving/store/trace.py TraceWriter)."""
+
+    stats: DecisionLogStats
+    pending_records: int
+    pending_bytes: int
+    unsent_records: int
+
+    def dropped_by_reason(self) -> dict[str, int]: ...
+
+
+class DecisionLogCollector(Collector):
+    """The trace writer's counters, read at scrape time: the writer thread only adds to plain ints, so the log
+    costs the decision path nothing for its metrics."""
+
+    def __init__(self, source: DecisionLogSource):
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        s, stats = self.source, self.source.stats
+        for name, help_text, value in (
+            ("written", "Decision records written to the local write-ahead file.", stats.written),
+            ("sent", "Decision records Redis confirmed (first sends and resends).", stats.sent),
+            ("spilled", "Decision records that could not go to Redis at once and waited on disk.", stats.spilled),
+            ("replayed", "Decision records sent from disk: after a Redis failure or restart, a gap the drain "
+             "reported, or left by a finished process.", stats.replayed),
+            ("redis_restarts", "Redis restarts (run_id changes) the trace writer saw.", stats.redis_restarts),
+            ("released_unconfirmed", "Records deleted from disk over the budget after Redis, before the lake, had "
+             "them: they rely on Redis's durability (is the drain running?).", stats.released_unconfirmed),
+        ):
+            yield CounterMetricFamily(f"hyperlift_decision_log_{name}", help_text, value=value)
+        dropped = CounterMetricFamily(
+            "hyperlift_decision_log_dropped", "Decision records that will never reach the log, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.dropped_by_reason().items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        for name, help_text, value in (
+            ("pending_records", "Records on disk the lake has not confirmed yet.", s.pending_records),
+            ("pending_bytes", "Bytes of write-ahead segments on disk.", s.pending_bytes),
+            ("unsent_records", "Records on disk not yet confirmed by the current Redis server.", s.unsent_records),
+        ):
+            yield GaugeMetricFamily(f"hyperlift_decision_log_{name}", help_text, value=value)
 
 
 class ServiceMetrics:
@@ -55,7 +118,8 @@ class ServiceMetrics:
         self.shed = Counter("hyperlift_shed_requests", "Requests answered at once because too many were in flight.", registry=r)
         self.in_flight = Gauge("hyperlift_in_flight_decisions", "Decisions being computed now.", registry=r)
         self.decision_log_failures = Counter(
-            "hyperlift_decision_log_failures", "Decision records the trace stream did not take.", registry=r
+            "hyperlift_decision_log_failures", "Decision records dropped by the trace (every reason; "
+            "hyperlift_decision_log_dropped_total has them by reason).", registry=r
         )
         self.model_swaps = Counter("hyperlift_model_swaps", "Champion hot swaps.", registry=r)
         self.model_refresh_failures = Counter(
@@ -74,6 +138,10 @@ class ServiceMetrics:
             "timestamp), by view and the contract's policy (use: scored anyway; fallback: stale_features).",
             ["feature_view", "policy"], registry=r,
         )
+
+    def watch_decision_log(self, source: DecisionLogSource) -> None:
+        """Export the decision log's counters (hyperlift_decision_log_*) from `source`."""
+        self.registry.register(DecisionLogCollector(source))
 
     def labelled(self, metric: MetricWrapperBase, *values: str) -> MetricWrapperBase:
         """`metric.labels(*values)`, remembered: prometheus_client's `labels` validates, locks and looks the child up

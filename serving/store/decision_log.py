@@ -9,7 +9,12 @@ Storage contract of a drained stream (`root/date=YYYY-MM-DD/part-<first-id>-<las
 - a record that cannot be stored (not JSON, no key, no numeric ts, a value of the wrong type) is written as a JSON
   line under `root/rejected/` with the reason, then acknowledged: kept for replay, never blocking the stream.
 Readers dedupe (`read_partitions`): first by stream_id, then by the format's key (decision_id / outcome_id),
-keeping the earliest entry — a crash between write and ack, or a producer retry, leaves no duplicate behind.
+keeping the earliest entry — a crash between write and ack, a producer retry, or a trace writer resending after a
+Redis restart, leaves no duplicate behind.
+
+Entries that carry a `wal` field (the decision trace writer's `writer:seq:floor`) are receipted once in the lake:
+`<root>/_wal_acks.<group>.json` and the Redis hash `<stream>:wal_acks:<group>` tell each writer which of its records
+it may delete from its write-ahead file (serving/store/wal_acks.py).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
+
+from serving.store.wal_acks import WalAcks, acks_key, parse_wal_field
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,7 @@ class DrainResult:
     rejected: int = 0  # records that could not be stored, kept as JSON lines under rejected/
     missing: int = 0  # pending entries deleted from the stream (trimmed) before they were written: lost
     overrun: bool = False  # the stream trimmed entries the group had not read yet (Redis >= 7 reports it): lost
+    receipted: int = 0  # entries with a `wal` field noted in the write-ahead receipts
 
 
 @dataclass
@@ -137,6 +145,7 @@ class _Tally:
     acked: int = 0
     rejected: int = 0
     missing: int = 0
+    receipted: int = 0
     files: list[Path] = field(default_factory=list)
 
 
@@ -190,10 +199,14 @@ class StreamDrain:
         self.record_format = record_format
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
+        self.acks_path = self.root / f"_wal_acks.{group}.json"
+        self._acks: WalAcks | None = None
 
     def drain(self) -> DrainResult:
-        """Claim idle entries, re-process own pending ones, then read new entries up to the stream's current end."""
+        """Claim idle entries, re-process own pending ones, then read new entries up to the stream's current end;
+        then publish the write-ahead receipts (also when nothing was new: a restarted Redis gets them back)."""
         self._ensure_group()
+        self._acks = WalAcks(self.acks_path)
         overrun = self._overrun()
         tally = _Tally()
         claimed = self._claim_idle(tally)
@@ -206,9 +219,11 @@ class StreamDrain:
             self._process(entries, tally)
             if parse_stream_id(entries[-1][0]) >= end:  # a busy producer must not keep one drain running forever
                 break
+        if self._acks.writers:
+            self._acks.publish(self.client, acks_key(self.stream, self.group))
         return DrainResult(
             read=tally.read, written=tally.written, acked=tally.acked, files=tuple(tally.files), claimed=claimed,
-            rejected=tally.rejected, missing=tally.missing, overrun=overrun,
+            rejected=tally.rejected, missing=tally.missing, overrun=overrun, receipted=tally.receipted,
         )
 
     def _ensure_group(self) -> None:
@@ -282,6 +297,18 @@ class StreamDrain:
             tally.rejected += len(rejected)
         self._ack([stream_id for stream_id, _ in entries])
         tally.acked += len(entries)
+        self._receipt(entries, tally)
+
+    def _receipt(self, entries: list[tuple[str, dict[Any, Any] | None]], tally: _Tally) -> None:
+        """Note the `wal` fields of entries now in the lake (parquet or rejected/), saved before the next batch."""
+        receipts = [
+            wal for _, fields in entries if fields
+            if (wal := parse_wal_field(fields.get(b"wal", fields.get("wal")))) is not None
+        ]
+        if receipts and self._acks is not None:
+            self._acks.observe(receipts)
+            self._acks.save()
+            tally.receipted += len(receipts)
 
     def _row(self, stream_id: str, raw: str) -> tuple[dict[str, Any], str, str | None]:
         """(row, UTC date, None) for a storable record, else ({}, "", reason)."""

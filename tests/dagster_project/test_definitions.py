@@ -56,7 +56,7 @@ def test_contract_checks_are_blocking():
     graph = defs.resolve_asset_graph()
     checks = {key.name: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
     assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True,
-                      "challenger_beats_champion_on_log": True}
+                      "challenger_beats_champion_on_log": True, "decision_log_reconciled": False}
 
 
 def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_schedules():

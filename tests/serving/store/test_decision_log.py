@@ -1,4 +1,5 @@
 import json
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -45,10 +46,11 @@ def client(online_redis_url: str) -> redis.Redis:
 
 
 def append(client: redis.Redis, records: list[dict]) -> list[str]:
-    writer = TraceWriter(client, STREAM, maxlen=100_000)
-    for record in records:
-        writer.append(record)
-    writer.close()
+    with tempfile.TemporaryDirectory(prefix="wal-") as wal_dir:  # the write-ahead file is not what these tests test
+        writer = TraceWriter(client, STREAM, maxlen=100_000, wal_dir=Path(wal_dir))
+        for record in records:
+            writer.append(record)
+        writer.close()
     assert writer.written == len(records) and writer.dropped == 0
     return [sid if isinstance(sid, str) else sid.decode() for sid, _ in client.xrange(STREAM)][-len(records):]
 
