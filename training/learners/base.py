@@ -218,6 +218,28 @@ def ipw(data: FitData) -> np.ndarray:
     return data.weight if data.propensity is None else data.weight / data.propensity
 
 
+def check_n_folds(n_folds: object) -> None:
+    """Refuse a fold count that is not an int >= 2 (cross-fitting needs a held-out fold and a fitting one)."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds must be an int >= 2; got {n_folds!r}")
+
+
+def arm_folds(
+    treatment: np.ndarray, arms: Sequence[str], n_folds: int, random_state: int, every_fold: bool = True
+) -> np.ndarray:
+    """Fold of each row, stratified by arm: within each arm (in `arms` order), a `random_state`-seeded shuffle dealt
+    round-robin over the folds, so every fold holds a share of every arm. `every_fold`: refuse an arm with fewer
+    rows than folds (some fold would lack it)."""
+    rng = np.random.default_rng(random_state)
+    fold = np.empty(len(treatment), dtype=np.int64)
+    for arm in arms:
+        rows = np.flatnonzero(treatment == arm)
+        if every_fold and len(rows) < n_folds:
+            raise ValueError(f"arm {arm!r} has {len(rows)} rows; cross-fitting needs at least n_folds={n_folds}")
+        fold[rng.permutation(rows)] = np.arange(len(rows)) % n_folds
+    return fold
+
+
 def fit_base(model: XGBRegressor | LinearBase, X: np.ndarray, y: np.ndarray, weight: np.ndarray):
     """Fit a base model with `weight` rescaled to mean 1 over the rows given; returns the model.
 

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from training.learners.ate import aipw_pseudo_outcomes
-from training.learners.base import ArrayLike, MultiArmUpliftLearner, fit_base, ipw, predict_base
+from training.learners.base import (
+    ArrayLike,
+    MultiArmUpliftLearner,
+    arm_folds,
+    check_n_folds,
+    fit_base,
+    ipw,
+    predict_base,
+)
 
 
 class DRLearner(MultiArmUpliftLearner):
@@ -84,10 +92,9 @@ class DRLearner(MultiArmUpliftLearner):
             )
         if self.max_weight is not None and not self.max_weight >= 1:
             raise ValueError(f"max_weight caps 1/propensity (which is >= 1), so it must be >= 1; got {self.max_weight}")
-        if isinstance(self.n_folds, bool) or not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
-            raise ValueError(f"n_folds must be an int >= 2; got {self.n_folds!r}")
+        check_n_folds(self.n_folds)
         data = self._validate_fit(X, treatment, y, sample_weight, propensity)
-        fold = self._folds(data.treatment)
+        fold = arm_folds(data.treatment, self.arms_, self.n_folds, self.random_state)
         weight = ipw(data)
         outcomes = np.empty((len(data.y), len(self.arms_)))
         self.outcome_models_ = []
@@ -109,19 +116,6 @@ class DRLearner(MultiArmUpliftLearner):
             for j, arm in enumerate(self.treatments_)
         }
         return self
-
-    def _folds(self, treatment: np.ndarray) -> np.ndarray:
-        """Fold of each row: within each arm, a random_state-seeded shuffle dealt round-robin over the folds."""
-        rng = np.random.default_rng(self.random_state)
-        fold = np.empty(len(treatment), dtype=np.int64)
-        for arm in self.arms_:
-            rows = np.flatnonzero(treatment == arm)
-            if len(rows) < self.n_folds:
-                raise ValueError(
-                    f"arm {arm!r} has {len(rows)} rows; cross-fitting needs at least n_folds={self.n_folds}"
-                )
-            fold[rng.permutation(rows)] = np.arange(len(rows)) % self.n_folds
-        return fold
 
     def predict_outcomes(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Mean over folds of the cross-fitted μ_arm(x), shape (n, 1 + K), columns in `arms_` order."""

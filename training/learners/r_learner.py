@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.learners.base import ArrayLike, FitData, MultiArmUpliftLearner, fit_base, predict_base
+from training.learners.base import ArrayLike, FitData, MultiArmUpliftLearner, check_n_folds, fit_base, predict_base
 
 
 class RLearner(MultiArmUpliftLearner):
@@ -81,8 +81,7 @@ class RLearner(MultiArmUpliftLearner):
         propensity: ArrayLike | None = None,
     ) -> "RLearner":
         """Cross-fit m and e per treatment, then fit τ_a on the R-loss; returns self."""
-        if isinstance(self.n_folds, bool) or not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
-            raise ValueError(f"n_folds must be an int >= 2; got {self.n_folds!r}")
+        check_n_folds(self.n_folds)
         if not 0 < self.propensity_clip < 0.5:
             raise ValueError(f"propensity_clip must be in (0, 0.5); got {self.propensity_clip}")
         data = self._validate_fit(X, treatment, y, sample_weight, propensity)

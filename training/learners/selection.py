@@ -46,7 +46,15 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from training.learners.ate import aipw_pseudo_outcomes
-from training.learners.base import ArrayLike, MultiArmUpliftLearner, as_matrix, fit_base, predict_base
+from training.learners.base import (
+    ArrayLike,
+    MultiArmUpliftLearner,
+    arm_folds,
+    as_matrix,
+    check_n_folds,
+    fit_base,
+    predict_base,
+)
 from training.learners.dr_learner import DRLearner
 from training.learners.r_learner import RLearner
 from training.learners.s_learner import SLearner
@@ -149,8 +157,7 @@ class CausalModelSelector(BaseEstimator):
                 "CausalModelSelector needs propensity (the logged probability of each row's logged action): the DR "
                 "loss's pseudo-outcomes divide by it"
             )
-        if isinstance(self.n_folds, bool) or not isinstance(self.n_folds, int | np.integer) or self.n_folds < 2:
-            raise ValueError(f"n_folds must be an int >= 2; got {self.n_folds!r}")
+        check_n_folds(self.n_folds)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}; got {self.strategy!r}")
         if self.loss not in LOSSES:
@@ -163,7 +170,7 @@ class CausalModelSelector(BaseEstimator):
         y = np.asarray(y, dtype=float)
         propensity = np.asarray(propensity, dtype=float)
         weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        fold = self._folds(treatment)
+        fold = arm_folds(treatment, np.unique(treatment), self.n_folds, self.random_state, every_fold=False)
 
         names = list(candidates)
         losses = {name: [] for name in names}  # per fold: rows' weighted squared errors
@@ -288,15 +295,6 @@ class CausalModelSelector(BaseEstimator):
             t_res[rows, j] = is_arm - e
             member[rows, j] = True
         return arms, keep, _RTarget(y_res, t_res, member, weight[keep])
-
-    def _folds(self, treatment: np.ndarray) -> np.ndarray:
-        """Fold of each row, stratified by arm (a seeded shuffle dealt round-robin), so every fold holds every arm."""
-        rng = np.random.default_rng(self.random_state)
-        fold = np.empty(len(treatment), dtype=np.int64)
-        for arm in np.unique(treatment):
-            rows = np.flatnonzero(treatment == arm)
-            fold[rng.permutation(rows)] = np.arange(len(rows)) % self.n_folds
-        return fold
 
     def predict_uplift(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """The winner's uplift per treatment, shape (n, K), columns in `treatments_` order."""
