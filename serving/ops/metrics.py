@@ -64,6 +64,8 @@ class DecisionLogCollector(Collector):
             ("redis_restarts", "Redis restarts (run_id changes) the trace writer saw.", stats.redis_restarts),
             ("released_unconfirmed", "Records deleted from disk over the budget after Redis, before the lake, had "
              "them: they rely on Redis's durability (is the drain running?).", stats.released_unconfirmed),
+            ("writer_errors", "Unexpected errors the trace writer's thread survived (a bug: see the log; its records "
+             "stay on disk and go on the next try).", stats.writer_errors),
         ):
             yield CounterMetricFamily(f"hyperlift_decision_log_{name}", help_text, value=value)
         dropped = CounterMetricFamily(

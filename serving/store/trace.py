@@ -84,6 +84,7 @@ class TraceStats:
     redis_restarts: int = 0  # run_id changes seen
     gap_resends: int = 0  # resends asked for by the drain's gap reports
     released_unconfirmed: int = 0  # deleted from disk (over the budget) after Redis, before the lake, confirmed them
+    writer_errors: int = 0  # unexpected exceptions the writer thread survived (a bug; its records stay on disk)
     dropped: dict[str, int] = field(default_factory=dict)
 
 
@@ -253,6 +254,8 @@ class TraceWriter:
                 if self._step():
                     return
             except Exception:  # a bug must not stop the log silently: the queue would fill and drop everything
+                with self._stats_lock:
+                    self.stats.writer_errors += 1
                 log.exception("decision-log writer: unexpected error; continuing in 1 s (records stay on disk)")
                 time.sleep(1.0)
 

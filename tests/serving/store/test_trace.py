@@ -278,3 +278,23 @@ def test_a_damaged_line_is_skipped_counted_and_stepped_over(own_redis, tmp_path)
     assert lake_ids(tmp_path / "lake") == [i for i in ids(20) if i != "d00006"]
     wait_for(lambda: not second._adopted)
     second.close()
+
+
+def test_an_unexpected_error_in_the_writer_is_counted_and_the_writer_goes_on(redis_databases, tmp_path, monkeypatch):
+    """A bug in a step must neither kill the thread (the queue would fill and drop everything) nor go unseen."""
+    writer = TraceWriter(redis.Redis.from_url(redis_databases.fresh()), "s", 10_000, tmp_path, linger_s=0.01)
+    real_step, calls = writer._step, []
+
+    def failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected bug")
+        return real_step()
+
+    monkeypatch.setattr(writer, "_step", failing_once)
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the writer's 1 s back-off, skipped here
+    writer.append({"decision_id": "a"})
+    # the thread may already sit in a real step when the patch lands: wait for both, in either order
+    wait_for(lambda: writer.stats.writer_errors == 1 and writer.stats.sent == 1)
+    writer.close()
+    assert writer.stats.writer_errors == 1 and writer.dropped == 0 and writer.stats.sent == 1
