@@ -190,7 +190,7 @@ def holdout_uplift_se(learner: MultiArmUpliftLearner, test: pd.DataFrame, featur
     """Standard error of each treatment's AIPW average uplift on the holdout rows (the serving bonus's `s`)."""
     ate = estimate_ate(
         learner, test[feature_names], test["action_id"].to_numpy(), test["label_revenue"].to_numpy(float),
-        test["propensity"].to_numpy(float),
+        test["propensity"].to_numpy(float), ipw_fallback=True,
     )
     z = float(norm.ppf(0.975))
     return {row.action: float((row.upper - row.ate) / z) for row in ate.itertuples()}

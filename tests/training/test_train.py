@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from training.learners import TLearner, estimate_ate
+from training.learners import RLearner, TLearner, estimate_ate
+from training.learners.selection import CausalModelSelector
 from training.train import cross_fitted_uplift, holdout_mask, split_training_set, train_uplift
 
 
@@ -71,3 +72,20 @@ def test_cross_fitted_uplift_scores_each_row_with_a_model_that_did_not_see_its_u
     oof = cross_fitted_uplift(learner, X, actions, y, np.full(n, 0.5), users, seed=0)
     assert oof.shape == (n, 1) and np.isfinite(oof).all()
     assert not np.allclose(oof[:, 0], learner.predict_uplift(X)[:, 0])  # not the in-sample predictions
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RLearner(n_estimators=20),
+    lambda: CausalModelSelector(candidates={"r": RLearner(n_estimators=20), "t": TLearner(n_estimators=20)}),
+], ids=["r_learner", "selector"])
+def test_learners_without_outcome_models_train_with_an_ipw_standard_error(make):
+    """The R-learner and a selection have no per-arm outcome models: the holdout's uplift standard error (the
+    serving bonus's s) falls back to plain IPW instead of failing the training run."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = pd.DataFrame({"user_id": np.arange(n), "f": rng.normal(size=n),
+                          "action_id": rng.choice(["no_action", "p"], size=n), "propensity": 0.5})
+    frame["event_timestamp"] = pd.Timestamp("2026-10-01", tz="UTC")
+    frame["label_revenue"] = np.maximum(0, frame["f"]) * (frame["action_id"] == "p") + rng.exponential(size=n)
+    trained = train_uplift(frame, ["f"], {"p": 0.1}, make(), holdout_fraction=0.25)
+    assert set(trained.model.uplift_se) == {"p"} and 0.02 < trained.model.uplift_se["p"] < 0.5

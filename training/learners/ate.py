@@ -61,13 +61,15 @@ def estimate_ate(
     propensity: ArrayLike,
     alpha: float = 0.05,
     max_weight: float | None = None,
+    ipw_fallback: bool = False,
 ) -> pd.DataFrame:
     """AIPW estimate of each treatment's ATE over the rows given, with a normal-approximation interval.
 
     The outcome models are the fitted learner's own: `learner.predict_outcomes(X)` (S: f(x, arm); T: μ_arm;
     X: its stage-1 μ_arm; DR: the mean of its cross-fitted μ_arm). The interval is mean(ψ_a) ± z_{1−α/2}·sd(ψ_a)/√n
     (sd with ddof = 1; rows are treated as independent, so several exposures of one user make it a little narrow).
-    `max_weight` caps 1/p as in the DR-learner; None (default) keeps the estimate unbiased.
+    `max_weight` caps 1/p as in the DR-learner; None (default) keeps the estimate unbiased. `ipw_fallback`: for a
+    learner without per-arm outcome models, estimate with μ = 0 (plain IPW) instead of refusing.
     Pass rows the learner was not fitted on (e.g. a holdout): on its own training rows the μ's have seen the
     outcomes and the residual term shrinks. Returns columns action, ate, lower, upper, n (one row per treatment,
     in `learner.treatments_` order).
@@ -76,9 +78,15 @@ def estimate_ate(
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
     if propensity is None:
         raise ValueError("estimate_ate needs the logged propensity of each row's logged action")
-    if not hasattr(learner, "predict_outcomes"):
+    if hasattr(learner, "predict_outcomes"):
+        outcomes = learner.predict_outcomes(X)  # checks the learner is fitted and the feature count
+    elif ipw_fallback:
+        # No per-arm outcome models (R-learner, a selection): μ = 0 turns AIPW into plain IPW, still unbiased with
+        # the logged propensities, only wider.
+        learner.predict_uplift(X)  # checks the learner is fitted and the feature count
+        outcomes = np.zeros((len(X), len(learner.arms_)))
+    else:
         raise TypeError(f"{type(learner).__name__} has no predict_outcomes(X); AIPW needs per-arm outcome models")
-    outcomes = learner.predict_outcomes(X)  # checks the learner is fitted and the feature count
     treatment = np.asarray(treatment).astype(str)
     y = np.asarray(y, dtype=float)
     propensity = np.asarray(propensity, dtype=float)
