@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
+DEV    := HYPERLIFT_SERVING_MODE=dev# the decision service without API keys: one machine only (docs/security.md)
 
 .PHONY: install demo loop test bench serve dagster mlflow feast-apply models rollback clean
 
@@ -17,10 +18,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project
 
 demo: install  ## run the whole loop on the simulated shop and print the uplift it achieved
-	$(BIN)/python -m demo
+	$(DEV) $(BIN)/python -m demo
 
 loop: install  ## closed loop: rounds of serve → outcomes → retrain → off-policy gate → promote, against ground truth
-	$(BIN)/python -m demo.loop
+	$(DEV) $(BIN)/python -m demo.loop
 
 test: install  ## run the test suite (starts its own redis-server unless REDIS_URL is set)
 	$(BIN)/python -m pytest
@@ -35,7 +36,7 @@ bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they
 	$(BIN)/python -m bench.stream_freshness
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
-	$(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000}
+	$(DEV) $(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000} --http serving.api.connection_limits:BoundedHttpToolsProtocol --timeout-keep-alive 5
 
 dagster: install  ## open the Dagster UI on :3000
 	$(LAUNCH) $(BIN)/dagster dev -m dagster_project.definitions -p $${PORT:-3000}

@@ -114,6 +114,7 @@ def segment_cpu(n: int) -> list[str]:
     with project_environment(settings) as env, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(env)
         os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
+        os.environ.setdefault("HYPERLIFT_SERVING_MODE", "dev")  # a local bench: no API keys (docs/security.md)
         ensure_bench_model(settings)
         config = write_config(Path(tmp) / "policy")
         service = build_runtime(ServingSettings(
@@ -147,6 +148,7 @@ def main(n: int = 2000) -> None:
         os.environ.update(env)
         # The demo's features are stamped in the shop's period: judge their freshness by its clock, as the demo does.
         os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
+        os.environ.setdefault("HYPERLIFT_SERVING_MODE", "dev")  # a local bench, here and in its uvicorn: no API keys
         service = build_runtime(ServingSettings(seed=0, log_decisions=False)).service
         champion = service.champions.get(("hyperlift_uplift", "champion"))
         if champion is None:

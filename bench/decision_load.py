@@ -38,6 +38,7 @@ from infra.launch import project_environment
 from simulator import ShopConfig
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
+from serving.api.connection_limits import UVICORN_OPTIONS
 from serving.store.decision_log import DECISION_STREAM
 from serving.decision.surfaces import DEFAULT_CONFIG_DIR
 from training.learners import SLearner
@@ -202,6 +203,7 @@ def main() -> None:
         os.environ.update(env)
         # The demo's features are stamped in the shop's period: judge their freshness by its clock, as the demo does.
         os.environ.setdefault("HYPERLIFT_SERVING_NOW", ShopConfig.from_env().end.isoformat())
+        os.environ.setdefault("HYPERLIFT_SERVING_MODE", "dev")  # a local bench: its uvicorn runs without API keys
         if alias_version(settings.mlflow_uri, "hyperlift_uplift", CHAMPION_ALIAS) is None:
             raise SystemExit("no champion registered: run `make demo` first")
         print("registering the 50-action bench model (once) ...", flush=True)
@@ -210,11 +212,14 @@ def main() -> None:
         client = redis.Redis.from_url(env["REDIS_URL"])
         serving_env = {**env, "HYPERLIFT_SERVING_CONFIG_DIR": str(config),
                        "HYPERLIFT_SERVING_EXPERIMENTS_FILE": str(config / "experiments.yaml"),
-                       "HYPERLIFT_SERVING_MAX_IN_FLIGHT": str(args.max_in_flight)}
+                       "HYPERLIFT_SERVING_MAX_IN_FLIGHT": str(args.max_in_flight),
+                       # Its own write-ahead folder, gone with the run: the bench never drains, and a later service
+                       # start would adopt and resend what it left (hundreds of MB), competing with the next bench.
+                       "HYPERLIFT_SERVING_DECISION_WAL_DIR": str(Path(tmp) / "decision_wal")}
         for workers in args.workers:
             port = free_port()
             command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(port), "--workers", str(workers),
-                       "--log-level", "warning", "--no-access-log"]
+                       "--log-level", "warning", "--no-access-log", *UVICORN_OPTIONS]  # as `make serve`
             server = start(command, serving_env, f"http://127.0.0.1:{port}/healthz")
             try:
                 for surface in ("one", "fifty"):

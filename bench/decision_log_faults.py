@@ -186,6 +186,7 @@ def main() -> None:
             "HYPERLIFT_SERVING_DECISION_WAL_DIR": str(tmp / "wal"),
             "HYPERLIFT_SERVING_SAFE_MODE_FILE": str(tmp / "safe_mode.json"),
             "HYPERLIFT_SERVING_LOG_DECISIONS": "false",
+            "HYPERLIFT_SERVING_MODE": "dev",  # a local bench: no API keys (docs/security.md)
         }
         service = Service(env)
         service.start()

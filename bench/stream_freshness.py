@@ -116,6 +116,7 @@ def main() -> None:
     with project_environment(settings) as env:
         os.environ.update(env)
         os.environ.setdefault("HYPERLIFT_SERVING_NOW", end.isoformat())  # the demo shop's clock, as the demo serves
+        os.environ.setdefault("HYPERLIFT_SERVING_MODE", "dev")  # a local bench: its uvicorn runs without API keys
         print("loading the demo's tiles into Redis (the online_tiles asset) ...", flush=True)
         ok = dg.materialize([online_tiles], resources=build_resources(settings, env["REDIS_URL"], shop),
                             instance=dg.DagsterInstance.ephemeral()).success

@@ -67,6 +67,7 @@ from feature_repo.transforms import REGIONS
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
+from serving.api.connection_limits import UVICORN_OPTIONS
 from serving.decision.surfaces import DEFAULT_CONFIG_DIR, load_policy_config
 from serving.store.decision_log import DECISION_FORMAT, read_partitions
 from simulator import ClosedLoopDriver, ServiceClient, build_shop
@@ -250,11 +251,12 @@ def _run(args: argparse.Namespace) -> int:
         base_url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", "warning", *UVICORN_OPTIONS],
             env={**os.environ, "HYPERLIFT_SERVING_NOW": config.end.isoformat(), "HYPERLIFT_SERVING_MODEL_REFRESH_S": "1",
                  "HYPERLIFT_SERVING_CONFIG_DIR": str(config_dir),
                  "HYPERLIFT_SERVING_EXPERIMENTS_FILE": str(config_dir / "experiments.yaml"),
-                 "HYPERLIFT_SERVING_SEED": str(args.seed), "HYPERLIFT_SERVING_LOG_DECISIONS": "false"},
+                 "HYPERLIFT_SERVING_SEED": str(args.seed), "HYPERLIFT_SERVING_LOG_DECISIONS": "false",
+                 "HYPERLIFT_SERVING_MODE": "dev"},  # no API keys: a local service on 127.0.0.1 (docs/security.md)
         )
         try:
             wait_healthy(base_url)

@@ -24,6 +24,7 @@ from demo.traffic import Served, send_decisions, wait_healthy
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
+from serving.api.connection_limits import UVICORN_OPTIONS
 from serving.store.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
 from simulator import ShopConfig, build_shop
 
@@ -85,8 +86,9 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray, day: datetime) ->
     base_url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        env={**os.environ, **env},
+         "--log-level", "warning", *UVICORN_OPTIONS],
+        # The demo serves its own simulated shop on loopback: dev mode (no API keys) unless the caller says otherwise.
+        env={"HYPERLIFT_SERVING_MODE": "dev", **os.environ, **env},
     )
     try:
         health = wait_healthy(base_url)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from infra.redis_server import EmbeddedRedis
-from infra.settings import HyperliftSettings
+from infra.settings import HyperliftSettings, masked_url
 
 
 DAGSTER_YAML = """# Written by infra.launch: SQLite storage under this folder (the default), no usage telemetry.
@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     with project_environment() as env:
-        print(f"[hyperlift] REDIS_URL={env['REDIS_URL']} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}", file=sys.stderr)
+        print(f"[hyperlift] REDIS_URL={masked_url(env['REDIS_URL'])} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}",
+              file=sys.stderr)
         child = subprocess.Popen(argv, env={**os.environ, **env})
         # Ctrl-C reaches the child from the terminal; a SIGTERM sent to us is passed on. Either way we wait for the
         # child, then leave the context, which stops the embedded redis-server.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,7 +81,7 @@ def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None
     parsed = urlparse(redis_url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
         raise ValueError(
-            f"REDIS_URL={redis_url!r} is not a redis:// URL; set it like redis://127.0.0.1:6379/0 or unset it "
+            f"REDIS_URL={masked_url(redis_url)!r} is not a redis:// URL; set it like redis://127.0.0.1:6379/0 or unset it "
             "to use the embedded server."
         )
     parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
@@ -94,3 +94,12 @@ def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None
     if timeout_s is not None:
         parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}", "retry=null"]
     return ",".join(parts)
+
+
+def masked_url(url: str) -> str:
+    """`url` fit to print: its password, if any, replaced by `***` (redis://:***@host:6379/0)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

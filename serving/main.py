@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from serving.api.auth import STATE_KEY
 from serving.api.body_limit import BodyLimit
 from serving.api.errors import request_validation_error
 from serving.api.fast_path import DecisionFastPath
+from serving.api.rate_limit import RateLimit
 from serving.api.routes import admin, decisions, events as event_routes, health, outcomes
 from serving.core.config import ServingSettings
 from serving.core.runtime import build_runtime
@@ -20,12 +22,12 @@ from serving.ops import json_logs
 MAX_BODY_BYTES = 65_536  # a decision request is < 10 kB even with 100 candidates and a full context
 
 
-def create_app(settings: ServingSettings | None = None) -> DecisionFastPath:
+def create_app(settings: ServingSettings | None = None) -> RateLimit:
     """The decision service app (FastAPI, with the decision route ahead of it); settings from the environment unless
     given."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         resolved = settings or ServingSettings()
         json_logs.configure(resolved.log_decisions)
         runtime = build_runtime(resolved)
@@ -35,7 +37,7 @@ def create_app(settings: ServingSettings | None = None) -> DecisionFastPath:
         gc.collect()
         gc.freeze()
         runtime.start()
-        yield
+        yield {STATE_KEY: runtime.keys}  # each request's scope["state"]: serving.api.auth.client_id
         runtime.stop()
         gc.unfreeze()
 
@@ -44,7 +46,7 @@ def create_app(settings: ServingSettings | None = None) -> DecisionFastPath:
     app.add_exception_handler(RequestValidationError, request_validation_error)
     for module in (decisions, outcomes, event_routes, admin, health):
         app.include_router(module.router)
-    return DecisionFastPath(app, MAX_BODY_BYTES)
+    return RateLimit(DecisionFastPath(app, MAX_BODY_BYTES))  # settings read when the app starts
 
 
 app = create_app()

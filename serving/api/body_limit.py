@@ -50,7 +50,10 @@ class ClientLeft(Exception):
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
-    """The whole request body, or None once it passes `max_bytes` (the rest is not read); raises ClientLeft."""
+    """The whole request body, or None once it passes `max_bytes` (the rest is not read); raises ClientLeft.
+
+    No deadline here: the HTTP protocol bounds how long a body may take (serving/api/connection_limits.py, with no
+    timer for a body that arrives whole) and, past it, answers 408 itself and ends this read with ClientLeft."""
     chunks: list[bytes] = []
     size, more = 0, True
     while more:

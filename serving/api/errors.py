@@ -64,7 +64,10 @@ EVENTS_INVALID = {422: _answer(EventsRefused, "The body broke the schema, or no 
                                               "a contract rule (each with its rule).")}
 UNKNOWN_SURFACE = {404: _answer(ErrorMessage, "The surface is not configured (the message names the ones that are).")}
 REDIS_DOWN = {503: _answer(ErrorMessage, "Redis did not take the write; nothing was kept, retrying is safe.")}
-UNAUTHORIZED = {401: _answer(ErrorMessage, "HYPERLIFT_SERVING_ADMIN_TOKEN is set and the bearer token is not it.")}
+AUTH_ERRORS = {
+    401: _answer(ErrorMessage, "No valid API key was sent (`Authorization: Bearer <key>`); WWW-Authenticate: Bearer."),
+    403: _answer(ErrorMessage, "The API key does not have the scope this operation needs."),
+}
 NOT_READY = {503: _answer(Readiness, "Not ready: the reasons are listed.")}
 BODY_ERRORS = {**BAD_BODY, **TOO_LARGE, **INVALID}
 """What any operation with a JSON body may answer before its handler runs."""

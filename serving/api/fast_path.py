@@ -1,7 +1,8 @@
 """The decision route ahead of FastAPI: POST /v1/decisions answered by `serving.api.routes.decisions.answer` straight
-from ASGI (body limit, read, answer, two sends). FastAPI's middleware, routing and dependency layers cost about
-0.2 ms of CPU per request on the 2-core bench machine (a bare async FastAPI endpoint 0.45–0.50 ms, the same answer
-from plain ASGI 0.24 ms), a tenth of a 50-candidate decision; every other request, and the lifespan, go to FastAPI."""
+from ASGI (API key, body limit, read, answer, two sends). FastAPI's middleware, routing and dependency layers cost
+about 0.2 ms of CPU per request on the 2-core bench machine (a bare async FastAPI endpoint 0.45–0.50 ms, the same
+answer from plain ASGI 0.24 ms), a tenth of a 50-candidate decision; every other request, and the lifespan, go to
+FastAPI."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import logging
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from serving.api.auth import refusal, send_refusal
 from serving.api.body_limit import ClientLeft, declared_too_large, read_body, refuse, send_json
 from serving.api.routes.decisions import answer
+from serving.ops.api_keys import DECIDE
 
 log = logging.getLogger(__name__)
 PATH = "/v1/decisions"
@@ -30,6 +33,11 @@ class DecisionFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
+            return
+        # Before the body is read: a caller without a key costs a header scan and a dict lookup, nothing more.
+        refused = refusal(self.state.runtime.keys, scope, DECIDE)
+        if refused is not None:
+            await send_refusal(send, refused)
             return
         if declared_too_large(scope, self.max_bytes):
             await refuse(send, self.max_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,8 +55,33 @@ class ServingSettings(ClockSettings):
     safe_mode: bool = Field(default=False, description="Force safe mode on in this process (neutral everywhere).")
     safe_mode_key: str = "hyperlift:safe_mode"
     safe_mode_poll_s: float = Field(default=1.0, gt=0, description="How often each worker reads the safe-mode switch.")
-    admin_token: str | None = Field(default=None, description="If set, admin endpoints need `Authorization: Bearer`.")
-    hash_salt: str = Field(default="hyperlift-dev-salt", description="Key of the user/context hashes in the trace.")
+    admin_token: str | None = Field(
+        default=None,
+        description="An extra API key with the admin scope only (key id 'admin-token'); in dev mode, when set, it is "
+        "still required on /v1/admin/*.",
+    )
+    hash_salt: str = Field(
+        default="hyperlift-dev-salt",
+        description="Key of the user/context hashes in the trace, of outcome ids and of the check in decision ids; the "
+        "default is public: production mode refuses it.",
+    )
+    # Authentication (docs/security.md).
+    mode: Literal["production", "dev"] = Field(
+        default="production",
+        description="production: every call but /healthz, /readyz and the API docs needs an API key with its scope, "
+        "and start-up is refused with the default hash_salt or no key in api_keys_file. dev: open (except /v1/admin/* "
+        "when admin_token is set), logged loudly at start-up; for one machine only (make serve, make demo, make loop).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="YAML (or JSON) file of API keys: per key an id, the SHA-256 of its secret and its scopes "
+        "(python -m serving.ops.api_keys create ... writes it).",
+    )
+    outcome_idempotency_ttl_s: int = Field(
+        default=7 * 86_400, ge=60,
+        description="How long an outcome's Idempotency-Key is remembered: a retry within it is answered as a duplicate "
+        "and not stored again (the lake also drops a later retry: its outcome_id is the same).",
+    )
     seed: int | None = Field(default=None, description="Seed of the exploration RNG (None: from the OS).")
     decision_stream: str = DECISION_STREAM
     decision_stream_maxlen: int = 1_000_000
@@ -112,6 +138,45 @@ class ServingSettings(ClockSettings):
         default=Lateness().allowed_days, ge=0,
         description="Events of /v1/events older than the arrival day's start minus this are behind the watermark "
         "(the batch pipeline's EventTimeResource default is the same value).",
+    )
+    # Overload and slow clients (docs/decision-service.md, "Overload and slow clients"): the rate limit is
+    # serving/api/rate_limit.py, the connection bounds serving/api/connection_limits.py (uvicorn --http, make serve),
+    # the breaker's probe serving/ops/breaker.py.
+    rate_limit_per_s: float = Field(
+        default=0.0, ge=0,
+        description="Requests per second each client may make (a token bucket per client key: the API key, else the "
+        "client address), per worker; beyond: 429 with Retry-After. 0: off, the default: a shop's backend usually "
+        "calls with one key for all of its users (and in dev mode, behind a load balancer, all traffic has one "
+        "address), so the limit must be sized to the deployment's callers; /healthz, /readyz and /metrics are never "
+        "limited.",
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, description="Requests a client may make at once above its rate (the bucket's size)."
+    )
+    rate_limit_max_keys: int = Field(
+        default=10_000, ge=1,
+        description="Clients whose buckets are kept per worker (~300 bytes each); beyond, the least recently seen "
+        "is forgotten (it starts again with a full bucket), so a flood of new keys cannot grow memory.",
+    )
+    header_timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Time a client has to send a request's headers, from its connection or the request's first "
+        "byte; then 408 and the connection is closed (an idle new connection is just closed).",
+    )
+    body_timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Time a client has to send a request's whole body after its headers; then 408 and the "
+        "connection is closed (a decision body is < 10 kB: one packet).",
+    )
+    max_connections: int = Field(
+        default=1000, ge=1,
+        description="Connections a worker holds at once; one more is answered 503 and closed on arrival, the "
+        "connections already open are still served. Keep it under the open-files limit (ulimit -n).",
+    )
+    breaker_probe_interval_s: float = Field(
+        default=0.25, gt=0,
+        description="While the online-store breaker is open: how often a PING probes Redis; the first answered "
+        "closes the breaker (then breaker_cooldown_s only applies when no probe can run).",
     )
 
     def platform(self) -> HyperliftSettings:

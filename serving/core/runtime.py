@@ -1,5 +1,5 @@
-"""The worker's runtime: everything start-up builds (stores, champions, the decision service, the intakes) and
-shutdown stops. Routes reach it through `serving.api.deps`; `serving.main` only assembles the app around it."""
+"""The worker's runtime: everything start-up builds (API keys, stores, champions, the decision service, the intakes)
+and shutdown stops. Routes reach it through `serving.api.deps`; `serving.main` only assembles the app around it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from serving.decision.experiments import ExperimentAssigner, load_experiments
 from serving.decision.service import DecisionService
 from serving.decision.surfaces import load_policy_config
 from serving.ops.admission import Admission
+from serving.ops.api_keys import KeyRing, build_key_ring
 from serving.ops.breaker import CircuitBreaker
 from serving.ops.metrics import ServiceMetrics
 from serving.ops.safe_mode import SafeMode
@@ -41,6 +42,7 @@ class Runtime:
     watcher: ChampionWatcher
     admission: Admission
     settings: ServingSettings
+    keys: KeyRing  # who may call what (serving.api.auth checks it)
 
     def start(self) -> None:
         """Start the background threads (safe-mode poll, champion watcher)."""
@@ -52,6 +54,7 @@ class Runtime:
         self.watcher.stop()
         self.service.safe_mode.stop()
         self.service.trace.close(self.settings.decision_log_close_s)
+        self.service.breaker.close()
         if self.service.async_client is not None:
             self.service.async_client.close()
 
@@ -74,8 +77,21 @@ def build_trace_writer(settings: ServingSettings, metrics: ServiceMetrics) -> Tr
     return trace
 
 
+def build_breaker(settings: ServingSettings, async_client: AsyncRedis, metrics: ServiceMetrics) -> CircuitBreaker:
+    """The online store's circuit breaker: while open, a PING on the decisions' connection (within their timeout)
+    every breaker_probe_interval_s closes it as soon as Redis answers; its counts exported with the metrics."""
+    breaker = CircuitBreaker(
+        settings.breaker_failures, settings.breaker_cooldown_s, probe=lambda: async_client.execute([("PING",)]),
+        probe_interval_s=settings.breaker_probe_interval_s,
+    )
+    metrics.watch_breaker(breaker)
+    return breaker
+
+
 def build_runtime(settings: ServingSettings) -> Runtime:
-    """Validate the policy files, open the stores, load the champions, and wire the service."""
+    """Check the API keys (production mode refuses to start without keys or with the default salt), validate the
+    policy files, open the stores, load the champions, and wire the service."""
+    keys = build_key_ring(settings)  # first: a refused start-up loads nothing
     config = load_policy_config(settings.config_dir, REGIONS)  # a bad file stops start-up here, with its name
     experiments = ExperimentAssigner(load_experiments(settings.experiments_file))
     platform = settings.platform()
@@ -87,19 +103,22 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     metrics = ServiceMetrics()
     clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
     trace = build_trace_writer(settings, metrics)
+    async_client = AsyncRedis(settings.redis_url, timeout_s)  # the decisions' round trips on the event loop
     service = DecisionService(
         config, champions, client, trace, experiments,
         SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s,
                  settings.safe_mode_path()),
         np.random.default_rng(settings.seed), settings.hash_salt, metrics,
-        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+        build_breaker(settings, async_client, metrics),
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
         clock=clock,
-        async_client=AsyncRedis(settings.redis_url, timeout_s),  # the decisions' round trips on the event loop
+        async_client=async_client,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
-    outcomes = OutcomeLog(client, settings.outcome_stream, settings.hash_salt, clock.time)
+    outcomes = OutcomeLog(
+        client, settings.outcome_stream, settings.hash_salt, clock.time, settings.outcome_idempotency_ttl_s
+    )
     # The event path has its own connections: a longer timeout than the decisions' (see the setting).
     events_timeout_s = settings.events_redis_timeout_ms / 1000.0
     events_client = redis.Redis.from_url(
@@ -110,4 +129,4 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
     )
     events = EventIntake(updater, metrics.registry)
-    return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings)
+    return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys)

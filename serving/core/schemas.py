@@ -106,6 +106,10 @@ class DecisionResponse(BaseModel):
     fallback: str | None = Field(description="Why the policy was not followed (null when it was).")
 
 
+IDEMPOTENCY_KEY = r"^[!-~]{1,128}$"
+"""A client's idempotency key: 1 to 128 printable ASCII characters, no space (a UUID, a hash, an order id)."""
+
+
 class OutcomeRequest(BaseModel):
     """A delayed outcome (purchase, conversion), keyed by the decision or by the user and time."""
 
@@ -115,7 +119,10 @@ class OutcomeRequest(BaseModel):
         json_schema_extra={"anyOf": [{"required": ["decision_id"]}, {"required": ["user_id"]}]},
     )
 
-    decision_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    decision_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{32}$",
+        description="The decision_id of a decision this service answered (it carries a check: another is a 422).",
+    )
     user_id: UserId | None = None
     ts: float | None = Field(
         default=None, gt=0, allow_inf_nan=False,
@@ -123,6 +130,11 @@ class OutcomeRequest(BaseModel):
     )
     kind: Literal["purchase", "conversion"] = "purchase"
     revenue: float = Field(default=0.0, ge=0.0, le=MAX_MONEY, allow_inf_nan=False)
+    idempotency_key: str | None = Field(
+        default=None, pattern=IDEMPOTENCY_KEY,
+        description="As the Idempotency-Key header (send either, or both alike): a retry with the same key is answered "
+        "as a duplicate and not stored again. Without one, every call stores an outcome.",
+    )
 
     @model_validator(mode="after")
     def _keyed(self) -> OutcomeRequest:
@@ -136,6 +148,10 @@ class OutcomeAccepted(BaseModel):
 
     outcome_id: str
     attributed_by: Literal["decision_id", "user_and_time"]
+    duplicate: bool = Field(
+        default=False, description="True: a retry of the outcome already stored under this idempotency key; not "
+        "stored again (same outcome_id).",
+    )
 
 
 class EventBatch(BaseModel):

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from feature_repo.freshness import MissingFreshnessContract, contract_of
 from feature_repo.versions import pin_problem
+from infra.settings import masked_url
 
 from serving.store.features import FeatureClient
 from serving.decision.service import Champion, DecisionService, ViewFreshness
@@ -36,7 +37,9 @@ def load_champion(tracking_uri: str, model_name: str, alias: str, store: Feature
     try:
         model, ref, feature_service = load_alias(tracking_uri, model_name, alias)
     except MlflowException as exc:
-        log.error("no model %s@%s in %s (%s); serving the neutral action", model_name, alias, tracking_uri, exc)
+        log.error(
+            "no model %s@%s in %s (%s); serving the neutral action", model_name, alias, masked_url(tracking_uri), exc
+        )
         return None
     try:
         # The pinned view versions first: a client of a service whose views are gone or changed must not be built.

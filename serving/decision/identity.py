@@ -1,4 +1,5 @@
-"""Pseudonymous keys: decision traces and outcomes carry keyed hashes, never raw user ids or context."""
+"""Pseudonymous keys: decision traces and outcomes carry keyed hashes, never raw user ids or context; decision ids
+carry a keyed check, outcome ids of idempotent calls are keyed hashes of the client's key."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import functools
 import hashlib
 import hmac
 import json
+import os
 from typing import Any
+
+DECISION_NONCE_BYTES = 12
+"""A decision id is 32 hex characters: 96 random bits (no collision in the log's lifetime: ~1e-9 after 1e10
+decisions) and a 32-bit check keyed by the salt. The check is what refuses outcomes for decisions this service never
+answered without a lookup; 32 bits are enough behind an API key and rate limits (a forged id needs ~2^31 tries)."""
 
 
 def user_key(user_id: int, salt: str) -> str:
@@ -21,6 +28,33 @@ def context_hash(context: dict[str, Any] | None, salt: str) -> str:
     canonical = json.dumps(context or {}, sort_keys=True, separators=(",", ":"), default=str)
     keyed = _keyed(salt).copy()
     keyed.update(canonical.encode())
+    return keyed.hexdigest()[:32]
+
+
+def new_decision_id(salt: str) -> str:
+    """A fresh decision id: 24 random hex characters, then 8 of their HMAC under `salt` (see DECISION_NONCE_BYTES)."""
+    nonce = os.urandom(DECISION_NONCE_BYTES).hex()
+    return nonce + _decision_check(nonce, salt)
+
+
+def issued_decision_id(decision_id: str, salt: str) -> bool:
+    """Whether `decision_id` (32 hex characters) was made by `new_decision_id` under `salt`."""
+    nonce, check = decision_id[: 2 * DECISION_NONCE_BYTES], decision_id[2 * DECISION_NONCE_BYTES:]
+    return hmac.compare_digest(check, _decision_check(nonce, salt))
+
+
+def _decision_check(nonce: str, salt: str) -> str:
+    # "decision:" keeps these apart from user keys (the HMAC of digits only) under the same salt.
+    keyed = _keyed(salt).copy()
+    keyed.update(b"decision:" + nonce.encode())
+    return keyed.hexdigest()[: 32 - 2 * DECISION_NONCE_BYTES]
+
+
+def outcome_id(client: str, idempotency_key: str, salt: str) -> str:
+    """The outcome id of a client's idempotency key (32 hex characters): the same for every retry, so the lake,
+    which keeps one row per outcome_id, counts it once however often it was stored."""
+    keyed = _keyed(salt).copy()
+    keyed.update(b"outcome:" + json.dumps([client, idempotency_key]).encode())
     return keyed.hexdigest()[:32]
 
 

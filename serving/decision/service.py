@@ -26,8 +26,9 @@ from serving.core.config import ClockSettings
 from serving.decision.experiments import ExperimentAssigner, arms_by_experiment
 from serving.store.feature_cache import LastKnownGood
 from serving.store.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
-from serving.decision.identity import context_hash, user_key
+from serving.decision.identity import context_hash, new_decision_id, user_key
 from serving.ops.metrics import ServiceMetrics
+from serving.ops.redaction import redis_failure
 from serving.policy.budgets import CampaignBudgets
 from serving.policy.caps import FrequencyCaps
 from serving.policy.consent import consent_allows, consented, mask_features
@@ -330,7 +331,7 @@ class DecisionService:
                 surface.caps.load_scripts()
                 surface.budgets.load_scripts()
         except redis.exceptions.RedisError as exc:
-            log.warning("warm-up could not load the Lua scripts (they load on first use): %s", exc)
+            log.warning("warm-up could not load the Lua scripts (they load on first use): %s", redis_failure(exc))
         for key, champion in self.champions.items():
             if champion is None:
                 continue
@@ -375,13 +376,14 @@ class DecisionService:
             return self._neutral(config, FEATURES_LATE, champion)
 
         policy_started = time.perf_counter()
-        region = self.config.region_of((request.context or {}).get("region"), read.by_name.get("region_code"))
-        bundle = self.config.bundle_for(region)
-        has_consent = consented(read.by_name.get(bundle.consent.feature))
-        allowed = eligible_actions(candidates, config.neutral_action, bundle.allowed_actions, bundle.blocked_actions)
+        # The user's bundle comes from the profile; a region the request names may only add its rules (stricter).
+        # Consent comes from the profile alone.
+        region = self.config.region_of(read.by_name.get("region_code"))
+        rules = self.config.rules_for(region, (request.context or {}).get("region"))
+        has_consent = all(consented(read.by_name.get(feature)) for feature in rules.consent_features)
+        allowed = eligible_actions(candidates, config.neutral_action, rules.allowed_actions, rules.blocked_actions)
         allowed = consent_allows(
-            allowed, config.neutral_action, has_consent, bundle.consent.required_for == "all_actions",
-            bundle.consent.actions,
+            allowed, config.neutral_action, has_consent, rules.consent_for_all_actions, rules.consent_actions
         )
         if allowed == [config.neutral_action]:
             return self._only(config.neutral_action, candidates, fallback, region, champion)
@@ -400,7 +402,7 @@ class DecisionService:
             self.metrics.deadline_breaches.labels(config.name, "total").inc()
             return self._neutral(config, DEADLINE, champion, region)
         scoring_started = time.perf_counter()
-        masked = [] if has_consent else [f for f in bundle.consent.masked_features if f in model.feature_names]
+        masked = [] if has_consent else [f for f in rules.masked_features if f in model.feature_names]
         values = mask_features(read.values, [model.feature_names.index(f) for f in masked], has_consent)
         mu, se = champion.net_uplift(allowed, champion.score(values[None, :])[0])
         scores = with_bonus(mu, se, overrides.get("uncertainty_bonus", config.uncertainty_bonus))
@@ -434,7 +436,7 @@ class DecisionService:
                 kept = yield from self._reserve(surface, ukey, actions)
             except redis.exceptions.RedisError as exc:
                 self.breaker.record_failure()
-                log.warning("reservation on surface %s failed: %s", config.name, exc)
+                log.warning("reservation on surface %s failed: %s", config.name, redis_failure(exc))
                 return self._neutral(config, POLICY_STORE_UNAVAILABLE, champion, region)
             if kept:
                 if redraws:
@@ -500,7 +502,7 @@ class DecisionService:
                 replies = yield pipe, True
             except redis.exceptions.RedisError as exc:
                 self.breaker.record_failure()
-                log.warning("user %s: online store read failed: %s", user_id, exc)
+                log.warning("user %s: online store read failed: %s", ukey, redis_failure(exc))  # keyed, not raw
                 reason = FEATURES_UNAVAILABLE
             else:
                 self.breaker.record_success()
@@ -581,7 +583,7 @@ class DecisionService:
         champion = outcome.champion
         experiments = arms_by_experiment(assignments)
         response = DecisionResponse(
-            decision_id=uuid.uuid4().hex,
+            decision_id=new_decision_id(self.salt),
             surface=config.name,
             actions=[ScoredAction(action_id=a, score=s, propensity=p)
                      for a, s, p in zip(outcome.actions, outcome.scores, outcome.propensities)],

@@ -4,8 +4,9 @@ A surface (`conf/surfaces/<name>.yaml`) says where decisions are shown and how t
 source, model and feature service, slate size, exploration, uncertainty bonus, diversity, frequency caps, campaign
 budgets, per-segment deadlines and the neutral (fallback) action. A regional bundle (`conf/regions/<name>.yaml`)
 holds the rules of one jurisdiction: which actions are allowed, which need consent, which features may not be used
-without consent. The bundle is chosen per request from the request context (`context.region`) or else from the
-user's `region_code` feature; no region is named in code.
+without consent. The user's bundle is chosen from the user's `region_code` feature (the profile), never from the
+request: a region the request names (`context.region`) may only make the rules stricter (`PolicyConfig.rules_for`).
+Consent is read from the profile's features alone. No region is named in code.
 
 Every file is validated with pydantic (unknown keys are errors); `load_policy_config` adds the cross-file checks
 and raises `PolicyConfigError` naming the file and the field, so a bad deploy fails at start-up, not per request.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -192,6 +194,37 @@ class RegionBundle(_Strict):
     consent: ConsentRule = ConsentRule()
 
 
+@dataclass(frozen=True)
+class RegionRules:
+    """The rules one decision follows: the user's bundle, made stricter by any other bundle the request names.
+    Without consent to every feature in `consent_features` the user has no consent."""
+
+    bundles: tuple[str, ...]
+    allowed_actions: frozenset[str] | None  # None: every action
+    blocked_actions: frozenset[str]
+    consent_features: tuple[str, ...]
+    consent_for_all_actions: bool
+    consent_actions: frozenset[str]  # with consent_for_all_actions False: the actions that need consent
+    masked_features: tuple[str, ...]
+
+    @classmethod
+    def of(cls, bundles: Iterable[RegionBundle]) -> RegionRules:
+        """The strictest combination: allowed actions intersected, blocked ones, consent features, actions needing
+        consent and masked features united; consent needed for all actions if any bundle says so."""
+        bundles = list(bundles)
+        allowed = [set(b.allowed_actions) for b in bundles if b.allowed_actions is not None]
+        return cls(
+            bundles=tuple(b.name for b in bundles),
+            allowed_actions=frozenset(set.intersection(*allowed)) if allowed else None,
+            blocked_actions=frozenset(a for b in bundles for a in b.blocked_actions),
+            consent_features=tuple(dict.fromkeys(b.consent.feature for b in bundles)),
+            consent_for_all_actions=any(b.consent.required_for == "all_actions" for b in bundles),
+            consent_actions=frozenset(a for b in bundles if b.consent.required_for == "listed_actions"
+                                      for a in b.consent.actions),
+            masked_features=tuple(dict.fromkeys(f for b in bundles for f in b.consent.masked_features)),
+        )
+
+
 class PolicyConfig(_Strict):
     """Every surface and region bundle, plus a version that changes whenever any of them does."""
 
@@ -199,6 +232,18 @@ class PolicyConfig(_Strict):
     regions: dict[str, RegionBundle]
     region_codes: list[str] = Field(description="region_code feature value i ↔ region name region_codes[i].")
     version: str
+    region_rules: dict[tuple[str, str], RegionRules] = Field(
+        default_factory=dict, exclude=True, repr=False,
+        description="(the user's bundle, the requested region's bundle) → their combined rules; built at validation "
+        "for every pair, so the request path only looks them up.",
+    )
+
+    @model_validator(mode="after")
+    def _combine_bundles(self) -> PolicyConfig:
+        for own in self.regions.values():
+            for other in self.regions.values():
+                self.region_rules[(own.name, other.name)] = RegionRules.of([own] if own is other else [own, other])
+        return self
 
     def bundle_for(self, region: str | None) -> RegionBundle:
         """The bundle that lists `region`, else the default bundle."""
@@ -207,14 +252,19 @@ class PolicyConfig(_Strict):
                 return bundle
         return next(b for b in self.regions.values() if b.default)
 
-    def region_of(self, context_region: object, region_code: float | None) -> str | None:
-        """The request's region: context.region if sent, else the name of the user's region_code feature."""
-        if isinstance(context_region, str) and context_region:
-            return context_region
+    def region_of(self, region_code: float | None) -> str | None:
+        """The name of the user's region_code feature (None when missing, NaN or unknown)."""
         if region_code is None or region_code != region_code:  # None or NaN
             return None
         code = int(region_code)
         return self.region_codes[code] if 0 <= code < len(self.region_codes) else None
+
+    def rules_for(self, profile_region: str | None, requested_region: object = None) -> RegionRules:
+        """The rules for a user of `profile_region` (from the profile): its bundle's, made stricter by the bundle of
+        the region the request names, if any (a request can never relax them)."""
+        own = self.bundle_for(profile_region)
+        other = self.bundle_for(requested_region) if isinstance(requested_region, str) and requested_region else own
+        return self.region_rules[(own.name, other.name)]
 
     def policy_version(self, surface: str) -> str:
         """`<surface>@<hash of all policy files>`: logged with every decision."""

@@ -3,13 +3,16 @@
 Latency is a histogram per surface and segment (features, scoring, policy, log, total); fallbacks are counted by
 reason, exploration by surface, budget spend and refusals by campaign, cap refusals by rule, stale feature reads by
 view and policy. The decision log's counters (written, sent, spilled, replayed, dropped by reason, pending on disk)
-are read from the trace writer at scrape time. With several uvicorn workers each worker exposes its own series
-(scrape each worker, or sum in Prometheus).
+are read from the trace writer at scrape time, as are the online-store breaker's openings, probes and failures (by
+whether they counted) and what the HTTP protocol did to slow or surplus clients (refused connections, read timeouts:
+process-wide, see ConnectionStats); rate-limit refusals are counted by route family. With several uvicorn workers
+each worker exposes its own series (scrape each worker, or sum in Prometheus).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -83,6 +86,85 @@ class DecisionLogCollector(Collector):
             yield GaugeMetricFamily(f"hyperlift_decision_log_{name}", help_text, value=value)
 
 
+class BreakerCounts(Protocol):
+    """The circuit breaker's running counts (serving/ops/breaker.py CircuitBreaker)."""
+
+    opened: int
+    closed_by_probe: int
+    probes: dict[str, int]
+    failures: dict[str, int]
+
+
+class BreakerCollector(Collector):
+    """The online-store breaker's counts, read at scrape time (its state: hyperlift_feature_store_breaker_open)."""
+
+    def __init__(self, breaker: BreakerCounts):
+        self.breaker = breaker
+
+    def collect(self) -> Iterator[Metric]:
+        b = self.breaker
+        yield CounterMetricFamily(
+            "hyperlift_feature_store_breaker_openings", "Times the breaker opened.", value=b.opened
+        )
+        yield CounterMetricFamily(
+            "hyperlift_feature_store_breaker_closed_by_probe", "Times a probe (PING) answered closed the breaker.",
+            value=b.closed_by_probe,
+        )
+        probes = CounterMetricFamily(
+            "hyperlift_feature_store_breaker_probes", "Probes sent while the breaker was open, by result.",
+            labels=["result"],
+        )
+        for result, n in sorted(b.probes.items()):
+            probes.add_metric([result], n)
+        yield probes
+        failures = CounterMetricFamily(
+            "hyperlift_feature_store_breaker_failures",
+            "Failed Redis calls reported to the breaker: counted toward opening it, or not (same_episode: admitted "
+            "before the last counted failure; while_open: the breaker was already open).", labels=["kind"],
+        )
+        for kind, n in sorted(b.failures.items()):
+            failures.add_metric([kind], n)
+        yield failures
+
+
+@dataclass
+class ConnectionStats:
+    """What the HTTP protocol (serving/api/connection_limits.py) did to clients. One per process: uvicorn builds the
+    protocol with no app at hand, so it adds to the module's CONNECTION_STATS and every ServiceMetrics exports it."""
+
+    refused: int = 0  # connections closed on arrival: the worker already held max_connections
+    timeouts: dict[str, int] = field(default_factory=lambda: {"headers": 0, "body": 0})
+    headers_too_large: int = 0
+
+
+CONNECTION_STATS = ConnectionStats()
+
+
+class ConnectionCollector(Collector):
+    """The process's ConnectionStats, read at scrape time."""
+
+    def __init__(self, stats: ConnectionStats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield CounterMetricFamily(
+            "hyperlift_http_connections_refused", "Connections closed on arrival (503): the worker held "
+            "max_connections already.", value=s.refused,
+        )
+        timeouts = CounterMetricFamily(
+            "hyperlift_http_read_timeouts", "Requests whose headers or body did not arrive in time (408, closed).",
+            labels=["part"],
+        )
+        for part, n in sorted(s.timeouts.items()):
+            timeouts.add_metric([part], n)
+        yield timeouts
+        yield CounterMetricFamily(
+            "hyperlift_http_headers_too_large", "Requests whose headers passed the size bound (431, closed).",
+            value=s.headers_too_large,
+        )
+
+
 class ServiceMetrics:
     """Every counter, gauge and histogram the service updates, registered on `registry`."""
 
@@ -134,6 +216,11 @@ class ServiceMetrics:
             "hyperlift_deadline_breaches", "Segments that overran their deadline.", ["surface", "segment"], registry=r
         )
         self.safe_mode = Gauge("hyperlift_safe_mode", "1 while the global safe mode is on.", registry=r)
+        self.rate_limited = Counter(
+            "hyperlift_rate_limited_requests", "Requests refused with 429 by the per-client rate limit, by route "
+            "family (decisions, outcomes, events, admin, stats, other).", ["route"], registry=r,
+        )
+        r.register(ConnectionCollector(CONNECTION_STATS))
         self.stale_reads = Counter(
             "hyperlift_stale_feature_reads",
             "Feature reads whose view row was older than the view's freshness contract (or had values but no "
@@ -144,6 +231,10 @@ class ServiceMetrics:
     def watch_decision_log(self, source: DecisionLogSource) -> None:
         """Export the decision log's counters (hyperlift_decision_log_*) from `source`."""
         self.registry.register(DecisionLogCollector(source))
+
+    def watch_breaker(self, breaker: BreakerCounts) -> None:
+        """Export the online-store breaker's counts (hyperlift_feature_store_breaker_*) from `breaker`."""
+        self.registry.register(BreakerCollector(breaker))
 
     def labelled(self, metric: MetricWrapperBase, *values: str) -> MetricWrapperBase:
         """`metric.labels(*values)`, remembered: prometheus_client's `labels` validates, locks and looks the child up

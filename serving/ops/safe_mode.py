@@ -25,6 +25,8 @@ from pathlib import Path
 
 import redis
 
+from serving.ops.redaction import redis_failure
+
 log = logging.getLogger(__name__)
 
 # Replace the record only if there is none or it is older (by "since"); answer the record that stays.
@@ -98,7 +100,7 @@ class SafeMode:
         except redis.exceptions.RedisError as exc:
             self.redis_ok = False
             self.poll_failures += 1
-            log.warning("safe-mode poll failed (keeping %s): %s", self.enabled, exc)
+            log.warning("safe-mode poll failed (keeping %s): %s", self.enabled, redis_failure(exc))
             return
         self.redis_ok = True
         if remote is None:

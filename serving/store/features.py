@@ -29,6 +29,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feature_repo.store import service_feature_names
+from serving.ops.redaction import redis_failure
 
 ENTITY_JOIN_KEY = "user_id"
 _FLOAT, _DOUBLE = struct.Struct("<f"), struct.Struct("<d")
@@ -160,7 +161,7 @@ class FeatureClient:
         try:
             return parse(pipe.execute())
         except redis.exceptions.RedisError as exc:
-            raise FeatureStoreUnavailable(f"online store read failed: {exc}") from exc
+            raise FeatureStoreUnavailable(f"online store read failed: {redis_failure(exc)}") from exc
 
     def _parse(self, replies: list, order: list[str]) -> FeatureRead:
         by_name: dict[str, float | None] = {}

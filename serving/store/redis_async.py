@@ -25,6 +25,8 @@ import redis
 from redis._parsers.base import BaseParser
 from redis.connection import parse_url
 
+from infra.settings import masked_url
+
 
 @dataclass
 class _Waiting:
@@ -92,7 +94,7 @@ class AsyncRedis:
     def __init__(self, url: str, timeout_s: float):
         options = parse_url(url)
         if url.startswith("rediss://"):
-            raise ValueError(f"TLS (rediss://) is not supported on the decision path's async client: {url}")
+            raise ValueError(f"TLS (rediss://) is not supported on the decision path's async client: {masked_url(url)}")
         self.address: tuple[str, int] | str = options["path"] if "path" in options else (
             options.get("host", "localhost"), int(options.get("port", 6379))
         )

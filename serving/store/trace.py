@@ -54,6 +54,7 @@ import hiredis
 import orjson
 import redis
 
+from serving.ops.redaction import redis_failure
 from serving.store.decision_log import DRAIN_GROUP
 from serving.store.wal import COUNTER_SLOTS, WriterLog, leftovers
 from serving.store.wal_acks import acks_key, wal_field, writers_key
@@ -478,7 +479,7 @@ class TraceWriter:
             self._connection.disconnect()
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.warning("decision log: Redis failed (%s); records stay in %s and go when it answers", exc, self.wal_dir)
+            log.warning("decision log: %s; records stay in %s and go when it answers", redis_failure(exc), self.wal_dir)
 
     def _recovered(self) -> None:
         self._backoff = 0.0

@@ -73,7 +73,7 @@ def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, m
     settings, _ = pipeline
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
     # The shop's clock: its features are fresh as of its end, not as of today's wall clock.
-    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1, now=TINY_SHOP.end))  # the shipped surfaces, regions, experiments
+    app = create_app(ServingSettings(redis_url=e2e_redis_url, seed=1, now=TINY_SHOP.end, mode="dev"))  # the shipped surfaces, regions, experiments
     with TestClient(app) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["surfaces"] == ["checkout", "home"]

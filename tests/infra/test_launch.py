@@ -45,3 +45,12 @@ def test_sigterm_stops_the_child_and_the_embedded_server(tmp_path):
         raise AssertionError("embedded redis-server outlived the launcher")
     except redis.exceptions.ConnectionError:
         pass
+
+
+def test_the_launcher_prints_redis_url_without_its_password(tmp_path):
+    env = {**os.environ, "HYPERLIFT_HOME": str(tmp_path), "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "infra.launch", "--", sys.executable, "-c", "pass"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "REDIS_URL=redis://:***@127.0.0.1:1/0" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import HyperliftSettings, feast_redis_connection_string
+from infra.settings import HyperliftSettings, feast_redis_connection_string, masked_url
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,23 @@ def test_timeouts_and_no_retries_for_the_serving_path():
     assert feast_redis_connection_string("redis://h:1/2", timeout_s=0.05) == (
         "h:1,db=2,socket_timeout=0.05,socket_connect_timeout=0.05,retry=null"
     )
+
+
+def test_a_bad_redis_url_is_refused_without_showing_its_password():
+    with pytest.raises(ValueError, match="is not a redis:// URL") as refused:
+        feast_redis_connection_string("http://:hunter2@cache.example:6379/0")
+    assert "hunter2" not in str(refused.value) and "http://:***@cache.example:6379/0" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("rediss://default:hunter2@cache.example:6380/1", "rediss://default:***@cache.example:6380/1"),
+        ("postgresql://mlflow:hunter2@db/mlflow", "postgresql://mlflow:***@db/mlflow"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
+def test_urls_are_printed_without_their_password(url, shown):
+    assert masked_url(url) == shown

@@ -97,11 +97,12 @@ def write_policy_dir(root: Path, surfaces: dict = SURFACES, regions: dict = REGI
 
 @pytest.fixture
 def serving_settings(served_world, monkeypatch, tmp_path) -> ServingSettings:
-    """Serving settings pointing at the served world (the platform settings come from HYPERLIFT_HOME)."""
+    """Serving settings pointing at the served world (the platform settings come from HYPERLIFT_HOME), in dev mode:
+    the routes are open (tests/serving/api/test_auth.py is about keys)."""
     settings, redis_url, _ = served_world
     monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
     policy = write_policy_dir(tmp_path / "policy")
     return ServingSettings(
         redis_url=redis_url, seed=3, config_dir=policy, experiments_file=policy / "experiments.yaml",
-        model_refresh_s=0, log_decisions=False,
+        model_refresh_s=0, log_decisions=False, mode="dev",
     )

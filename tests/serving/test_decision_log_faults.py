@@ -54,7 +54,7 @@ def settings(world, tmp_path) -> ServingSettings:
         redis_url=server.url, seed=1, config_dir=policy, experiments_file=policy / "experiments.yaml",
         model_refresh_s=0, log_decisions=False, decision_stream=f"faults:{tmp_path.name}",
         decision_wal_dir=tmp_path / "wal", safe_mode_file=tmp_path / "safe_mode.json", decision_log_ack_poll_s=0.1,
-        decision_log_close_s=0.5,
+        decision_log_close_s=0.5, mode="dev",
     )
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
+from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from serving.api.deps import RuntimeDep, require_admin
-from serving.api.errors import BODY_ERRORS, REDIS_DOWN, UNAUTHORIZED
+from serving.api.auth import require
+from serving.api.deps import RuntimeDep
+from serving.api.errors import AUTH_ERRORS, BODY_ERRORS, REDIS_DOWN
 from serving.core.clock import ClockError
 from serving.core.schemas import ErrorMessage
+from serving.ops.api_keys import ADMIN
+from serving.ops.redaction import redis_failure
 
+log = logging.getLogger(__name__)
 router = APIRouter(
-    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses={**UNAUTHORIZED, **BODY_ERRORS}
+    prefix="/v1/admin", tags=["admin"], dependencies=[require(ADMIN)], responses={**AUTH_ERRORS, **BODY_ERRORS}
 )
+AdminCaller = Annotated[str, require(ADMIN)]  # the same dependency as the router's: run once per request
 
 LATEST_CLOCK = datetime(2200, 1, 1, tzinfo=timezone.utc)
 """The simulated clock stops short of pandas' last timestamp (2262-04-11), which the event and feature code reads
@@ -32,15 +39,17 @@ class SafeModeRequest(BaseModel):
 
 
 @router.post("/safe-mode", responses=REDIS_DOWN)
-def set_safe_mode(body: SafeModeRequest, runtime: RuntimeDep) -> dict[str, object]:
+def set_safe_mode(body: SafeModeRequest, runtime: RuntimeDep, caller: AdminCaller) -> dict[str, object]:
     """Every surface of every worker serves its neutral action within one poll interval (this worker at once)."""
     safe_mode = runtime.service.safe_mode
+    log.warning("safe mode %s requested by API key %r", "on" if body.enabled else "off", caller)
     try:
         safe_mode.set(body.enabled, body.reason)
     except redis.exceptions.RedisError as exc:
         raise HTTPException(
             status_code=503,
-            detail=f"Redis did not take the switch ({exc}); set HYPERLIFT_SERVING_SAFE_MODE=true and restart workers",
+            detail=f"Redis did not take the switch ({redis_failure(exc)}); set HYPERLIFT_SERVING_SAFE_MODE=true and "
+            "restart workers",
         ) from exc
     runtime.service.metrics.safe_mode.set(1 if safe_mode.enabled else 0)
     return {"safe_mode": safe_mode.enabled, "reason": safe_mode.reason}

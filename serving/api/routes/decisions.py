@@ -9,13 +9,15 @@ import json
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
+from serving.api.auth import require
 from serving.api.deps import RuntimeDep
-from serving.api.errors import INVALID, TOO_LARGE, UNKNOWN_SURFACE, validation_detail
+from serving.api.errors import AUTH_ERRORS, INVALID, TOO_LARGE, UNKNOWN_SURFACE, validation_detail
 from serving.core.runtime import Runtime
 from serving.core.schemas import DecisionRequest, DecisionResponse
 from serving.decision.service import BadCandidates, UnknownSurface
+from serving.ops.api_keys import DECIDE
 
-router = APIRouter(prefix="/v1", tags=["decisions"])
+router = APIRouter(prefix="/v1", tags=["decisions"], dependencies=[require(DECIDE)], responses=AUTH_ERRORS)
 
 
 async def answer(runtime: Runtime, body: bytes) -> tuple[int, bytes]:

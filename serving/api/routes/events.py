@@ -5,11 +5,14 @@ from __future__ import annotations
 import redis
 from fastapi import APIRouter, HTTPException, Response, status
 
+from serving.api.auth import require
 from serving.api.deps import RuntimeDep
-from serving.api.errors import BAD_BODY, EVENTS_INVALID, REDIS_DOWN, TOO_LARGE
+from serving.api.errors import AUTH_ERRORS, BAD_BODY, EVENTS_INVALID, REDIS_DOWN, TOO_LARGE
 from serving.core.schemas import EventBatch, EventsApplied
+from serving.ops.api_keys import EVENTS
+from serving.ops.redaction import redis_failure
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[require(EVENTS)], responses=AUTH_ERRORS)
 
 
 @router.post(
@@ -30,7 +33,8 @@ def ingest_events(batch: EventBatch, runtime: RuntimeDep, response: Response) ->
         result = runtime.events.apply(batch.events)
     except redis.exceptions.RedisError as exc:
         raise HTTPException(
-            status_code=503, detail=f"events not applied, retry the same call (it is applied once): {exc}"
+            status_code=503,
+            detail=f"events not applied, retry the same call (it is applied once): {redis_failure(exc)}",
         ) from exc
     body = EventsApplied(
         accepted=result.accepted, rejected=result.rejected, users_updated=result.users_updated,

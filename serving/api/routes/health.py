@@ -1,19 +1,22 @@
-"""GET /healthz, /readyz, /metrics (Prometheus) and /v1/stats (JSON summary)."""
+"""GET /healthz, /readyz (open: probes), /metrics (Prometheus) and /v1/stats (JSON summary) (the ops scope)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from serving.api.auth import require
 from serving.api.deps import RuntimeDep
-from serving.api.errors import NOT_READY
+from serving.api.errors import AUTH_ERRORS, NOT_READY
 from serving.core.schemas import Readiness
 from serving.decision.service import FALLBACKS
+from serving.ops.api_keys import OPS
 
 router = APIRouter(tags=["health"])
+OPS_ONLY = [require(OPS)]
 
 
 def _models(runtime: RuntimeDep) -> dict[str, Any]:
@@ -65,8 +68,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get(
-    "/metrics", response_class=PlainTextResponse,
-    responses={200: {"description": "Prometheus text exposition format.", "content": {"text/plain": {}}}},
+    "/metrics", response_class=Response, dependencies=OPS_ONLY,  # Response: the 401/403 stay application/json
+    responses={
+        200: {"description": "Prometheus text exposition format.", "content": {"text/plain": {}}}, **AUTH_ERRORS
+    },
 )
 def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition: latency per segment, fallbacks by reason, exploration, budget spend, ..."""
@@ -76,7 +81,7 @@ def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/stats")
+@router.get("/v1/stats", dependencies=OPS_ONLY, responses=AUTH_ERRORS)
 def stats(runtime: RuntimeDep) -> dict[str, Any]:
     """A JSON summary of the counters (for people and scripts without Prometheus)."""
     service = runtime.service

@@ -92,6 +92,29 @@ def test_region_bundle_blocks_actions_chosen_from_the_users_region_or_the_contex
     assert chosen == {"no_action", "push_reminder"}  # epsilon 0.2 explores both where push is allowed
 
 
+def test_a_lenient_region_in_the_request_does_not_relax_a_strict_users_rules(client, served_world, serving_settings):
+    # the reproduction: a blocked action served to 20 of 20 strict-region users naming region "south"
+    strict_users = users_with(served_world, regions=("north", "east"))[:20]
+    assert len(strict_users) == 20
+    surface = {"surface": "home", "candidates": ["no_action", "push_reminder"]}
+    served = [
+        client.post("/v1/decisions", json={"user_id": user, "context": {"region": "south"}, **surface}).json()
+        for user in strict_users
+    ]
+    assert [body["actions"][0]["action_id"] for body in served] == ["no_action"] * 20
+    assert all(body["actions"][0]["propensity"] == 1.0 and body["fallback"] is None for body in served)
+    client.app.state.runtime.service.trace.flush()
+    assert last_trace(serving_settings)["region"] in ("north", "east")  # the trace keeps the user's own region
+
+
+def test_consent_comes_from_the_profile_never_from_the_request(client, served_world):
+    user = users_with(served_world, consent=False)[1]
+    context = {"consent_marketing": 1, "consent": True, "region": "west"}
+    for _ in range(10):
+        body = client.post("/v1/decisions", json={"user_id": user, "surface": "home", "context": context}).json()
+        assert body["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]
+
+
 def test_candidates_restrict_the_choice(client, served_world):
     user = users_with(served_world)[0]
     chosen = {

@@ -13,9 +13,9 @@ from tests.serving.api.test_api import users_with
 def both(serving_settings):
     """(the app uvicorn runs, FastAPI's app behind it), sharing one runtime."""
     app = create_app(serving_settings)
-    assert isinstance(app, DecisionFastPath)
+    assert isinstance(app.app, DecisionFastPath)  # behind the rate limit (serving/api/rate_limit.py)
     with TestClient(app) as fast:
-        yield fast, TestClient(app.app)
+        yield fast, TestClient(app.app.app)
         fast.app.state.runtime.service.trace.flush()
 
 

@@ -22,7 +22,7 @@ def both(serving_settings):
     """(the app uvicorn runs, FastAPI's app behind it), sharing one runtime; admin calls need TOKEN."""
     app = create_app(serving_settings.model_copy(update={"admin_token": TOKEN}))
     with TestClient(app) as fast:
-        yield fast, TestClient(app.app)
+        yield fast, TestClient(app.app.app)  # rate limit → fast path → FastAPI
 
 
 def page_view(event_id: str, user: int, **fields) -> dict:
@@ -197,7 +197,9 @@ def test_admin_calls_without_the_token_are_the_documented_401(both):
         response = fast.post("/v1/admin/safe-mode", json={"enabled": False, "reason": "x"}, headers=headers)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
-        assert response.json() == {"detail": "admin endpoint: send Authorization: Bearer <admin token>"}
+        assert response.json() == {
+            "detail": "authentication required: send Authorization: Bearer <API key>, a key with the 'admin' scope"
+        }
 
 
 def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
@@ -209,17 +211,19 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
         for path, methods in doc["paths"].items() for method, operation in methods.items()
     }
     json_ = "application/json"
+    auth = {"401": json_, "403": json_}
     assert responses == {
-        "POST /v1/decisions": {"200": json_, "404": json_, "413": json_, "422": json_},
-        "POST /v1/outcomes": {"202": json_, "400": json_, "413": json_, "422": json_, "503": json_},
-        "POST /v1/events": {"200": json_, "202": json_, "400": json_, "413": json_, "422": json_, "503": json_},
-        "POST /v1/admin/safe-mode": {"200": json_, "400": json_, "401": json_, "413": json_, "422": json_,
-                                     "503": json_},
-        "POST /v1/admin/clock": {"200": json_, "400": json_, "401": json_, "409": json_, "413": json_, "422": json_},
+        "POST /v1/decisions": {"200": json_, "404": json_, "413": json_, "422": json_, **auth},
+        "POST /v1/outcomes": {"200": json_, "202": json_, "400": json_, "413": json_, "422": json_, "503": json_,
+                              **auth},
+        "POST /v1/events": {"200": json_, "202": json_, "400": json_, "413": json_, "422": json_, "503": json_,
+                            **auth},
+        "POST /v1/admin/safe-mode": {"200": json_, "400": json_, "413": json_, "422": json_, "503": json_, **auth},
+        "POST /v1/admin/clock": {"200": json_, "400": json_, "409": json_, "413": json_, "422": json_, **auth},
         "GET /healthz": {"200": json_},
         "GET /readyz": {"200": json_, "503": json_},
-        "GET /metrics": {"200": "text/plain"},
-        "GET /v1/stats": {"200": json_},
+        "GET /metrics": {"200": "text/plain", **auth},
+        "GET /v1/stats": {"200": json_, **auth},
     }
 
     def schema(path: str, status: str) -> dict:
@@ -228,7 +232,14 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
     assert schema("/v1/events", "422") == {"$ref": "#/components/schemas/EventsRefused"}
     assert schema("/v1/outcomes", "422") == {"$ref": "#/components/schemas/InvalidRequest"}
     assert schema("/v1/decisions", "413") == {"$ref": "#/components/schemas/ErrorMessage"}
-    assert doc["paths"]["/v1/admin/clock"]["post"]["security"] == [{"admin_token": []}]
+    security = {f"{m.upper()} {path}": op.get("security") for path, ms in doc["paths"].items() for m, op in ms.items()}
+    assert security == {
+        "POST /v1/decisions": [{"api_key": ["decide"]}], "POST /v1/outcomes": [{"api_key": ["outcomes"]}],
+        "POST /v1/events": [{"api_key": ["events"]}], "POST /v1/admin/safe-mode": [{"api_key": ["admin"]}],
+        "POST /v1/admin/clock": [{"api_key": ["admin"]}], "GET /metrics": [{"api_key": ["ops"]}],
+        "GET /v1/stats": [{"api_key": ["ops"]}], "GET /healthz": None, "GET /readyz": None,
+    }
+    assert doc["components"]["securitySchemes"]["api_key"]["scheme"] == "bearer"
     request = doc["paths"]["/v1/decisions"]["post"]["requestBody"]["content"][json_]["schema"]
     user_id = request["properties"]["user_id"]
     assert (user_id["type"], user_id["minimum"], user_id["maximum"]) == ("integer", 0, 2**53 - 1)

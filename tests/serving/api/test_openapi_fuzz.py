@@ -13,6 +13,7 @@ breaks its contract (events: the contracts are checked per event, time against t
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -23,8 +24,9 @@ from schemathesis.python import asgi
 
 from serving.api.fast_path import DecisionFastPath
 from serving.main import create_app
+from serving.ops.api_keys import SCOPES, hash_secret
 
-TOKEN = "fuzz-admin-token"
+TOKEN = "hlk_fuzz-key-of-every-scope"
 CONFIG = f"""
 seed = 20261206
 workers = 1
@@ -78,15 +80,20 @@ def failures_of(event: events.ScenarioFinished) -> list[str]:
 
 
 @pytest.fixture
-def fuzzed_app(serving_settings):
-    """The app with an admin token (so the admin operations are fuzzed behind their auth), shut down afterwards."""
-    app = create_app(serving_settings.model_copy(update={"admin_token": TOKEN}))
+def fuzzed_app(serving_settings, tmp_path):
+    """The app in production mode with one API key of every scope (TOKEN, sent on every call), so every operation is
+    fuzzed behind its authentication; shut down afterwards."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"id": "fuzz", "sha256": hash_secret(TOKEN), "scopes": list(SCOPES)}]}))
+    app = create_app(serving_settings.model_copy(
+        update={"mode": "production", "api_keys_file": keys, "hash_salt": "fuzz-salt-" + "x" * 16}
+    ))
     yield app
     asgi.shutdown_lifespans()
 
 
 def test_every_operation_answers_as_the_openapi_document_says(fuzzed_app):
-    assert isinstance(fuzzed_app, DecisionFastPath)  # POST /v1/decisions is answered by the raw-ASGI fast path
+    assert isinstance(fuzzed_app.app, DecisionFastPath)  # POST /v1/decisions: raw ASGI, behind the rate limit
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app, config=SchemathesisConfig.from_str(CONFIG))
     operations = sorted(f"{op.method.upper()} {op.path}" for op in (r.ok() for r in schema.get_all_operations()))
     assert operations == [

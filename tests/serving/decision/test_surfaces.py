@@ -21,12 +21,37 @@ def test_shipped_configuration_loads_and_names_only_catalogue_actions():
     assert len(config.version) == 12
 
 
-def test_region_is_taken_from_the_context_else_from_the_region_code_feature(tmp_path):
+def test_region_is_the_name_of_the_region_code_feature(tmp_path):
     config = load_policy_config(write_policy_dir(tmp_path), REGIONS)
-    assert config.region_of("east", 0.0) == "east"
-    assert config.region_of(None, 0.0) == REGIONS[0]
-    assert config.region_of("", float("nan")) is None and config.region_of(None, 9.0) is None
+    assert config.region_of(0.0) == REGIONS[0] and config.region_of(3.0) == REGIONS[3]
+    assert config.region_of(float("nan")) is None and config.region_of(None) is None and config.region_of(9.0) is None
     assert config.policy_version("home") == f"home@{config.version}"
+
+
+def test_a_requested_region_only_makes_the_users_rules_stricter(tmp_path):
+    regions = {
+        "open": {"name": "open", "default": True, "regions": ["south"], "allowed_actions": ["a", "b", "c"],
+                 "consent": {"required_for": "listed_actions", "actions": ["b"]}},
+        "tight": {"name": "tight", "regions": ["north"], "allowed_actions": ["b", "c", "d"], "blocked_actions": ["c"],
+                  "consent": {"feature": "consent_email", "required_for": "listed_actions", "actions": ["d"],
+                              "masked_features": ["avg_viewed_price"]}},
+        "all": {"name": "all", "regions": ["east"], "consent": {"required_for": "all_actions"}},
+    }
+    config = load_policy_config(write_policy_dir(tmp_path, regions=regions), REGIONS)
+    own = config.rules_for("south")
+    assert (own.bundles, own.allowed_actions, own.blocked_actions) == (("open",), {"a", "b", "c"}, set())
+    # a strict user naming a lenient region keeps every rule of its own bundle, and gains the other's
+    for rules in (config.rules_for("north", "south"), config.rules_for("south", "north")):
+        assert rules.allowed_actions == {"b", "c"} and rules.blocked_actions == {"c"}
+        assert set(rules.consent_features) == {"consent_marketing", "consent_email"}
+        assert rules.consent_actions == {"b", "d"} and not rules.consent_for_all_actions
+        assert rules.masked_features == ("avg_viewed_price",)
+    assert config.rules_for("north", "south").bundles == ("tight", "open")
+    assert config.rules_for("south", "east").consent_for_all_actions  # the stricter consent requirement
+    # an unknown or empty requested region adds the default bundle's rules, or nothing
+    assert config.rules_for("north", "mars").allowed_actions == {"b", "c"}
+    assert config.rules_for("north", "") == config.rules_for("north", None) == config.rules_for("north", 5)
+    assert config.rules_for("north", None).allowed_actions == {"b", "c", "d"}
 
 
 def test_version_changes_when_any_file_changes(tmp_path):
