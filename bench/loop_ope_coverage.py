@@ -48,19 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(report.read_text())
         pairs += [{"seed": seed, "round": r["round"], **r["off_policy"]} for r in summary["rounds"]
                   if "dr" in r["off_policy"]]
+    dump = HyperliftSettings().reports_dir / "loop_ope_coverage.json"
+    dump.write_text(json.dumps({"args": vars(args), "failed_seeds": failed, "pairs": pairs}, indent=1))
+    print(f"wrote {dump} (every pair: estimates, intervals, ESS, truth)", flush=True)
     lines = [TITLE, "", f"`.venv/bin/python -m bench.loop_ope_coverage --seeds {args.seeds} --rounds {args.rounds} "
              f"--users {args.users} --history-days {args.history_days}`; {machine}; {len(pairs)} (round, seed) pairs "
              f"in {time.perf_counter() - started:.0f} s. Each pair: the gate's estimate of that round's challenger on "
              "its window (the day just served, ε = 0.05), against the challenger's exact value there. Seeds whose "
              f"loop failed: {failed or 'none'}.", "",
-             "| estimator | pairs | truth inside the 95 % interval | median width | median ESS | mean |estimate − truth| |",
-             "|---|---|---|---|---|---|"]
+             "| estimator | pairs | truth inside the 95 % interval | median width | median ESS | mean |estimate − truth| "
+             "| mean estimate − truth |",
+             "|---|---|---|---|---|---|---|"]
     for name in ("dr", "snipw"):
         covered = sum(p[name]["covers_truth"] for p in pairs)
         widths = [p[name]["upper"] - p[name]["lower"] for p in pairs]
-        errors = [abs(p[name]["estimate"] - p["true_value"]) for p in pairs]
+        errors = [p[name]["estimate"] - p["true_value"] for p in pairs]
         lines.append(f"| {name} | {len(pairs)} | {covered}/{len(pairs)} ({covered / max(len(pairs), 1):.0%}) | "
-                     f"{np.median(widths):.3f} | {np.median([p['ess'] for p in pairs]):.0f} | {np.mean(errors):.3f} |")
+                     f"{np.median(widths):.3f} | {np.median([p['ess'] for p in pairs]):.0f} | "
+                     f"{np.mean(np.abs(errors)):.3f} | {np.mean(errors):+.3f} |")
     by_ess = sorted(pairs, key=lambda p: p["ess"])
     half = len(by_ess) // 2
     for label, group in (("lower half of ESS", by_ess[:half]), ("upper half of ESS", by_ess[half:])):
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             covered = sum(p["dr"]["covers_truth"] for p in group)
             lines.append(f"| dr, {label} (ESS {group[0]['ess']:.0f}–{group[-1]['ess']:.0f}) | {len(group)} | "
                          f"{covered}/{len(group)} ({covered / len(group):.0%}) | "
-                         f"{np.median([p['dr']['upper'] - p['dr']['lower'] for p in group]):.3f} | – | – |")
+                         f"{np.median([p['dr']['upper'] - p['dr']['lower'] for p in group]):.3f} | – | – | "
+                         f"{np.mean([p['dr']['estimate'] - p['true_value'] for p in group]):+.3f} |")
     lines.append("")
     text = "\n".join(lines)
     write_section(TITLE, text)

@@ -45,6 +45,7 @@ import pandas as pd
 import redis
 import yaml
 
+from dagster_project.assets.models import UpliftModelConfig
 from dagster_project.assets.retraining import GATE_WINDOW, LOG_TRAINING_SET
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
@@ -84,9 +85,9 @@ from training.retrain import usable_rows
 SURFACE = "home"
 MODEL_NAME = "hyperlift_uplift"
 GATE_CHECK = "challenger_beats_champion_on_log"
-# The base-learner settings of the response-model baseline and the feature-limited oracle: the champion's
-# (training.learners defaults for XGBoost), frozen here before the first round.
-BASE_LEARNER = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1}
+# The base-learner settings of the response-model baseline and the feature-limited oracle: the champion's (the
+# pipeline's default learner, `UpliftModelConfig`), frozen here before the first round.
+BASE_LEARNER = UpliftModelConfig().learner().tree_params()
 
 
 def _stage(text: str) -> float:

@@ -109,18 +109,22 @@ class MultiArmUpliftLearner(BaseEstimator):
         if self.base_model == "linear":
             return LinearBase(objective=objective or self._outcome_objective())
         return XGBRegressor(
-            objective=objective or self._outcome_objective(),
-            n_estimators=self.n_estimators,
-            max_depth=self.max_depth,
-            learning_rate=self.learning_rate,
-            subsample=self.subsample,
-            colsample_bytree=self.colsample_bytree,
-            min_child_weight=self.min_child_weight,
-            reg_lambda=self.reg_lambda,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-            tree_method="hist",
+            objective=objective or self._outcome_objective(), **self.tree_params(), n_jobs=self.n_jobs,
+            random_state=self.random_state, tree_method="hist",
         )
+
+    def tree_params(self) -> dict[str, float | int]:
+        """The XGBoost hyper-parameters of this learner's base models (what a baseline "with the learner's
+        settings" copies): trees, depth, learning rate, subsampling, leaf weight and L2 penalty."""
+        return {
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "reg_lambda": self.reg_lambda,
+        }
 
     # ---- input checks --------------------------------------------------------------------------------------
     def _validate_fit(

@@ -92,3 +92,16 @@ def test_linear_base_imputes_missing_values_and_standardises():
     model = LinearBase(alpha=1e-6).fit(X, y)
     np.testing.assert_allclose(model.predict(X), y, atol=1e-6)
     assert np.isfinite(model.predict(np.array([[np.nan, np.nan]]))).all()
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_tree_params_are_what_the_base_models_are_built_with(name):
+    # A baseline "with the learner's settings" (demo.loop's response model) copies tree_params(): it must be exactly
+    # the hyper-parameters the learner's XGBoost base models get.
+    learner = LEARNERS[name](n_estimators=7, max_depth=3, learning_rate=0.2, subsample=0.6, colsample_bytree=0.7,
+                             min_child_weight=11.0, reg_lambda=2.5)
+    params = learner.tree_params()
+    assert params == {"n_estimators": 7, "max_depth": 3, "learning_rate": 0.2, "subsample": 0.6,
+                      "colsample_bytree": 0.7, "min_child_weight": 11.0, "reg_lambda": 2.5}
+    built = learner._regressor().get_params()
+    assert {k: built[k] for k in params} == params
