@@ -19,7 +19,7 @@ import pandas as pd
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET, USER_ACTIVITY, USER_PROFILE
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
-from simulator import ACTION_IDS, ShopConfig, build_shop, expected_revenue, policy_value
+from simulator import ACTION_IDS, Shop, ShopConfig, build_shop, expected_revenue, policy_value
 from training.learners import LEARNERS
 from training.metrics import pehe
 from training.train import greedy_actions, train_uplift
@@ -46,15 +46,19 @@ def latest_features(data_dir) -> pd.DataFrame:
     return activity.merge(profile, on="user_id").sort_values("user_id").reset_index(drop=True)
 
 
-def main() -> None:
-    """Fit every row, print a markdown table."""
-    settings = HyperliftSettings()
+def demo_inputs(settings: HyperliftSettings) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame, Shop]:
+    """What `make demo` left to fit and score on: its training set, each action's unit cost, the consented users'
+    latest features, and the simulated shop (its ground truth)."""
     data = pd.read_parquet(settings.data_dir / TRAINING_SET)
     catalogue = pd.read_parquet(settings.data_dir / ACTION_CATALOGUE)
     costs = dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float)))
     users = latest_features(settings.data_dir)
-    users = users[users["consent_marketing"] == 1]
-    shop = build_shop(ShopConfig.from_env())
+    return data, costs, users[users["consent_marketing"] == 1], build_shop(ShopConfig.from_env())
+
+
+def main() -> None:
+    """Fit every row, print a markdown table."""
+    data, costs, users, shop = demo_inputs(HyperliftSettings())
     revenue = expected_revenue(shop, users["user_id"].to_numpy(), WINDOW_HOURS)
     print(f"training rows {len(data)}, consented users scored {len(users)}")
     print("| learner / setting | true net value / user | PEHE (mean over actions) | holdout Qini | "

@@ -16,13 +16,11 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from bench.learner_settings import FEATURES, WINDOW_HOURS, latest_features
+from bench.learner_settings import FEATURES, WINDOW_HOURS, demo_inputs
 from bench.report import machine_line, write_section
-from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
 from infra.settings import HyperliftSettings
-from simulator import ShopConfig, build_shop, policy_value
+from simulator import policy_value
 from training.learners import SLearner
 from training.train import greedy_actions, train_uplift
 
@@ -36,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=6, help="XGBoost seeds 0 … seeds−1 per tree count")
     args = parser.parse_args(argv)
     machine = machine_line()
-    settings = HyperliftSettings()
-    data = pd.read_parquet(settings.data_dir / TRAINING_SET)
-    catalogue = pd.read_parquet(settings.data_dir / ACTION_CATALOGUE)
-    costs = dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float)))
-    users = latest_features(settings.data_dir)
-    users = users[users["consent_marketing"] == 1]
-    shop = build_shop(ShopConfig.from_env())
+    data, costs, users, shop = demo_inputs(HyperliftSettings())
     rows = []
     for trees in [int(t) for t in args.trees.split(",")]:
         started, values = time.perf_counter(), []
