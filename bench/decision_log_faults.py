@@ -1,22 +1,26 @@
 """The decision log under Redis faults: decisions served against decisions in the drained lake.
 
 Run after `make demo` (reads its champion, Feast registry and Redis dump; the demo's own Redis is not touched):
-    .venv/bin/python -m bench.decision_log_faults [--rate 150] [--fault-seconds 5] [--write]
+    .venv/bin/python -m bench.decision_log_faults [--rate 150] [--fault-seconds 5] [--workers 1 2] [--write]
 
 Copies the demo's Redis dump into a temporary folder, starts a persistent redis-server on it (append-only,
 appendfsync everysec, as `infra.redis_server` runs it), then the decision service (uvicorn, one worker; its
-write-ahead folder and safe-mode file in the temporary folder, its decision stream `bench:decisions`) and sends an
-open-loop load of --rate decisions/s on the `home` surface through each scenario:
+write-ahead folder and safe-mode file in the temporary folder, its decision stream `bench:decisions`; run as `make
+serve` runs it, with one or more workers) and sends an open-loop load of --rate decisions/s on the `home` surface
+through each scenario, once per worker count:
 
   pause            SIGSTOP redis-server for --fault-seconds, then SIGCONT
   slow             redis-server blocked for 100 ms out of every 150 ms for --fault-seconds (DEBUG SLEEP 0.1 in a loop)
   kill + restart   SIGKILL redis-server, start it again on the same port 1 s later (it reloads its append-only file)
+  out of memory    Redis's maxmemory set just above what it holds (noeviction) for --fault-seconds: writes refused
   graceful restart SIGTERM the service, start a new one on the same port (requests meanwhile are refused: not served)
 
 Each scenario: 3 s of load, the fault, 5 s of load after the fault is over. Then it waits until the service has
 sent every record to Redis, drains the stream into a temporary lake as the `decision_trace` asset does, and
 compares the decision ids the service answered with the ids in the lake. spilled / replayed / dropped are the service's own counters
-(hyperlift_decision_log_*) over the scenario; p99 during the fault is over the requests due in the fault window.
+(hyperlift_decision_log_*) over the scenario; p99 during the fault is over the requests due in the fault window;
+fallbacks are the answers' `fallback` reasons among the requests due in the fault window; recovery is the time from
+the fault's end to the last answer due after it that still fell back for a Redis reason (0: none did).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +47,15 @@ from bench.decision_latency import start
 from bench.report import machine_line, write_section
 from infra.redis_server import EmbeddedRedis, free_port
 from infra.settings import HyperliftSettings
+from serving.api.connection_limits import UVICORN_OPTIONS
+from serving.decision.service import (
+    DEADLINE,
+    FEATURES_CIRCUIT_OPEN,
+    FEATURES_LATE,
+    FEATURES_UNAVAILABLE,
+    LAST_KNOWN_GOOD,
+    POLICY_STORE_UNAVAILABLE,
+)
 from serving.store.decision_log import DECISION_FORMAT, DRAIN_GROUP, StreamDrain, read_partitions
 from serving.store.reconcile import reconcile
 from simulator import ShopConfig
@@ -62,7 +76,9 @@ class Answers:
     served: list[str] = field(default_factory=list)
     due: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
-    failed: int = 0
+    fallback: list[str] = field(default_factory=list)  # per answer: its fallback reason, "" when the policy ran
+    failed: int = 0  # not served: refused connections and non-200 answers
+    status_5xx: int = 0  # of those, answers with a 5xx status
 
 
 async def _load(url: str, rate: float, until: list[float], answers: Answers) -> None:
@@ -79,8 +95,11 @@ async def _load(url: str, rate: float, until: list[float], answers: Answers) -> 
                 return
             if response.status_code != 200:
                 answers.failed += 1
+                answers.status_5xx += response.status_code >= 500
                 return
-            answers.served.append(response.json()["decision_id"])
+            body = response.json()
+            answers.served.append(body["decision_id"])
+            answers.fallback.append(body.get("fallback") or "")
             answers.due.append(due)
             answers.latency_ms.append((time.monotonic() - due) * 1000.0)
 
@@ -110,14 +129,14 @@ def delta(after: dict[str, float], before: dict[str, float], prefix: str) -> flo
 class Service:
     """The decision service under test (one uvicorn worker), restartable on the same port."""
 
-    def __init__(self, env: dict[str, str]):
-        self.env, self.port = env, free_port()
+    def __init__(self, env: dict[str, str], workers: int = 1):
+        self.env, self.port, self.workers = env, free_port(), workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(self.port), "--workers", "1",
-                   "--log-level", "warning", "--no-access-log"]
+        command = [str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(self.port), "--workers",
+                   str(self.workers), "--log-level", "warning", "--no-access-log", *UVICORN_OPTIONS]
         self.process = start(command, self.env, f"{self.url}/healthz")
 
     def stop(self) -> None:
@@ -135,7 +154,9 @@ class Service:
             time.sleep(0.2)
 
 
-def run_scenario(name: str, fault, service: Service, rate: float) -> tuple[Answers, tuple[float, float], dict]:
+def run_scenario(
+    name: str, fault, service: Service, rate: float, wait: bool = True
+) -> tuple[Answers, tuple[float, float], dict]:
     """Load for PRE_S, the fault (in a thread), POST_S; returns the answers, the fault window and the service's
     counters (before, after, and those of a stopped process)."""
     answers, window, until = Answers(), [0.0, 0.0], [float("inf")]
@@ -152,31 +173,41 @@ def run_scenario(name: str, fault, service: Service, rate: float) -> tuple[Answe
     thread.start()
     asyncio.run(_load(service.url, rate, until, answers))
     thread.join()
-    service.wait_sent()
+    if wait:  # one worker: its /metrics say when it has sent everything (several: the drain waits for the lake)
+        service.wait_sent()
     counters["after"] = log_counters(service.url)
     print(f"  {name}: served {len(answers.served)}, failed {answers.failed}", flush=True)
     return answers, (window[0], window[1]), counters
 
 
-def main() -> None:
-    """Run the four scenarios, print the table, write it to docs/benchmarks.md with --write."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=150.0)
-    parser.add_argument("--fault-seconds", type=float, default=5.0)
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
-    args = parser.parse_args()
-    settings = HyperliftSettings()
-    dump = settings.redis_dir / "dump.rdb"
-    if alias_version(settings.mlflow_uri, "hyperlift_uplift", CHAMPION_ALIAS) is None or not dump.exists():
-        raise SystemExit("no champion or no Redis dump: run `make demo` first")
-    machine = machine_line()
-    print(machine, flush=True)
+REDIS_REASONS = frozenset({FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE, DEADLINE,
+                           POLICY_STORE_UNAVAILABLE, LAST_KNOWN_GOOD})
+"""Fallback reasons that mean Redis did not answer in time (the others are the request's or the policy's)."""
+
+
+def drain_until_logged(client: redis.Redis, lake: Path, served: set[str], timeout_s: float = 60.0) -> set[str]:
+    """Drain the stream into `lake` until every served id is there or `timeout_s` passed; the ids logged. With
+    several workers no single /metrics scrape sees every worker's unsent records, so the lake is the judge."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        StreamDrain(client, STREAM, DRAIN_GROUP, "bench", lake, DECISION_FORMAT).drain()
+        logged = set(read_partitions(lake, record_format=DECISION_FORMAT)["decision_id"]) if lake.exists() else set()
+        if served <= logged or time.monotonic() > deadline:
+            return logged
+        time.sleep(1.0)
+
+
+def run_workers(args: argparse.Namespace, settings: HyperliftSettings, dump: Path, workers: int) -> tuple[list[str], str, float]:
+    """Every scenario against a service of `workers` workers on a fresh copy of the demo's Redis: table rows, the
+    reconciliation line, the dataset's size in MB."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "redis").mkdir()
         shutil.copy(dump, tmp / "redis" / "dump.rdb")
-        server = EmbeddedRedis(tmp / "redis", persist=True)
+        # A restart reloads the append-only file the scenarios grew (hundreds of MB of decision records): give it
+        # more than the default 10 s on a loaded 2-core machine.
+        server = EmbeddedRedis(tmp / "redis", persist=True, start_timeout_s=120.0)
         server.start()
         dataset_mb = redis.Redis.from_url(server.url).info("memory")["used_memory"] / 2**20
         env = {
@@ -188,7 +219,7 @@ def main() -> None:
             "HYPERLIFT_SERVING_LOG_DECISIONS": "false",
             "HYPERLIFT_SERVING_MODE": "dev",  # a local bench: no API keys (docs/security.md)
         }
-        service = Service(env)
+        service = Service(env, workers)
         service.start()
         lake = tmp / "lake"
         client = redis.Redis.from_url(server.url)
@@ -210,6 +241,15 @@ def main() -> None:
             time.sleep(1.0)
             server.start()
 
+        def out_of_memory(_: dict) -> None:
+            admin = redis.Redis.from_url(server.url)
+            policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 256 * 1024)
+            time.sleep(args.fault_seconds)
+            admin.config_set("maxmemory", 0)
+            admin.config_set("maxmemory-policy", policy)
+
         def graceful_restart(counters: dict) -> None:
             counters["old"] = log_counters(service.url)
             started = time.monotonic()
@@ -218,77 +258,123 @@ def main() -> None:
             service.start()
             counters["down_s"] = time.monotonic() - started
 
+        labels = {"pause": f"Redis paused (SIGSTOP) {args.fault_seconds:.0f} s",
+                  "slow": f"Redis slowed {args.fault_seconds:.0f} s (100 ms stalls every 150 ms)",
+                  "kill + restart": "Redis killed (SIGKILL), restarted 1 s later",
+                  "out of memory": f"Redis out of memory {args.fault_seconds:.0f} s (writes refused)",
+                  "graceful restart": "service restarted (SIGTERM, new process)"}
         try:
             for name, fault in (("pause", pause), ("slow", slow), ("kill + restart", kill_restart),
-                                ("graceful restart", graceful_restart)):
-                label = {"pause": f"Redis paused (SIGSTOP) {args.fault_seconds:.0f} s",
-                         "slow": f"Redis slowed {args.fault_seconds:.0f} s (100 ms stalls every 150 ms)",
-                         "kill + restart": "Redis killed (SIGKILL), restarted 1 s later",
-                         "graceful restart": "service restarted (SIGTERM, new process)"}[name]
-                answers, window, counters = run_scenario(name, fault, service, args.rate)
+                                ("out of memory", out_of_memory), ("graceful restart", graceful_restart)):
+                label = labels[name]
+                answers, window, counters = run_scenario(name, fault, service, args.rate, wait=workers == 1)
                 if "down_s" in counters:
                     label += (f"; stopped in {counters['stop_s']:.1f} s, answering again after "
                               f"{counters['down_s']:.1f} s")
-                StreamDrain(client, STREAM, DRAIN_GROUP, "bench", lake, DECISION_FORMAT).drain()
-                logged = set(read_partitions(lake, record_format=DECISION_FORMAT)["decision_id"])
                 served = set(answers.served)
+                logged = drain_until_logged(client, lake, served)
                 before, after = counters["before"], counters["after"]
                 if "old" in counters:  # the counters of the stopped process, then the new one's from zero
                     parts = [(counters["old"], before), (after, {})]
                 else:
                     parts = [(after, before)]
-                spilled, replayed, dropped = (
-                    sum(delta(a, b, f"hyperlift_decision_log_{m}") for a, b in parts)
-                    for m in ("spilled_total", "replayed_total", "dropped_total")
-                )
+                if workers == 1:  # one scrape sees the one worker; with more, each scrape sees one of them
+                    spilled, replayed, dropped = (
+                        f"{sum(delta(a, b, f'hyperlift_decision_log_{m}') for a, b in parts):.0f}"
+                        for m in ("spilled_total", "replayed_total", "dropped_total")
+                    )
+                else:
+                    spilled = replayed = dropped = "–"
                 due, lat = np.array(answers.due), np.array(answers.latency_ms)
-                during = lat[(due >= window[0]) & (due <= window[1])]
+                in_window = (due >= window[0]) & (due <= window[1])
+                during = lat[in_window]
                 p99 = f"{np.percentile(during, 99):.1f}" if len(during) else "–"
+                reasons = Counter(f for f, w in zip(answers.fallback, in_window) if w and f)
+                fallbacks = ", ".join(f"{r} {n}" for r, n in reasons.most_common()) or "none"
+                late = [d for d, f in zip(answers.due, answers.fallback) if d > window[1] and f in REDIS_REASONS]
+                recovery = max(late) - window[1] if late else 0.0
                 rows.append(
-                    f"| {label} | {len(served)} | {len(served & logged)} | {len(served - logged)} | {spilled:.0f} | "
-                    f"{replayed:.0f} | {dropped:.0f} | {answers.failed} | {p99} | {np.percentile(lat, 99):.1f} |"
+                    f"| {workers} | {label} | {len(served)} | {len(served & logged)} | {len(served - logged)} | "
+                    f"{answers.status_5xx} | {answers.failed - answers.status_5xx} | {fallbacks} | {p99} | "
+                    f"{recovery:.1f} | {spilled} | {replayed} | {dropped} |"
                 )
                 print("  " + rows[-1], flush=True)
             service.stop()  # its final counters: the books of finished writers are exact
             books = reconcile(client, lake, STREAM)
-            summary = (f"Reconciliation over the run, after the service stopped (`serving.store.reconcile`, "
-                       f"{len(books.writers)} service processes): served {books.total('served')}, logged "
-                       f"{books.total('logged')}, in flight {books.total('in_flight')}, dropped {books.dropped() or 0}, "
-                       f"unaccounted {books.finished_unaccounted()}.")
+            summary = (f"{workers} worker(s): reconciliation over the run, after the service stopped "
+                       f"(`serving.store.reconcile`, {len(books.writers)} service processes): served "
+                       f"{books.total('served')}, logged {books.total('logged')}, in flight "
+                       f"{books.total('in_flight')}, dropped {books.dropped() or 0}, unaccounted "
+                       f"{books.finished_unaccounted()}.")
         finally:
             service.stop()
             server.stop()
-    command = f".venv/bin/python -m bench.decision_log_faults --rate {args.rate:.0f} --fault-seconds {args.fault_seconds:.0f}"
+    return rows, summary, dataset_mb
+
+
+def main() -> None:
+    """Run the scenarios per worker count, print the table, write it to docs/benchmarks.md with --write."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=150.0)
+    parser.add_argument("--fault-seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to run")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    settings = HyperliftSettings()
+    dump = settings.redis_dir / "dump.rdb"
+    if alias_version(settings.mlflow_uri, "hyperlift_uplift", CHAMPION_ALIAS) is None or not dump.exists():
+        raise SystemExit("no champion or no Redis dump: run `make demo` first")
+    machine = machine_line()
+    print(machine, flush=True)
+    rows, summaries, dataset_mb = [], [], 0.0
+    for workers in args.workers:
+        print(f"{workers} worker(s):", flush=True)
+        more, summary, dataset_mb = run_workers(args, settings, dump, workers)
+        rows += more
+        summaries.append(summary)
+    command = (f".venv/bin/python -m bench.decision_log_faults --rate {args.rate:.0f} --fault-seconds "
+               f"{args.fault_seconds:.0f} --workers {' '.join(map(str, args.workers))}")
     table = "\n".join([
         TITLE,
         "",
         f"Command: `{command} --write` (after `make demo`; a copy of its Redis, append-only, {dataset_mb:.0f} MB in "
         f"memory: what a restart reloads). {args.rate:.0f} decisions/s "
-        f"open loop on `home`, one uvicorn worker, {PRE_S:.0f} s before each fault and {POST_S:.0f} s after it is over; the lake is "
-        f"drained after each scenario and compared with the decision ids the service answered. Machine: {machine}.",
+        f"open loop on `home`, uvicorn as `make serve` runs it, {PRE_S:.0f} s before each fault and {POST_S:.0f} s "
+        "after it is over; the lake is drained after each scenario (until every served decision is in it, at most "
+        f"60 s) and compared with the decision ids the service answered. Machine: {machine}.",
         "",
-        "| scenario | served | logged | missing | spilled | replayed | dropped | refused (not served) | p99 during fault ms | p99 whole run ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workers | scenario | served | logged | missing | 5xx | refused (not served) | fallbacks during the fault "
+        "| p99 during fault ms | recovery s | spilled | replayed | dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        summary,
+        *summaries,
         "",
-        "Reading: *missing* is served − logged, the target is 0. *spilled*: records written to the local write-ahead "
-        "file that Redis could not take at once; *replayed*: records sent from that file later, in order. After a "
-        "kill, replayed exceeds spilled: on the new run_id the writer resends everything the lake had not confirmed "
-        "yet (the append-only file kept most of it; the lake keeps each decision_id once). A SIGKILL of the service "
-        "itself is in tests/serving/store/test_trace.py (exact: the records it had not written yet — the last 20 ms "
-        "linger plus at most one 150 ms Redis call — are counted at the next start as `unwritten_at_exit`; everything "
-        "else arrives). The kill row's latency includes Redis reloading its dataset on one of the two cores the worker "
-        "and the load generator share. The service restart row's "
-        "refused requests are the time one worker takes to start again on this machine: a restart loses no "
-        "decision it answered, but a single instance cannot answer while it starts.",
+        "Reading: *missing* is served − logged, the target is 0; *5xx* the target is 0 too. *refused*: connections "
+        "the service did not answer (a restart's window). *fallbacks*: the answers due in the fault window that "
+        "fell back, by reason (the neutral action, answered 200). *recovery*: from the fault's end to the last "
+        "answer that still fell back for a Redis reason. *spilled*: records written to the local write-ahead "
+        "file that Redis could not take at once; *replayed*: records sent from that file later, in order (with "
+        "several workers one /metrics scrape sees one worker: the lake and the reconciliation are the judges). "
+        "After a kill, replayed exceeds spilled: on the new run_id the writer resends everything the lake had not "
+        "confirmed yet (the append-only file kept most of it; the lake keeps each decision_id once). A SIGKILL of "
+        "the service itself is in tests/serving/store/test_trace.py (exact: the records it had not written yet — "
+        "the last 20 ms linger plus at most one 150 ms Redis call — are counted at the next start as "
+        "`unwritten_at_exit`; everything else arrives). "
+        "The p99 during a pause or a slow Redis (55–59 ms) is the 50 ms bound on a decision's Redis calls: since "
+        "the breaker counts one stall once (#13 item 5), it opens after five distinct 50 ms episodes instead of "
+        "after the first eight concurrent timeouts, so a few dozen decisions wait out the bound before it opens "
+        "(9–13 ms before that change); the probe then closes it within 0.25 s of Redis answering (recovery "
+        "0.0–0.2 s). Out of memory, Redis refused the decision log's appends (spilled, then replayed) while the "
+        "decisions themselves were served. "
+        "The service restart row's refused requests are the time "
+        "the workers take to start again on this machine: a restart loses no decision it answered, but a single "
+        "instance cannot answer while it starts.",
         "",
     ])
     print("\n" + table)
     if args.write:
         write_section(TITLE, table)
-        print("wrote docs/benchmarks.md")
 
 
 if __name__ == "__main__":
