@@ -4,8 +4,9 @@ champion's on recent decisions it was not trained on?
 Both policies are evaluated off-policy on the same window of logged decisions (`training.logged_training.LoggedRows`,
 the window held out of the challenger's training), each as it would serve there: its scores of the round's logged
 candidates (the ones eligibility, consent, caps and budgets left; `candidate_scores`, serving's own formula:
-uplift − unit cost, 0 for the neutral action, plus the surface's bonus γ·s), turned into probabilities by the
-surface's exploration (`serving.policy.exploration`, through `training.ope.action_dist_from_scores`). The reward of
+uplift − unit cost, 0 for the neutral action, plus the surface's bonus γ·s; s the model's per-user uncertainty,
+`candidate_spreads`), turned into probabilities by the surface's exploration (`serving.policy.exploration`, through
+`training.ope.action_dist_from_scores`; thompson reads s too, with serving's common normals). The reward of
 round i is its net value r_i = revenue_i − unit cost of the served action.
 
 Estimators (`training.ope`): DR with a cross-fitted reward model q̂(x, a) (XGBoost on the logged features and the
@@ -92,26 +93,50 @@ class LiveGateResult:
     figures: dict[str, float | str] = field(default_factory=dict)
 
 
+def candidate_spreads(model: UpliftModel, rows: LoggedRows) -> list[list[float]]:
+    """Each logged round's candidate uncertainties s as serving reads them (`Champion.net_uplift`): the model's
+    per-user σ of the action's uplift (`UpliftModel.uplift_sd`), 0 for the neutral action and unscored actions."""
+    sd = model.uplift_sd(rows.X.to_numpy(np.float32))
+    position = {a: j for j, a in enumerate(model.treatments)}
+    return [
+        [0.0 if a == model.control or a not in position else float(sd[i, position[a]]) for a in candidates]
+        for i, candidates in enumerate(rows.candidates)
+    ]
+
+
 def candidate_scores(
     model: UpliftModel, rows: LoggedRows, uncertainty_bonus: float = 0.0
 ) -> list[list[float]]:
     """Each logged round's candidate scores as serving computes them (`Champion.net_uplift` + `with_bonus`):
-    float64(uplift) − unit cost (0 for the neutral action; −cost for an action the model does not score) + γ·s."""
+    float64(uplift) − unit cost (0 for the neutral action; −cost for an action the model does not score) + γ·s,
+    s from `candidate_spreads` (serving's per-user uncertainty)."""
     uplift = model.uplift(rows.X.to_numpy(np.float32))
     position = {a: j for j, a in enumerate(model.treatments)}
-    se = getattr(model, "uplift_se", {}) or {}
+    spreads = candidate_spreads(model, rows) if uncertainty_bonus else None
     out = []
     for i, candidates in enumerate(rows.candidates):
         scores = []
-        for action in candidates:
+        for k, action in enumerate(candidates):
             if action == model.control:
                 score = 0.0
             else:
                 j = position.get(action)
                 score = (0.0 if j is None else float(uplift[i, j])) - model.action_costs.get(action, 0.0)
-            scores.append(score + uncertainty_bonus * float(se.get(action, 0.0)))
+            scores.append(score + uncertainty_bonus * spreads[i][k] if spreads is not None else score)
         out.append(scores)
     return out
+
+
+def policy_action_dist(
+    model: UpliftModel, rows: LoggedRows, exploration: Exploration, action_ids: Sequence[str],
+    uncertainty_bonus: float = 0.0,
+) -> np.ndarray:
+    """The action_dist of `model`'s serving policy on the logged rounds: its scores and (for thompson) its
+    uncertainties, through the service's exploration."""
+    spreads = candidate_spreads(model, rows) if exploration.method == "thompson" else None
+    return action_dist_from_scores(
+        rows.candidates, candidate_scores(model, rows, uncertainty_bonus), action_ids, exploration, spreads
+    )
 
 
 def net_reward(rows: LoggedRows, action_costs: Mapping[str, float]) -> np.ndarray:
@@ -145,13 +170,9 @@ def evaluate_on_log(
                                 random_state=config.random_state),
         n_actions=len(action_ids),
     ).fit_predict(context, action, reward, n_folds=config.reward_model_folds, random_state=config.random_state)
-    dists = {"challenger": action_dist_from_scores(
-        rows.candidates, candidate_scores(challenger, rows, uncertainty_bonus), action_ids, exploration
-    )}
+    dists = {"challenger": policy_action_dist(challenger, rows, exploration, action_ids, uncertainty_bonus)}
     if champion is not None:
-        dists["champion"] = action_dist_from_scores(
-            rows.candidates, candidate_scores(champion, rows, uncertainty_bonus), action_ids, exploration
-        )
+        dists["champion"] = policy_action_dist(champion, rows, exploration, action_ids, uncertainty_bonus)
     else:  # judged against what the logging policies did: their logged distributions
         dists["champion"] = _logged_dist(rows, index)
     estimates: dict[str, dict[str, OffPolicyEstimate]] = {}

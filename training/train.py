@@ -10,12 +10,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import norm
 from sklearn.base import clone
+from xgboost import XGBRegressor
 
 from training.calibration import UpliftRecalibrator, calibration_summary, uplift_calibration
 from training.learners import MultiArmUpliftLearner, estimate_ate
 from training.metrics import multi_action_auuc, multi_action_qini, policy_value_snips, uplift_at_k
 from training.plots import calibration_figure, qini_figure, uplift_curve_figure
-from training.pyfunc import UpliftModel
+from training.pyfunc import UpliftModel, one_hot_rows
 
 TRAINING_COLUMNS = ("user_id", "event_timestamp", "action_id", "propensity", "label_revenue")
 """Columns a training set carries besides the features."""
@@ -196,6 +197,50 @@ def holdout_uplift_se(learner: MultiArmUpliftLearner, test: pd.DataFrame, featur
     return {row.action: float((row.upper - row.ate) / z) for row in ate.itertuples()}
 
 
+SD_FLOOR = 1e-6  # least σ distilled (log of 0 is not a target); far below any uplift's spread that matters
+SD_MODEL_PARAMS = {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.2, "n_jobs": 1}  # cheap to score per user
+
+
+def bootstrap_uplift_sd(
+    learner: MultiArmUpliftLearner,
+    X: pd.DataFrame,
+    actions: np.ndarray,
+    y: np.ndarray,
+    propensity: np.ndarray,
+    user_ids: np.ndarray,
+    replicates: int,
+    seed: int,
+    recalibrator: UpliftRecalibrator | None = None,
+) -> np.ndarray:
+    """σ (n, K) of every row's uplift over `replicates` refits of `learner`, each on a bootstrap sample of the users
+    (a user's rows go in together, as often as the user is drawn), recalibrated as the served model is."""
+    if replicates < 2:
+        raise ValueError(f"the spread of the uplift needs at least 2 bootstrap replicates; got {replicates}")
+    users, rows_of = np.unique(user_ids, return_inverse=True)
+    by_user = np.argsort(rows_of, kind="stable")
+    starts = np.searchsorted(rows_of[by_user], np.arange(len(users) + 1))
+    rng = np.random.default_rng([seed, 14, 5])
+    predictions = np.empty((replicates, len(X), len(learner.treatments_)))
+    for b in range(replicates):
+        drawn = rng.integers(0, len(users), size=len(users))
+        index = np.concatenate([by_user[starts[u]:starts[u + 1]] for u in drawn])
+        copy = clone(learner).fit(X.iloc[index], actions[index], y[index], propensity=propensity[index])
+        if copy.treatments_ != learner.treatments_:
+            raise ValueError(f"bootstrap replicate {b} lacks actions "
+                             f"{sorted(set(learner.treatments_) - set(copy.treatments_))}; use more data")
+        uplift = copy.predict_uplift(X)
+        predictions[b] = uplift if recalibrator is None else recalibrator.transform(uplift)
+    return predictions.std(axis=0, ddof=1)
+
+
+def fit_uplift_sd_model(X: pd.DataFrame, sd: np.ndarray, seed: int) -> XGBRegressor:
+    """The per-user uncertainty distilled into one small regressor: log σ on [features, one-hot(treatment)]
+    (`training.pyfunc.one_hot_rows`), scored by serving's compiled forest like the S-learner."""
+    rows = one_hot_rows(X.to_numpy(np.float32), sd.shape[1])
+    target = np.log(np.maximum(sd, SD_FLOOR)).reshape(-1)
+    return XGBRegressor(objective="reg:squarederror", random_state=seed, **SD_MODEL_PARAMS).fit(rows, target)
+
+
 def train_uplift(
     training_set: pd.DataFrame,
     feature_names: list[str],
@@ -203,9 +248,12 @@ def train_uplift(
     learner: MultiArmUpliftLearner,
     holdout_fraction: float = 0.2,
     seed: int = 0,
+    uncertainty_replicates: int = 0,
 ) -> TrainedUplift:
     """Fit `learner` (logged propensities passed as logged) on the training users, recalibrate its uplift on
-    cross-fitted predictions, and evaluate the recalibrated model on the holdout users."""
+    cross-fitted predictions, and evaluate the recalibrated model on the holdout users. With
+    `uncertainty_replicates` = B >= 2 (opt-in: B more fits of the learner), also the per-user uncertainty σ(x, a):
+    the spread of B bootstrap refits' uplift on the training rows, distilled into `model.uplift_sd_model`."""
     missing = [c for c in (*TRAINING_COLUMNS, *feature_names) if c not in training_set.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
@@ -228,6 +276,11 @@ def train_uplift(
     evaluation = evaluate_uplift(model, split.test)
     model.uplift_se = holdout_uplift_se(learner, split.test, feature_names)
     metrics = dict(evaluation.metrics)
+    if uncertainty_replicates:
+        sd = bootstrap_uplift_sd(learner, X, actions, y, propensity, train["user_id"].to_numpy(),
+                                 uncertainty_replicates, seed, recalibrator)
+        model.uplift_sd_model = fit_uplift_sd_model(X, sd, seed)
+        metrics.update(uncertainty_replicates=float(uncertainty_replicates), train_uplift_sd_mean=float(sd.mean()))
     metrics.update(
         n_train_rows=float(len(train)),
         n_deterministic_rows_skipped=float(split.n_deterministic),

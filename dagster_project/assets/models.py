@@ -35,6 +35,10 @@ class UpliftModelConfig(dg.Config):
     max_depth: int | None = None
     learning_rate: float | None = None
     min_child_weight: float | None = None
+    # B >= 2: also fit B bootstrap replicates (over users) and distil their spread into a per-user, per-action
+    # uncertainty model σ(x, a) (UpliftModel.uplift_sd), which Thompson sampling and the bonus read; 0: off, serving
+    # then uses the holdout's constant standard error per action. Costs B more fits of the learner.
+    uncertainty_replicates: int = 0
 
     def learner(self) -> MultiArmUpliftLearner | CausalModelSelector:
         """The chosen learner with the overridden hyper-parameters."""
@@ -87,6 +91,7 @@ def fit_and_register(
         learner,
         holdout_fraction=config.holdout_fraction,
         seed=config.seed,
+        uncertainty_replicates=config.uncertainty_replicates,
     )
     start, end = data["event_timestamp"].min(), data["event_timestamp"].max()
     registered = log_and_register(

@@ -104,6 +104,12 @@ class DecisionResponse(BaseModel):
     policy_version: str
     experiments: dict[str, str] = Field(description="experiment → arm the user is in.")
     fallback: str | None = Field(description="Why the policy was not followed (null when it was).")
+    redrawn: bool = Field(
+        default=False,
+        description="True when the slate was redrawn after a cap or budget reservation conflict: its propensities are "
+        "then conditional on concurrent requests, not logging probabilities, and off-policy estimates leave the "
+        "decision out (counted in hyperlift_decision_redraws_total).",
+    )
 
 
 IDEMPOTENCY_KEY = r"^[!-~]{1,128}$"

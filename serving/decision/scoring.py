@@ -380,3 +380,35 @@ def scorer(model: UpliftModel) -> Callable[[np.ndarray], np.ndarray]:
     except UnsupportedModel as exc:
         log.warning("scoring %s through XGBoost (not compiled: %s)", type(model.learner).__name__, exc)
         return model.uplift
+
+
+class CompiledUpliftSd:
+    """`UpliftModel.uplift_sd` of a model with an uncertainty model: its booster compiled into one Forest and
+    walked as the S-learner's (rows [features, one-hot(treatment)], `Forest.one_hot_margins`), bit for bit."""
+
+    def __init__(self, model: UpliftModel):
+        self.forest = Forest([model.uplift_sd_model.get_booster()])
+        if self.forest.link != "identity":
+            raise UnsupportedModel(f"the uncertainty model predicts log σ on an identity link; got {self.forest.link}")
+        self.arms = len(model.treatments)
+        self.n_features = len(model.feature_names)
+
+    def uplift_sd(self, features: np.ndarray) -> np.ndarray:
+        """σ of each treatment's uplift for every row, shape (n, K), float64."""
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"features must be (n, {self.n_features}); got shape {features.shape}")
+        log_sd = self.forest.one_hot_margins(features, self.arms).reshape(len(features), self.arms)
+        return np.exp(log_sd.astype(np.float64))
+
+
+def sd_scorer(model: UpliftModel) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The per-user uncertainty function of `model` (compiled, or XGBoost's path, logged, when not supported), or
+    None when the model has no uncertainty model (serving then uses the constant `uplift_se`)."""
+    if getattr(model, "uplift_sd_model", None) is None:
+        return None
+    try:
+        return CompiledUpliftSd(model).uplift_sd
+    except UnsupportedModel as exc:
+        log.warning("scoring the uncertainty model through XGBoost (not compiled: %s)", exc)
+        return model.uplift_sd

@@ -39,7 +39,7 @@ from serving.store.redis_async import AsyncRedis
 from serving.store.round_trip import RoundTrip
 from serving.ops.safe_mode import SafeMode
 from serving.core.schemas import DecisionRequest, DecisionResponse, ModelRef, ScoredAction
-from serving.decision.scoring import scorer
+from serving.decision.scoring import scorer, sd_scorer
 from serving.decision.surfaces import PolicyConfig, SurfaceConfig
 from serving.store.trace import TraceWriter
 from training.pyfunc import UpliftModel
@@ -157,23 +157,30 @@ class ViewFreshness:
 class Champion:
     """A loaded model, the feature client of the feature service it was trained with, and that service's views'
     freshness contracts. `score` is the model's uplift function: its trees compiled (serving/decision/scoring.py), or
-    XGBoost's path for learners the compiler does not support."""
+    XGBoost's path for learners the compiler does not support; `spread` its per-user uncertainty σ (the same), None
+    when the model has no uncertainty model."""
 
     model: UpliftModel
     ref: RegisteredModel
     features: FeatureClient
     freshness: tuple[ViewFreshness, ...]
     score: Callable[[np.ndarray], np.ndarray] | None = None
+    spread: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.score is None:
             self.score = scorer(self.model)
+        if self.spread is None:
+            self.spread = sd_scorer(self.model)
         self._lookups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def net_uplift(self, actions: list[str], uplift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def net_uplift(
+        self, actions: list[str], uplift: np.ndarray, sd: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(μ, s) of `actions` from the model's uplift row (treatments order): μ = uplift − the action's cost, 0 for
-        the control and for actions the model has no uplift for; s = the uplift's standard error (0 when unknown).
-        The per-action lookups are kept per action list (a surface's candidates give a handful of lists)."""
+        the control and for actions the model has no uplift for; s = this user's σ of the uplift from `sd` (the
+        `spread` row, treatments order) when given, else the uplift's holdout standard error; 0 for the control and
+        unknown actions. The per-action lookups are kept per action list (a surface's candidates give a handful)."""
         key = tuple(actions)
         lookup = self._lookups.get(key)
         if lookup is None:
@@ -191,6 +198,9 @@ class Champion:
         index, cost, control, se = lookup
         mu = np.concatenate(([0.0], np.asarray(uplift, np.float64)))[index] - cost
         mu[control] = 0.0
+        if sd is not None:
+            se = np.concatenate(([0.0], np.asarray(sd, np.float64)))[index]
+            se[control] = 0.0
         return mu, se
 
 
@@ -404,7 +414,8 @@ class DecisionService:
         scoring_started = time.perf_counter()
         masked = [] if has_consent else [f for f in rules.masked_features if f in model.feature_names]
         values = mask_features(read.values, [model.feature_names.index(f) for f in masked], has_consent)
-        mu, se = champion.net_uplift(allowed, champion.score(values[None, :])[0])
+        sd = champion.spread(values[None, :])[0] if champion.spread is not None else None
+        mu, se = champion.net_uplift(allowed, champion.score(values[None, :])[0], sd)
         scores = with_bonus(mu, se, overrides.get("uncertainty_bonus", config.uncertainty_bonus))
         timings["scoring"] = scoring = time.perf_counter() - scoring_started
         self._scoring_ewma_s[config.name] = 0.9 * self._scoring_ewma_s.get(config.name, scoring) + 0.1 * scoring
@@ -412,23 +423,32 @@ class DecisionService:
             self.metrics.deadline_breaches.labels(config.name, "scoring").inc()
 
         policy_started = time.perf_counter()
-        outcome = yield from self._draw_and_reserve(surface, ukey, allowed, scores, overrides, fallback, region, champion)
+        outcome = yield from self._draw_and_reserve(
+            surface, ukey, allowed, scores, se, overrides, fallback, region, champion
+        )
         outcome.masked = masked
         timings["policy"] += time.perf_counter() - policy_started
         return outcome
 
     def _draw_and_reserve(
-        self, surface: Surface, ukey: str, allowed: list[str], scores: np.ndarray, overrides: dict,
-        fallback: str | None, region: str | None, champion: Champion,
+        self, surface: Surface, ukey: str, allowed: list[str], scores: np.ndarray, spreads: np.ndarray,
+        overrides: dict, fallback: str | None, region: str | None, champion: Champion,
     ) -> Steps[Outcome]:
-        """Draw a slate, then reserve its caps and budgets in one round trip (see README: reservation conflicts)."""
+        """Draw a slate, then reserve its caps and budgets in one round trip (see README: reservation conflicts).
+
+        A single-slot draw refused at reservation is redrawn without the refused action. The redraw's probabilities
+        are conditional on the refusal, which depended on concurrent requests, so its marginal probability is
+        unknown: the decision is logged with `redraws` > 0 (the marker that it was not randomized as logged; every
+        estimator input leaves it out: training.logged_training, training.ope.bandit_feedback_from_decisions) and
+        counted in hyperlift_decision_redraws_total."""
         config = surface.config
         exploration = config.exploration.build(overrides.get("epsilon"))
         penalty = overrides.get("diversity_penalty", config.diversity.penalty)
-        pool, pool_scores = list(allowed), scores
+        pool, pool_scores, pool_spreads = list(allowed), scores, spreads
         for redraws in range(SINGLE_SLOT_REDRAWS):
             with self._rng_lock:
-                slate = draw_slate(pool_scores, surface.attributes(pool), config.slate_size, penalty, exploration, self.rng)
+                slate = draw_slate(pool_scores, surface.attributes(pool), config.slate_size, penalty, exploration,
+                                   self.rng, pool_spreads)
             actions = [pool[i] for i in slate.indices]
             if config.neutral_action in actions:  # nothing beats showing nothing: the slate stops there
                 actions = actions[: actions.index(config.neutral_action) + 1]
@@ -447,7 +467,7 @@ class DecisionService:
                     slate.slot_distributions[:kept], redraws,
                 )
             refused = [i for i, a in enumerate(pool) if a != actions[0]]  # a concurrent request took the last slot
-            pool, pool_scores = [pool[i] for i in refused], pool_scores[refused]
+            pool, pool_scores, pool_spreads = [pool[i] for i in refused], pool_scores[refused], pool_spreads[refused]
         return self._neutral(config, RESERVATION_CONFLICT, champion, region)
 
     def _reserve(self, surface: Surface, ukey: str, actions: list[str]) -> Steps[int]:
@@ -593,6 +613,7 @@ class DecisionService:
             policy_version=self.config.policy_version(config.name),
             experiments=experiments,
             fallback=outcome.fallback,
+            redrawn=outcome.redraws > 0,
         )
         log_started = time.perf_counter()
         timings["total"] = log_started - started  # the decision itself; the trace hand-off is the "log" segment

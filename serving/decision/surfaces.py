@@ -58,9 +58,12 @@ class ModelRef(_Strict):
 
 
 class ExplorationConfig(_Strict):
-    """Exploration of a surface (see serving.policy.exploration)."""
+    """Exploration of a surface (see serving.policy.exploration). thompson samples each candidate's score from
+    N(μ, σ²), σ the model's per-user uncertainty of the action (its distilled bootstrap spread, else the holdout
+    standard error of its average uplift), with `floor` as softmax's; leave `uncertainty_bonus` at 0 with it unless
+    an optimistic Thompson sampling is meant (the bonus shifts μ before sampling)."""
 
-    method: Literal["greedy", "epsilon_greedy", "softmax"] = "epsilon_greedy"
+    method: Literal["greedy", "epsilon_greedy", "softmax", "thompson"] = "epsilon_greedy"
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
     temperature: float = Field(default=1.0, gt=0.0)
     floor: float = Field(default=0.0, ge=0.0, lt=1.0)

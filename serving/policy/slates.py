@@ -5,7 +5,8 @@ already chosen, every remaining candidate i gets
 
     s'_i = s_i − γ · q_iᵀQ          (γ = `penalty`)
 
-and slot j draws from action_probabilities(s'[remaining], exploration); the chosen one leaves the pool. With
+and slot j draws from action_probabilities(s'[remaining], exploration, σ[remaining]); the chosen one leaves the
+pool (σ, each candidate's uncertainty, is read by thompson only and is not penalised). With
 one-hot kinds q_iᵀQ counts the chosen items of i's kind, so a large γ fills one slot per kind before repeating a
 kind. The probability logged for slot j is exact given slots < j, and the ordered slate's probability is their
 product — what off-policy evaluation of slates needs. `size` is clipped to K: a slate never repeats a candidate.
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.policy.exploration import Exploration, distribution, flagged_positions, sample, validated_scores
+from serving.policy.exploration import (
+    Exploration,
+    distribution,
+    flagged_positions,
+    sample,
+    validated_scores,
+    validated_spreads,
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +53,12 @@ def draw_slate(
     penalty: float,
     exploration: Exploration,
     rng: np.random.Generator,
+    spreads: np.ndarray | None = None,
 ) -> Slate:
-    """An ordered slate of min(size, K) distinct candidates, drawn slot by slot on diversity-penalised scores."""
+    """An ordered slate of min(size, K) distinct candidates, drawn slot by slot on diversity-penalised scores
+    (thompson also reads each candidate's uncertainty σ, `spreads`)."""
     values = validated_scores(scores)
+    sigma = validated_spreads(spreads, values.size, exploration)
     features = _validated_attributes(attributes, values.size)
     size = operator.index(size)
     if size < 1:
@@ -66,7 +77,7 @@ def draw_slate(
     with np.errstate(over="ignore", invalid="ignore"):
         for slot in range(min(size, values.size)):
             adjusted = _penalised(values, overlap, remaining, penalty, slot)
-            slot_probabilities = distribution(adjusted, exploration)
+            slot_probabilities = distribution(adjusted, exploration, None if sigma is None else sigma[remaining])
             if slot == 0:
                 first_slot = slot_probabilities.tolist()
                 slot_distributions.append(first_slot)

@@ -9,8 +9,11 @@
   the formulas are the service's own (module docstring there):
       epsilon_greedy  p_j = ε/K_i + (1 − ε)·[j = first argmax s]
       softmax         p_j = f + (1 − K_i·f)·exp((s_j − max s)/T) / Σ exp((s_l − max s)/T),   f = min(floor, 1/K_i)
+      thompson        p_j = f + (1 − K_i·f)·share of the M fixed normal rows Z where j = argmax (s + σ_i·Z)
+  (thompson reads each candidate's uncertainty σ, `spreads`: the same common normals as serving, so the same p).
 - `bandit_feedback_from_decisions`: decision records → action (index of chosen[0]), pscore (chosen_probabilities[0])
-  and pi_b (the logged slot-1 action_dist), after checking that the two logged probabilities agree.
+  and pi_b (the logged slot-1 action_dist), after checking that the two logged probabilities agree; a record served
+  after a reservation redraw (`redraws` > 0: not randomized as logged) is refused, as logged_training leaves it out.
 - `bernoulli_ts_action_dist`: OBP's `BernoulliTS.compute_batch_action_dist` for a context-free Thompson sampling
   policy with Beta(α_a, β_a) posteriors: n_sim Monte Carlo draws θ ~ Beta(α, β) (one vector of n_actions per draw,
   from `np.random.RandomState(random_state)` in OBP's order), the actions ranked by θ descending, and
@@ -90,10 +93,14 @@ def action_dist_from_scores(
     scores: Sequence[Sequence[float]],
     action_ids: Sequence[str],
     exploration: Exploration,
+    spreads: Sequence[Sequence[float]] | None = None,
 ) -> np.ndarray:
-    """(n, len(action_ids), 1): the service's exploration distribution of each round's candidate scores."""
+    """(n, len(action_ids), 1): the service's exploration distribution of each round's candidate scores (and, for
+    thompson, of their uncertainties σ, `spreads`, one list per round)."""
     if len(candidates) != len(scores):
         raise ValueError(f"candidates and scores differ in length ({len(candidates)} vs {len(scores)})")
+    if spreads is not None and len(spreads) != len(scores):
+        raise ValueError(f"spreads and scores differ in length ({len(spreads)} vs {len(scores)})")
     index = action_index(action_ids)
     dist = np.zeros((len(candidates), len(index), 1))
     for row, (names, values) in enumerate(zip(candidates, scores, strict=True)):
@@ -102,7 +109,7 @@ def action_dist_from_scores(
         if s.shape != columns.shape:
             raise ValueError(f"round {row}: {len(columns)} candidates but {s.size} scores")
         try:
-            dist[row, columns, 0] = action_probabilities(s, exploration)
+            dist[row, columns, 0] = action_probabilities(s, exploration, None if spreads is None else spreads[row])
         except ValueError as error:
             raise ValueError(f"round {row}: {error}") from error
     return dist
@@ -136,6 +143,12 @@ def bandit_feedback_from_decisions(
         missing = DECISION_FIELDS - set(record)
         if missing:
             raise ValueError(f"round {row}: the decision record lacks {sorted(missing)}")
+        redraws = record.get("redraws")
+        if redraws is not None and not pd.isna(redraws) and int(redraws) > 0:
+            raise ValueError(
+                f"round {row}: served after {int(redraws)} reservation redraw(s): its probabilities are conditional on "
+                "concurrent requests, not a propensity; leave such records out (training.logged_training does)"
+            )
     candidates = [list(r["candidates"]) for r in rows]
     pi_b = action_dist_from_candidates(candidates, [list(r["probabilities"]) for r in rows], action_ids)
     index = action_index(action_ids)

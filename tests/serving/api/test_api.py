@@ -32,9 +32,9 @@ def test_decision_shape_and_exact_epsilon_greedy_propensities(client, served_wor
     body = client.post("/v1/decisions", json={"user_id": users_with(served_world)[0], "surface": "home"}).json()
     assert set(body) == {
         "decision_id", "surface", "actions", "slate_propensity", "model", "feature_service", "policy_version",
-        "experiments", "fallback",
+        "experiments", "fallback", "redrawn",
     }
-    assert body["model"] == {"name": "hyperlift_uplift", "version": "1"}
+    assert body["model"] == {"name": "hyperlift_uplift", "version": "1"} and body["redrawn"] is False
     assert body["feature_service"] == "uplift_v1" and body["fallback"] is None and body["surface"] == "home"
     assert body["policy_version"].startswith("home@")
     (action,) = body["actions"]

@@ -28,7 +28,7 @@ def test_defaults_are_epsilon_greedy_with_five_percent():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "thompson"}, r"method must be one of \('greedy', 'epsilon_greedy', 'softmax'\); got 'thompson'"),
+        ({"method": "ucb"}, r"method must be one of \('greedy', 'epsilon_greedy', 'softmax', 'thompson'\); got 'ucb'"),
         ({"epsilon": -0.1}, r"epsilon must be in \[0, 1\] .*got -0.1"),
         ({"epsilon": 1.5}, r"epsilon must be in \[0, 1\] .*got 1.5"),
         ({"epsilon": math.nan}, r"epsilon must be in \[0, 1\]"),

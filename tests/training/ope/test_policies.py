@@ -83,6 +83,19 @@ def test_decision_records_become_bandit_feedback():
                                        VOCAB)
 
 
+def test_a_decision_served_after_a_reservation_redraw_is_not_bandit_feedback():
+    """Its logged probabilities are the redraw's, conditional on a refusal that depended on concurrent requests:
+    not a propensity, so it is refused (logged_training counts and leaves such records out)."""
+    record = {"candidates": ["a", "c"], "probabilities": [0.3, 0.7], "chosen": ["c"], "chosen_probabilities": [0.7]}
+    kept = bandit_feedback_from_decisions([{**record, "redraws": 0}, {**record, "redraws": None}], VOCAB)
+    np.testing.assert_array_equal(kept["pscore"], [0.7, 0.7])
+    with pytest.raises(ValueError, match=r"round 1: served after 2 reservation redraw\(s\): its probabilities are "
+                                         r"conditional on concurrent requests, not a propensity"):
+        bandit_feedback_from_decisions([record, {**record, "redraws": 2}], VOCAB)
+    with pytest.raises(ValueError, match=r"round 0: served after 1 reservation redraw"):
+        bandit_feedback_from_decisions(pd.DataFrame([{**record, "redraws": 1}]), VOCAB)  # as drained: numpy ints
+
+
 def test_convert_to_action_dist_is_one_hot_per_slot():
     dist = convert_to_action_dist(3, np.array([[0, 2], [1, 0]]))
     assert dist.shape == (2, 3, 2)
