@@ -162,17 +162,24 @@ def run_scenario(
     answers, window, until = Answers(), [0.0, 0.0], [float("inf")]
     counters = {"before": log_counters(service.url)}
 
+    failed: list[BaseException] = []
+
     def inject() -> None:
         time.sleep(PRE_S)
         window[0] = time.monotonic()
-        fault(counters)
+        try:
+            fault(counters)
+        except BaseException as exc:  # noqa: BLE001 — handed to the main thread, which raises it after the load
+            failed.append(exc)
         window[1] = time.monotonic()
         until[0] = window[1] + POST_S  # load goes on POST_S after the fault is over (a restart takes a while)
 
     thread = threading.Thread(target=inject)
     thread.start()
-    asyncio.run(_load(service.url, rate, until, answers))
+    asyncio.run(_load(service.url, rate, until, answers))  # ends even when the fault failed: `until` always moves
     thread.join()
+    if failed:
+        raise RuntimeError(f"scenario {name!r}: injecting the fault failed") from failed[0]
     if wait:  # one worker: its /metrics say when it has sent everything (several: the drain waits for the lake)
         service.wait_sent()
     counters["after"] = log_counters(service.url)
@@ -361,7 +368,7 @@ def main() -> None:
         "the service itself is in tests/serving/store/test_trace.py (exact: the records it had not written yet — "
         "the last 20 ms linger plus at most one 150 ms Redis call — are counted at the next start as "
         "`unwritten_at_exit`; everything else arrives). "
-        "The p99 during a pause or a slow Redis (55–59 ms) is the 50 ms bound on a decision's Redis calls: since "
+        "The p99 during a pause or a slow Redis (54–59 ms) is the 50 ms bound on a decision's Redis calls: since "
         "the breaker counts one stall once (#13 item 5), it opens after five distinct 50 ms episodes instead of "
         "after the first eight concurrent timeouts, so a few dozen decisions wait out the bound before it opens "
         "(9–13 ms before that change); the probe then closes it within 0.25 s of Redis answering (recovery "
