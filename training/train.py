@@ -180,11 +180,22 @@ def cross_fitted_uplift(
     out = np.empty((len(user_ids), len(learner.treatments_)))
     for k in range(folds):
         held = fold == k
-        copy = clone(learner).fit(X.loc[~held], actions[~held], y[~held], propensity=propensity[~held])
-        if copy.treatments_ != learner.treatments_:
-            raise ValueError(f"fold {k} lacks actions {sorted(set(learner.treatments_) - set(copy.treatments_))}")
+        copy = refit_on(learner, X, actions, y, propensity, ~held, f"fold {k}")
         out[held] = copy.predict_uplift(X.loc[held])
     return out
+
+
+def refit_on(
+    learner: MultiArmUpliftLearner, X: pd.DataFrame, actions: np.ndarray, y: np.ndarray, propensity: np.ndarray,
+    rows: np.ndarray, what: str,
+) -> MultiArmUpliftLearner:
+    """A clone of the fitted `learner` fitted on `rows` (a boolean mask or positions, repeats allowed), which must
+    keep every one of its treatments: a copy without one could not stand in for it (`what` names the copy)."""
+    copy = clone(learner).fit(X.iloc[rows], actions[rows], y[rows], propensity=propensity[rows])
+    if copy.treatments_ != learner.treatments_:
+        raise ValueError(f"{what} lacks actions {sorted(set(learner.treatments_) - set(copy.treatments_))}; "
+                         "use more data")
+    return copy
 
 
 def holdout_uplift_se(learner: MultiArmUpliftLearner, test: pd.DataFrame, feature_names: list[str]) -> dict[str, float]:
@@ -224,11 +235,7 @@ def bootstrap_uplift_sd(
     for b in range(replicates):
         drawn = rng.integers(0, len(users), size=len(users))
         index = np.concatenate([by_user[starts[u]:starts[u + 1]] for u in drawn])
-        copy = clone(learner).fit(X.iloc[index], actions[index], y[index], propensity=propensity[index])
-        if copy.treatments_ != learner.treatments_:
-            raise ValueError(f"bootstrap replicate {b} lacks actions "
-                             f"{sorted(set(learner.treatments_) - set(copy.treatments_))}; use more data")
-        uplift = copy.predict_uplift(X)
+        uplift = refit_on(learner, X, actions, y, propensity, index, f"bootstrap replicate {b}").predict_uplift(X)
         predictions[b] = uplift if recalibrator is None else recalibrator.transform(uplift)
     return predictions.std(axis=0, ddof=1)
 
