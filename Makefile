@@ -36,7 +36,7 @@ bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they
 	$(BIN)/python -m bench.stream_freshness
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
-	$(DEV) $(LAUNCH) $(BIN)/uvicorn serving.main:app --host 127.0.0.1 --port $${PORT:-8000} --http serving.api.connection_limits:BoundedHttpToolsProtocol --timeout-keep-alive 5
+	$(DEV) $(LAUNCH) $(BIN)/python -m demo.serve --port $${PORT:-8000}
 
 dagster: install  ## open the Dagster UI on :3000
 	$(LAUNCH) $(BIN)/dagster dev -m dagster_project.definitions -p $${PORT:-3000}

@@ -127,6 +127,7 @@ def main() -> int:
         print(f"  cleared {cleared} cap/budget counters of earlier demo runs (the demo replays the same users)")
         # The service runs on a simulated clock: the day after the shop's period, when its features are fresh.
         clock = {"HYPERLIFT_SERVING_NOW": shop_config.end.isoformat()}
+        settings.demo_clock_path.write_text(shop_config.end.isoformat() + "\n")  # `make serve` starts there too
         served = serve_and_query({**env, **clock}, np.concatenate([known, unknown]), shop_config.end)
         timings["serving_s"] = time.perf_counter() - started
 

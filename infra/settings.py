@@ -54,6 +54,11 @@ class HyperliftSettings(BaseSettings):
         return self.home / "mlflow" / "artifacts"
 
     @property
+    def demo_clock_path(self) -> Path:
+        """The simulated instant the demo's data is fresh at (written by `make demo`, read by `make serve`)."""
+        return self.home / "demo_clock"
+
+    @property
     def resolved_dagster_home(self) -> Path:
         """DAGSTER_HOME: the given one, or a folder under the home folder (SQLite run and event storage)."""
         return self.dagster_home or self.home / "dagster"

@@ -37,7 +37,7 @@ from serving.core.config import ServingSettings
 from serving.ops.metrics import CONNECTION_STATS
 
 UVICORN_OPTIONS = ("--http", "serving.api.connection_limits:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5")
-"""The uvicorn options the service runs with (`make serve` spells them out; the benches and the demos use these)."""
+"""The uvicorn options the service runs with (`make serve` through demo.serve, the demos and the benches)."""
 MAX_HEADER_BYTES = 65_536  # a request's headers are < 2 kB; 64 kB leaves room for long tokens and cookies
 Part = Literal["headers", "body"]
 
