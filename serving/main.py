@@ -14,7 +14,7 @@ from serving.api.body_limit import BodyLimit
 from serving.api.errors import request_validation_error
 from serving.api.fast_path import DecisionFastPath
 from serving.api.rate_limit import RateLimit
-from serving.api.routes import admin, decisions, events as event_routes, health, outcomes
+from serving.api.routes import admin, consent, decisions, events as event_routes, health, outcomes
 from serving.core.config import ServingSettings
 from serving.core.runtime import build_runtime
 from serving.ops import json_logs
@@ -44,7 +44,7 @@ def create_app(settings: ServingSettings | None = None) -> RateLimit:
     app = FastAPI(title="Hyperlift decision service", version="0.2.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_exception_handler(RequestValidationError, request_validation_error)
-    for module in (decisions, outcomes, event_routes, admin, health):
+    for module in (decisions, outcomes, event_routes, consent, admin, health):
         app.include_router(module.router)
     return RateLimit(DecisionFastPath(app, MAX_BODY_BYTES))  # settings read when the app starts
 

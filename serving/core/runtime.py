@@ -24,6 +24,8 @@ from serving.ops.api_keys import KeyRing, build_key_ring
 from serving.ops.breaker import CircuitBreaker
 from serving.ops.metrics import ServiceMetrics
 from serving.ops.safe_mode import SafeMode
+from serving.policy.consent import consent_purposes
+from serving.store.consent import ConsentStore, ConsentWatcher
 from serving.store.events import EventIntake
 from serving.store.feature_cache import LastKnownGood
 from serving.store.outcomes import OutcomeLog
@@ -43,16 +45,20 @@ class Runtime:
     admission: Admission
     settings: ServingSettings
     keys: KeyRing  # who may call what (serving.api.auth checks it)
+    consent: ConsentStore  # consent events: POST /v1/consent writes, every decision reads (serving/store/consent.py)
+    consent_watcher: ConsentWatcher  # revocations → the last-known-good cache of this worker
 
     def start(self) -> None:
         """Start the background threads (safe-mode poll, champion watcher)."""
         self.service.safe_mode.start()
+        self.consent_watcher.start()
         self.watcher.start()
 
     def stop(self) -> None:
         """Stop the threads; the trace writes its queue to disk and sends what Redis takes in decision_log_close_s."""
         self.watcher.stop()
         self.service.safe_mode.stop()
+        self.consent_watcher.stop()
         self.service.trace.close(self.settings.decision_log_close_s)
         self.service.breaker.close()
         if self.service.async_client is not None:
@@ -104,6 +110,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
     trace = build_trace_writer(settings, metrics)
     async_client = AsyncRedis(settings.redis_url, timeout_s)  # the decisions' round trips on the event loop
+    consent = ConsentStore(client, consent_purposes(config))
     service = DecisionService(
         config, champions, client, trace, experiments,
         SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s,
@@ -113,6 +120,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
         clock=clock,
         async_client=async_client,
+        consent=consent,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
@@ -129,4 +137,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
     )
     events = EventIntake(updater, metrics.registry)
-    return Runtime(service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys)
+    # Its own connection: XREAD blocks for a second at a time, longer than the decisions' timeout.
+    watcher_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=1.0, retry=None)
+    consent_watcher = ConsentWatcher(watcher_client, consent.stream, service.feature_cache.revoke)
+    return Runtime(
+        service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys, consent, consent_watcher
+    )

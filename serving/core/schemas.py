@@ -160,6 +160,43 @@ class OutcomeAccepted(BaseModel):
     )
 
 
+class ConsentRequest(BaseModel):
+    """A consent event: the user granted or revoked one purpose at `ts`. The later event by event time wins, from
+    this API or from the CRM snapshot (whose profile rows are stamped when the CRM recorded the consent)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: UserId
+    purpose: str = Field(
+        default="consent_marketing", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$",
+        description="The consent feature the region bundles read (`consent.feature`); an unknown one is a 422.",
+    )
+    granted: bool = Field(description="true: consent given; false: revoked.")
+    ts: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Epoch seconds when the user gave or revoked it (default: now); later than the service's clock "
+        "+ 5 minutes is a 422.",
+    )
+    event_id: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY, description="The caller's id of the event.")
+
+
+class ConsentState(BaseModel):
+    """The consent in effect for one purpose after the call."""
+
+    granted: bool
+    ts: float = Field(description="Epoch seconds of the event in effect.")
+    source: str = Field(description="Its producer: `api` (this API); the CRM's rows are read with the features.")
+
+
+class ConsentRecorded(BaseModel):
+    """What a consent call did."""
+
+    event_id: str
+    applied: bool = Field(description="False: a later event (or a revocation of the same instant) stands; the call "
+                          "is still in the audit trail.")
+    in_effect: ConsentState
+
+
 class EventBatch(BaseModel):
     """Raw events in the union schema of `feature_repo.contracts` (fields of other event types are left out)."""
 

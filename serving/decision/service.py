@@ -24,6 +24,7 @@ from serving.ops.breaker import CircuitBreaker
 from serving.core.clock import Clock
 from serving.core.config import ClockSettings
 from serving.decision.experiments import ExperimentAssigner, arms_by_experiment
+from serving.store.consent import ConsentStore
 from serving.store.feature_cache import LastKnownGood
 from serving.store.features import FeatureClient, FeatureRead, FeatureStoreUnavailable
 from serving.decision.identity import context_hash, new_decision_id, user_key
@@ -259,6 +260,7 @@ class DecisionService:
         feature_cache: LastKnownGood | None = None,
         clock: Clock | None = None,
         async_client: AsyncRedis | None = None,
+        consent: ConsentStore | None = None,
     ):
         self.config = config
         self.champions = champions
@@ -272,6 +274,7 @@ class DecisionService:
         self.metrics = metrics or ServiceMetrics()
         self.breaker = breaker or CircuitBreaker()
         self.feature_cache = feature_cache or LastKnownGood()
+        self.consent = consent  # consent events (serving/store/consent.py), read in the features' round trip
         # The one clock (serving/core/clock.py): freshness, caps, budget pacing and the trace's ts all read it.
         self.clock = clock if clock is not None else Clock(ClockSettings().now)
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; sync `decide` may run in threads
@@ -387,7 +390,7 @@ class DecisionService:
 
         policy_started = time.perf_counter()
         # The user's bundle comes from the profile; a region the request names may only add its rules (stricter).
-        # Consent comes from the profile alone.
+        # Consent comes from the read alone: the later of the profile row and the user's consent events.
         region = self.config.region_of(read.by_name.get("region_code"))
         rules = self.config.rules_for(region, (request.context or {}).get("region"))
         has_consent = all(consented(read.by_name.get(feature)) for feature in rules.consent_features)
@@ -515,7 +518,9 @@ class DecisionService:
         key = (champion.ref.version, user_id)  # the value order belongs to one model version
         if self.breaker.allow():
             pipe = RoundTrip(self.client)
-            features = champion.features.queue(pipe, user_id, champion.model.feature_names)
+            order = champion.model.feature_names
+            features = champion.features.queue(pipe, user_id, order)
+            consent = self.consent.queue(pipe, user_id, order) if self.consent is not None else None
             capped = surface.caps.queue_blocked(pipe, ukey, actions)
             exhausted = surface.budgets.queue_exhausted(pipe, actions)
             try:
@@ -527,11 +532,14 @@ class DecisionService:
             else:
                 self.breaker.record_success()
                 read = features(replies)
+                if consent is not None:
+                    read = consent(replies, read)  # the later of the consent event and the profile row
                 if read.found:
                     self.feature_cache.put(key, read)
                 return read, capped(replies) | exhausted(replies), None
         else:  # Redis failed repeatedly: do not wait on it, try again after the cooldown
             reason = FEATURES_CIRCUIT_OPEN
+        # (a revocation after the cached read dropped the user's entries: LastKnownGood.revoke, ConsentWatcher)
         cached = self.feature_cache.get(key) if surface.config.use_last_known_good else None
         return (cached, None, LAST_KNOWN_GOOD) if cached is not None else (None, None, reason)
 

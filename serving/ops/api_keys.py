@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Scope = Literal["decide", "events", "outcomes", "ops", "admin"]
-DECIDE, EVENTS, OUTCOMES, OPS, ADMIN = SCOPES = ("decide", "events", "outcomes", "ops", "admin")
-"""Route families: decide (POST /v1/decisions), events (POST /v1/events), outcomes (POST /v1/outcomes), ops
-(GET /metrics, /v1/stats), admin (/v1/admin/*). /healthz, /readyz and the API docs are open."""
+Scope = Literal["decide", "events", "outcomes", "consent", "ops", "admin"]
+DECIDE, EVENTS, OUTCOMES, CONSENT, OPS, ADMIN = SCOPES = ("decide", "events", "outcomes", "consent", "ops", "admin")
+"""Route families: decide (POST /v1/decisions), events (POST /v1/events), outcomes (POST /v1/outcomes), consent
+(POST /v1/consent, GET /v1/consent/{user_id}), ops (GET /metrics, /v1/stats), admin (/v1/admin/*). /healthz, /readyz
+and the API docs are open."""
 ANONYMOUS = "anonymous"
 """The client id of a request without a valid key."""
 ADMIN_TOKEN_ID = "admin-token"

@@ -7,8 +7,17 @@ neutral action), and the features the rule lists are treated as missing (NaN) be
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serving.decision.surfaces import PolicyConfig
+
+
+def consent_purposes(config: "PolicyConfig") -> tuple[str, ...]:
+    """The consent features (purposes) any region bundle reads, sorted: what consent events may name."""
+    return tuple(sorted({bundle.consent.feature for bundle in config.regions.values()}))
 
 
 def consented(value: float | int | None) -> bool:

@@ -2,6 +2,9 @@
 
 When the online store cannot be read, a user seen recently is still scored on these values (the decision says
 `fallback="last_known_good_features"`) instead of getting the neutral action. Bounded in size (LRU) and in age.
+
+A consent revocation made after a user's read must not be undone by serving that read: `revoke(user)` makes every
+entry of the user read before it unusable (serving/store/consent.py calls it for each revocation it sees).
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ class LastKnownGood:
         self.clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, FeatureRead]] = OrderedDict()
         self._lock = threading.Lock()
+        self._revoked: dict[Hashable, float] = {}  # user → when a revocation was last seen
+
+    def revoke(self, user: Hashable) -> None:
+        """Entries of `user` (keys `(model version, user)`) read before now are not served again."""
+        with self._lock:
+            now = self.clock()
+            self._revoked[user] = now
+            if len(self._revoked) > self.max_entries:  # marks older than max_age_s guard nothing: no entry is older
+                self._revoked = {u: t for u, t in self._revoked.items() if now - t <= self.max_age_s}
 
     def put(self, key: Hashable, read: FeatureRead) -> None:
         """Remember a successful read; evicts the least recently used entry when full."""
@@ -41,7 +53,8 @@ class LastKnownGood:
             if entry is None:
                 return None
             read_at, read = entry
-            if self.clock() - read_at > self.max_age_s:
+            revoked_at = self._revoked.get(key[-1]) if self._revoked and isinstance(key, tuple) else None
+            if self.clock() - read_at > self.max_age_s or (revoked_at is not None and read_at <= revoked_at):
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)

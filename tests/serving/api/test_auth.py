@@ -22,8 +22,8 @@ from tests.serving.api.test_api import users_with
 
 SALT = "a-secret-salt-of-32-characters!!"
 ADMIN_TOKEN = "admin-s3cret-token"
-KEYS = {"shop": ["decide", "outcomes"], "feeder": ["events"], "scraper": ["ops"], "root": ["decide", "events",
-        "outcomes", "ops", "admin"]}
+KEYS = {"shop": ["decide", "outcomes"], "feeder": ["events"], "scraper": ["ops"], "crm": ["consent"],
+        "root": ["decide", "events", "outcomes", "consent", "ops", "admin"]}
 SAFE_MODE_OFF = {"enabled": False, "reason": "test"}
 
 
@@ -65,6 +65,8 @@ CALLS = [  # (method, path, body, scope)
     ("POST", "/v1/decisions", {"user_id": 1, "surface": "home"}, "decide"),
     ("POST", "/v1/outcomes", {"user_id": 1, "revenue": 1.0}, "outcomes"),
     ("POST", "/v1/events", {"events": []}, "events"),
+    ("POST", "/v1/consent", {"user_id": 1, "granted": False}, "consent"),
+    ("GET", "/v1/consent/1", None, "consent"),
     ("POST", "/v1/admin/safe-mode", SAFE_MODE_OFF, "admin"),
     ("POST", "/v1/admin/clock", {"now": "2030-01-01T00:00:00Z"}, "admin"),
     ("GET", "/metrics", None, "ops"),
@@ -230,9 +232,10 @@ def test_dev_mode_is_open_except_admin_with_a_token_and_says_so_once(serving_set
     logger = logging.getLogger("serving.ops.api_keys")  # its own handler: serving.ops.json_logs resets the parent's
     logger.addHandler(warnings)
     try:
-        assert build_key_ring(serving_settings).open_scopes == {"decide", "events", "outcomes", "ops", "admin"}
+        assert build_key_ring(serving_settings).open_scopes == {
+            "decide", "events", "outcomes", "consent", "ops", "admin"}
         assert build_key_ring(serving_settings.model_copy(update={"admin_token": "t"})).open_scopes == {
-            "decide", "events", "outcomes", "ops"}
+            "decide", "events", "outcomes", "consent", "ops"}
         with TestClient(create_app(serving_settings)) as client:
             for method, path, body, _ in CALLS:
                 assert call(client, method, path, body).status_code not in (401, 403), path

@@ -224,6 +224,9 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
         "GET /readyz": {"200": json_, "503": json_},
         "GET /metrics": {"200": "text/plain", **auth},
         "GET /v1/stats": {"200": json_, **auth},
+        "POST /v1/consent": {"200": json_, "202": json_, "400": json_, "413": json_, "422": json_, "503": json_,
+                             **auth},
+        "GET /v1/consent/{user_id}": {"200": json_, "422": json_, "503": json_, **auth},
     }
 
     def schema(path: str, status: str) -> dict:
@@ -238,6 +241,7 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
         "POST /v1/events": [{"api_key": ["events"]}], "POST /v1/admin/safe-mode": [{"api_key": ["admin"]}],
         "POST /v1/admin/clock": [{"api_key": ["admin"]}], "GET /metrics": [{"api_key": ["ops"]}],
         "GET /v1/stats": [{"api_key": ["ops"]}], "GET /healthz": None, "GET /readyz": None,
+        "POST /v1/consent": [{"api_key": ["consent"]}], "GET /v1/consent/{user_id}": [{"api_key": ["consent"]}],
     }
     assert doc["components"]["securitySchemes"]["api_key"]["scheme"] == "bearer"
     request = doc["paths"]["/v1/decisions"]["post"]["requestBody"]["content"][json_]["schema"]

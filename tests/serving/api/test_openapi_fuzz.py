@@ -5,10 +5,11 @@ Positive and negative data, every check (no 5xx, statuses, content types, bodies
 valid requests accepted, schema-invalid ones refused, auth not ignored, unsupported methods refused with `Allow`),
 a fixed seed and deterministic generation, bounded in examples and time: the same cases on every run.
 
-Three answers depend on what the schema cannot state, and are declared as expected for schema-valid requests:
+Four answers depend on what the schema cannot state, and are declared as expected for schema-valid requests:
 a 404 for a surface that is not configured and a 422 for a candidate action the surface does not offer
 (decisions), a 422 for an outcome stamped after the service's clock (outcomes), a 422 when every event of a call
-breaks its contract (events: the contracts are checked per event, time against the watermark).
+breaks its contract (events: the contracts are checked per event, time against the watermark), a 422 for a
+consent purpose no region bundle uses or a consent stamped after the service's clock (consent).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 422]
 [[operations]]
 include-path = "/v1/events"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 422]
+
+[[operations]]
+include-path = "/v1/consent"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 422]
 """
 
 
@@ -97,8 +102,9 @@ def test_every_operation_answers_as_the_openapi_document_says(fuzzed_app):
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app, config=SchemathesisConfig.from_str(CONFIG))
     operations = sorted(f"{op.method.upper()} {op.path}" for op in (r.ok() for r in schema.get_all_operations()))
     assert operations == [
-        "GET /healthz", "GET /metrics", "GET /readyz", "GET /v1/stats", "POST /v1/admin/clock",
-        "POST /v1/admin/safe-mode", "POST /v1/decisions", "POST /v1/events", "POST /v1/outcomes",
+        "GET /healthz", "GET /metrics", "GET /readyz", "GET /v1/consent/{user_id}", "GET /v1/stats",
+        "POST /v1/admin/clock", "POST /v1/admin/safe-mode", "POST /v1/consent", "POST /v1/decisions", "POST /v1/events",
+        "POST /v1/outcomes",
     ]
     started = time.monotonic()
     found, errors, tested, cases = [], [], set(), 0

@@ -186,3 +186,23 @@ def test_scoring_that_cannot_fit_the_total_budget_is_skipped(serving_settings, s
     service._scoring_ewma_s["home"] = 0.050  # scoring has been taking 50 ms: it cannot fit in a 40 ms budget
     response = service.decide(DecisionRequest(user_id=consented_users(served_world)[0], surface="home"))
     assert response.fallback == DEADLINE and chosen(response) == NEUTRAL
+
+
+def test_a_revocation_through_another_worker_keeps_the_cached_grant_from_being_served(serving_settings, served_world):
+    """Worker A cached a consented user's features; the user revoked through worker B; Redis then failed: A must not
+    serve the cached grant (its consent watcher saw the revocation in the audit stream)."""
+    runtime = build_runtime(serving_settings)
+    service, revoked_user, other = runtime.service, *consented_users(served_world)[:2]
+    for user in (revoked_user, other):
+        assert service.decide(DecisionRequest(user_id=user, surface="home")).fallback is None
+    runtime.consent_watcher.start()
+    runtime.consent_watcher.stop()  # only its position at the stream's end: the test polls by hand
+    worker_b = build_runtime(serving_settings)
+    worker_b.consent.record(revoked_user, "consent_marketing", False, ts=service.clock.time(), client_id="crm")
+    assert runtime.consent_watcher.poll() == 1
+    service.client = dead_client()
+    refused = service.decide(DecisionRequest(user_id=revoked_user, surface="home"))
+    assert refused.fallback == FEATURES_UNAVAILABLE and chosen(refused) == NEUTRAL
+    assert service.decide(DecisionRequest(user_id=other, surface="home")).fallback == LAST_KNOWN_GOOD
+    for trace in (service.trace, worker_b.service.trace):
+        trace.close(timeout_s=0.1)
