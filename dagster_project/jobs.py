@@ -25,9 +25,9 @@ embeddings_refresh_job = dg.define_asset_job(
 
 decision_log_job = dg.define_asset_job(
     "decision_log_job",
-    selection=dg.AssetSelection.assets("decision_trace", "outcome_events", "stream_quarantine"),
-    description="Drain the decision, outcome and stream-quarantine streams from Redis into the lake (write, then "
-    "acknowledge).",
+    selection=dg.AssetSelection.assets("decision_trace", "outcome_events", "stream_quarantine", "consent_events"),
+    description="Drain the decision, outcome, stream-quarantine and consent streams from Redis into the lake (write, "
+    "then acknowledge).",
 )
 
 decision_readout_job = dg.define_asset_job(

@@ -32,7 +32,7 @@ IN_FLIGHT = [
 def decision_log_sensor(context: dg.SensorEvaluationContext, redis: RedisResource) -> dg.RunRequest | dg.SkipReason:
     """Request a decision_log_job run when a stream has unacknowledged entries and no drain is in flight."""
     client = redis.client()
-    streams = (redis.decision_stream, redis.outcome_stream, redis.quarantine_stream)
+    streams = (redis.decision_stream, redis.outcome_stream, redis.quarantine_stream, redis.consent_stream)
     backlog = {s: stream_backlog(client, s, redis.drain_group) for s in streams}
     if not any(backlog.values()):
         return dg.SkipReason(f"nothing to drain: {backlog}")

@@ -1,7 +1,8 @@
 """Decision log: the decision and outcome streams drained into the lake, and each day's decisions with their outcomes.
 
-Lake layout: `decisions/date=YYYY-MM-DD/part-*.parquet` and `outcomes/date=.../part-*.parquet` (one file per drained
-batch and UTC date, read back deduplicated with `serving.store.decision_log.read_partitions`), and
+Lake layout: `decisions/date=YYYY-MM-DD/part-*.parquet`, `outcomes/date=.../part-*.parquet` and
+`consent/date=.../part-*.parquet` (one file per drained batch and UTC date of the record's `ts`, read back
+deduplicated with `serving.store.decision_log.read_partitions`), and
 `decision_outcomes/date=YYYY-MM-DD.parquet` (one file per partition: the day's decisions + converted, revenue,
 n_outcomes).
 """
@@ -11,11 +12,13 @@ import math
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from dagster_project.resources import DataLakeResource, RedisResource
 from dagster_project.resources.event_time import clock_ts
 from serving.store.decision_log import (
+    CONSENT_FORMAT,
     DECISION_FORMAT,
     OUTCOME_FORMAT,
     QUARANTINE_FORMAT,
@@ -25,16 +28,29 @@ from serving.store.decision_log import (
     read_partitions,
     stream_backlog,
 )
+from training.consent import revoked_users
 from training.outcome_join import join_outcomes
 from training.retrain import label_log
 
 DECISION_TRACE = "decisions"
 OUTCOME_EVENTS = "outcomes"
 STREAM_QUARANTINE = "quarantine/stream"  # events refused by POST /v1/events, by date received
+CONSENT_EVENTS = "consent"  # consent calls (POST /v1/consent), by the date of the event
 DECISION_OUTCOMES = "decision_outcomes"
 GROUP = "decision_log"
 # Partition = UTC date of the decision; only complete days are offered (today's decisions are still arriving).
 DECISION_DAYS = dg.DailyPartitionsDefinition(start_date="2026-10-01")
+
+
+def revoked_in_lake(lake: DataLakeResource) -> pd.DataFrame:
+    """Users whose consent event in effect (over the consent lake) is a revocation (training.consent.revoked_users);
+    empty when no consent call was ever drained."""
+    root = lake.path(CONSENT_EVENTS)
+    events = read_partitions(root, record_format=CONSENT_FORMAT) if root.exists() else None
+    if events is None or events.empty:
+        return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "user_key": pd.Series(dtype=str),
+                             "purpose": pd.Series(dtype=str), "ts": pd.Series(dtype=float)})
+    return revoked_users(events)
 
 
 def decision_outcomes_table(day: str | dt.date) -> str:
@@ -112,6 +128,15 @@ def stream_quarantine(
 ) -> dg.MaterializeResult:
     """Drain the events refused by POST /v1/events (as received, with rule and reason) into quarantine/stream/."""
     return _drain(context, config, redis, redis.quarantine_stream, lake.path(STREAM_QUARANTINE), QUARANTINE_FORMAT)
+
+
+@dg.asset(group_name=GROUP)
+def consent_events(
+    context: dg.AssetExecutionContext, config: DrainConfig, lake: DataLakeResource, redis: RedisResource
+) -> dg.MaterializeResult:
+    """Drain the consent audit stream (every POST /v1/consent, applied or not) into consent/date=…/: what training
+    leaves out (training.consent.revoked_users) and what the decision log is checked against."""
+    return _drain(context, config, redis, redis.consent_stream, lake.path(CONSENT_EVENTS), CONSENT_FORMAT)
 
 
 @dg.asset(partitions_def=DECISION_DAYS, deps=[decision_trace, outcome_events], group_name=GROUP)

@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from dagster_project.assets.decisions import DECISION_TRACE, OUTCOME_EVENTS
+from dagster_project.assets.decisions import DECISION_TRACE, OUTCOME_EVENTS, revoked_in_lake
 from dagster_project.assets.models import UpliftModelConfig, fit_and_register, promote_challenger
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
 from dagster_project.resources.data_lake import TRAINING_SET
@@ -19,6 +19,7 @@ from dagster_project.resources.event_time import clock_ts
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.store import service_feature_names
 from serving.store.decision_log import DECISION_FORMAT, OUTCOME_FORMAT, read_partitions
+from training.consent import without_revoked
 from training.retrain import label_log, split_gate_window, training_frame, usable_rows, with_history
 
 GROUP = "retraining"
@@ -54,6 +55,12 @@ def logged_training_set(
     rows = usable_rows(train, feature_names)
     logged = training_frame(rows, train.set_index("decision_id")["user_key"])
     history = lake.read(TRAINING_SET) if config.include_history and lake.path(TRAINING_SET).exists() else None
+    # Users who revoked consent (POST /v1/consent) train nothing: logged rows carry the user key, history the raw id.
+    revoked = revoked_in_lake(lake)
+    before = len(logged) + (0 if history is None else len(history))
+    logged = without_revoked(logged, revoked["user_key"])
+    history = None if history is None else without_revoked(history, revoked["user_id"])
+    revoked_rows = before - len(logged) - (0 if history is None else len(history))
     data = with_history(logged, history, feature_names)
     lake.write(LOG_TRAINING_SET, data)
     lake.write(GATE_WINDOW, gate)
@@ -73,6 +80,7 @@ def logged_training_set(
             "logged_rows": len(logged),
             "history_rows": 0 if history is None else len(history),
             "excluded_by_reason": dg.MetadataValue.json(rows.excluded),
+            "revoked_users_rows_excluded": revoked_rows,
             "pending_labels": int((~log.decisions["final"]).sum()) if len(log.decisions) else 0,
             "delay_family_by_action": dg.MetadataValue.json(families),
         }

@@ -3,10 +3,12 @@
 import dagster as dg
 import pandas as pd
 
+from dagster_project.assets.decisions import revoked_in_lake
 from dagster_project.resources import DataLakeResource, FeastResource, ShopResource
 from dagster_project.resources.data_lake import TRAINING_SET, VALIDATED_EVENTS
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.point_in_time import point_in_time_join, service_views
+from training.consent import without_revoked
 from training.labels import attributed_revenue, mature_exposures
 
 
@@ -47,12 +49,17 @@ def training_set(
         entity_df.reset_index(drop=True), service_views(store, UPLIFT_FEATURE_SERVICE), store,
         drop_like_file_store=True,
     )
+    revoked = revoked_in_lake(lake)  # users who revoked consent (POST /v1/consent): none of their rows trains
+    kept = without_revoked(joined, revoked["user_id"])
+    revoked_rows, joined = len(joined) - len(kept), kept
     path = lake.write(TRAINING_SET, joined)
     context.log.info("training set: %d mature exposures of %d", len(joined), int(mature.size))
     return dg.MaterializeResult(
         metadata={
             "rows": len(joined),
             "immature_exposures_skipped": int((~mature).sum()),
+            "revoked_users": len(revoked),
+            "revoked_users_rows_excluded": revoked_rows,
             "feature_service": UPLIFT_FEATURE_SERVICE,
             "label_mean": float(joined["label_revenue"].mean()),
             "path": str(path),

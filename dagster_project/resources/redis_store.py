@@ -6,6 +6,7 @@ import dagster as dg
 import redis
 
 from feature_repo.stream import QUARANTINE_STREAM
+from serving.store.consent import CONSENT_STREAM
 from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
 
 
@@ -16,6 +17,7 @@ class RedisResource(dg.ConfigurableResource):
     decision_stream: str = DECISION_STREAM  # where the decision service logs its decisions
     outcome_stream: str = OUTCOME_STREAM  # where purchases and conversions are reported
     quarantine_stream: str = QUARANTINE_STREAM  # events refused by POST /v1/events, as received
+    consent_stream: str = CONSENT_STREAM  # consent calls (POST /v1/consent), applied or not: the audit trail
     drain_group: str = DRAIN_GROUP  # consumer group of the drain into the lake
 
     def client(self) -> redis.Redis:

@@ -6,7 +6,7 @@ neutral action), and the features the rule lists are treated as missing (NaN) be
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 def consent_purposes(config: "PolicyConfig") -> tuple[str, ...]:
     """The consent features (purposes) any region bundle reads, sorted: what consent events may name."""
     return tuple(sorted({bundle.consent.feature for bundle in config.regions.values()}))
+
+
+def purposes_needed(config: "PolicyConfig") -> Callable[[str | None, str], tuple[str, ...]]:
+    """`(region, action) -> the consent purposes the action needs for a user of that region` (the neutral action
+    is the caller's to leave out): what the decision log is checked against (training.consent)."""
+
+    def needed(region: str | None, action: str) -> tuple[str, ...]:
+        rules = config.rules_for(region)
+        return rules.consent_features if rules.consent_for_all_actions or action in rules.consent_actions else ()
+
+    return needed
 
 
 def consented(value: float | int | None) -> bool:

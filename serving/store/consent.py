@@ -25,6 +25,7 @@ the user's hash tag keeps the entry on the user's slot. Every call (applied or n
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -108,10 +109,13 @@ class ConsentStore:
 
     def record(
         self, user_id: int, purpose: str, granted: bool, ts: float, source: str = "api", client_id: str = "",
-        event_id: str | None = None,
+        event_id: str | None = None, user_key: str = "", received: float | None = None,
     ) -> ConsentResult:
         """Apply one consent event (if it is the newest for the purpose) and append it to the audit stream.
 
+        The audit record (`record`, JSON; lake format `CONSENT_FORMAT`) also carries the user's keyed hash (`user_key`,
+        what the decision log knows the user by) and `received`, the service's clock when it took the call: from then
+        on no decision may serve the user an action that needs the purpose (the decision log's check).
         Raises ValueError for a purpose no region bundle uses, RedisError when Redis fails (nothing is lost by
         retrying: the same event applies once and its replay leaves the entry as it is)."""
         if purpose not in self.purposes:
@@ -122,11 +126,12 @@ class ConsentStore:
         stamp_ms = int(round(ts * 1000.0))
         applied, entry = self._apply(keys=[self.key(user_id)], args=[purpose, int(bool(granted)), stamp_ms, source])
         result = ConsentResult(event_id, bool(applied), ConsentEntry.parse(entry))
-        self.client.xadd(self.stream, {
-            "event_id": event_id, "user_id": int(user_id), "purpose": purpose, "granted": int(bool(granted)),
-            "ts_ms": stamp_ms, "source": source, "client": client_id, "applied": int(result.applied),
-            "received_ms": int(time.time() * 1000.0),
-        }, maxlen=self.stream_maxlen, approximate=True)
+        record = {
+            "event_id": event_id, "ts": stamp_ms / 1000.0, "user_id": int(user_id), "user_key": user_key,
+            "purpose": purpose, "granted": bool(granted), "source": source, "client": client_id,
+            "applied": result.applied, "received": time.time() if received is None else received,
+        }
+        self.client.xadd(self.stream, {"record": json.dumps(record)}, maxlen=self.stream_maxlen, approximate=True)
         return result
 
     def entries(self, user_id: int) -> dict[str, ConsentEntry]:
@@ -225,8 +230,15 @@ class ConsentWatcher:
         for _, entries in replies or []:
             for entry_id, fields in entries:
                 self._last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                if fields.get(b"granted") == b"0" and fields.get(b"applied") == b"1":
-                    self.revoke(int(fields[b"user_id"]))
+                try:
+                    record = json.loads(fields[b"record"])
+                    revoked = record["applied"] and not record["granted"]
+                    user = int(record["user_id"])
+                except (KeyError, TypeError, ValueError) as exc:  # not ours: say so, never stop following
+                    log.warning("consent watcher: entry %s is not a consent record (%s)", self._last, exc)
+                    continue
+                if revoked:
+                    self.revoke(user)
                     passed += 1
         self.seen += passed
         return passed

@@ -122,6 +122,18 @@ QUARANTINE_FORMAT = RecordFormat(
 )
 """Events refused by `POST /v1/events` (stream `hyperlift:quarantine`): the event as received, rule and reason."""
 
+CONSENT_FORMAT = RecordFormat(
+    key="event_id",
+    schema=pa.schema([
+        ("event_id", pa.string()), ("ts", pa.float64()), ("user_id", pa.int64()), ("user_key", pa.string()),
+        ("purpose", pa.string()), ("granted", pa.bool_()), ("source", pa.string()), ("client", pa.string()),
+        ("applied", pa.bool_()), ("received", pa.float64()),
+    ]),
+)
+"""Consent calls (`POST /v1/consent`, stream `hyperlift:consent_events`, serving/store/consent.py), applied or not:
+the event's time `ts`, the user (raw id and keyed hash), purpose, granted, who sent it and when the service took it
+(`received`, its clock)."""
+
 
 @dataclass(frozen=True)
 class DrainResult:

@@ -166,7 +166,7 @@ def test_sensor_skips_while_a_drain_run_is_in_flight(world):
 def test_the_training_job_leaves_the_decision_log_to_its_own_job():
     training = {k.to_user_string() for k in defs.resolve_job_def("hyperlift_job").asset_layer.selected_asset_keys}
     drain = {k.to_user_string() for k in defs.resolve_job_def("decision_log_job").asset_layer.selected_asset_keys}
-    assert drain == {"decision_trace", "outcome_events", "stream_quarantine"}
+    assert drain == {"decision_trace", "outcome_events", "stream_quarantine", "consent_events"}
     assert not training & {*drain, "decision_outcomes"}
     assert defs.resolve_sensor_def("decision_log_sensor").job_name == "decision_log_job"
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get(dg.AssetKey("decision_outcomes")).parent_keys} \

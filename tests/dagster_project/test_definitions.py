@@ -14,7 +14,9 @@ ASSETS = {
     "user_profile_features", "feast_registry", "online_features", "online_tiles", "training_set", "uplift_challenger", "uplift_champion",
     "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
-DECISION_LOG_ASSETS = {"decision_trace", "outcome_events", "stream_quarantine", "decision_outcomes", "experiment_readout"}
+DECISION_LOG_ASSETS = {
+    "decision_trace", "outcome_events", "stream_quarantine", "consent_events", "decision_outcomes", "experiment_readout",
+}
 RETRAINING_ASSETS = {"logged_training_set", "log_challenger", "log_champion"}
 
 
@@ -56,7 +58,8 @@ def test_contract_checks_are_blocking():
     graph = defs.resolve_asset_graph()
     checks = {key.name: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
     assert checks == {"validated_events_conform": True, "events_accounted_for": True, "challenger_beats_champion": True,
-                      "challenger_beats_champion_on_log": True, "decision_log_reconciled": False}
+                      "challenger_beats_champion_on_log": True, "decision_log_reconciled": False,
+                      "decisions_honour_consent": False}
 
 
 def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_schedules():

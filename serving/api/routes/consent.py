@@ -11,6 +11,7 @@ from serving.api.auth import require
 from serving.api.deps import RuntimeDep
 from serving.api.errors import AUTH_ERRORS, BODY_ERRORS, REDIS_DOWN
 from serving.core.schemas import MAX_ID, ConsentRecorded, ConsentRequest, ConsentState
+from serving.decision.identity import user_key
 from serving.ops.api_keys import CONSENT
 from serving.ops.redaction import redis_failure
 from serving.store.outcomes import FUTURE_TOLERANCE_S
@@ -41,7 +42,8 @@ def record_consent(body: ConsentRequest, runtime: RuntimeDep, caller: Caller, re
                                                     "user gave or revoked consent")
     try:
         result = runtime.consent.record(
-            body.user_id, body.purpose, body.granted, ts, source="api", client_id=caller, event_id=body.event_id
+            body.user_id, body.purpose, body.granted, ts, source="api", client_id=caller, event_id=body.event_id,
+            user_key=user_key(body.user_id, runtime.service.salt), received=now,
         )
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc

@@ -1,13 +1,20 @@
 """POST /v1/consent end to end: a revocation is in effect for the next decision, an older grant or an older CRM row
-does not undo it, a later CRM row does, and the decision log shows the consent each decision used."""
+does not undo it, a later CRM row does, the decision log shows the consent each decision used, and a replay of the
+log against the consent log (the Dagster check) finds no promotion after a revocation, and does find one when the
+service ignores consent."""
 
 import json
 
+import dagster as dg
 import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from dagster_project.assets.decisions import consent_events, decision_trace
+from dagster_project.checks.decision_log import decisions_honour_consent
+from dagster_project.resources import DataLakeResource, RedisResource
+from serving.decision.identity import user_key
 from serving.main import create_app
 from tests.serving.api.test_api import users_with
 from tests.serving.conftest import SHOP
@@ -64,8 +71,13 @@ def test_a_revocation_holds_until_a_later_event_grants_again(client, served_worl
     logged = [row for view, row in record["features"].items() if view.startswith(PROFILE_VIEW)]
     assert logged and logged[0]["values"]["consent_marketing"] == 0.0  # the log shows the consent the policy used
 
+    # The CRM records a consent after the revocation: its new profile row wins in serving by its stamp alone; a CRM
+    # sync also reports it as a consent event (source "crm"), which is what the lake's consent log knows.
     write_profile_row(client, user, users, consent=1, stamp=pd.Timestamp(now + 60, unit="s", tz="UTC"))
-    assert served(client, user) - {NEUTRAL}  # the CRM recorded a consent after the revocation: it wins
+    assert served(client, user) - {NEUTRAL}
+    runtime = client.app.state.runtime
+    runtime.consent.record(user, "consent_marketing", True, ts=now + 60, source="crm", client_id="crm-sync",
+                           user_key=user_key(user, runtime.service.salt), received=now)
 
 
 def test_bad_consent_calls_are_refused_with_what_to_send(client, served_world):
@@ -78,3 +90,33 @@ def test_bad_consent_calls_are_refused_with_what_to_send(client, served_world):
     assert unknown.json()["detail"] == "unknown consent purpose 'consent_spam'; the region bundles use ['consent_marketing']"
     assert client.post("/v1/consent", json={"user_id": user, "granted": "no"}).status_code == 422
     assert client.get(f"/v1/consent/{user}").json() == {}
+
+
+def replay(serving_settings, lake_root) -> dg.AssetCheckEvaluation:
+    """Drain the decision and consent streams into a lake and run the decision log's consent check on it."""
+    resources = {"lake": DataLakeResource(root=str(lake_root)), "redis": RedisResource(url=serving_settings.redis_url)}
+    result = dg.materialize([decision_trace, consent_events, decisions_honour_consent], resources=resources)
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_the_decision_log_replayed_against_the_consent_log_finds_no_promotion_after_a_revocation(
+    client, served_world, serving_settings, tmp_path
+):
+    service = client.app.state.runtime.service
+    revoked, kept = users_with(served_world)[2:4]
+    assert client.post("/v1/consent", json={"user_id": revoked, "granted": False}).status_code == 202
+    for user in (revoked, kept):
+        served(client, user, n=20)
+    service.trace.flush()
+    honoured = replay(serving_settings, tmp_path / "lake")
+    assert honoured.passed, honoured.metadata
+    assert honoured.metadata["revocations"].value >= 1 and honoured.metadata["violations"].value == 0
+
+    service.consent = None  # a service that ignores consent events: its promotions must be caught by the replay
+    assert served(client, revoked, n=20) - {NEUTRAL}
+    service.trace.flush()
+    caught = replay(serving_settings, tmp_path / "lake")
+    assert not caught.passed and caught.metadata["violations"].value >= 1
+    first = caught.metadata["first_violations"].value[0]
+    assert first["purpose"] == "consent_marketing" and first["action"] != NEUTRAL

@@ -2,6 +2,7 @@
 audited, a decision's read takes the later of the event and the CRM's profile row, and revocations reach the
 last-known-good cache."""
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -55,11 +56,14 @@ def test_at_the_same_instant_a_revocation_wins_and_a_replay_changes_nothing(stor
 
 
 def test_every_call_is_in_the_audit_stream_with_its_caller(store, client):
-    store.record(7, PURPOSE, False, ts=200.0, client_id="crm-sync", event_id="e-1")
-    store.record(7, PURPOSE, True, ts=100.0, client_id="shop-a", event_id="e-2")
-    entries = [fields for _, fields in client.xrange(CONSENT_STREAM)]
-    assert [(f[b"event_id"], f[b"client"], f[b"granted"], f[b"applied"], f[b"ts_ms"]) for f in entries] == [
-        (b"e-1", b"crm-sync", b"0", b"1", b"200000"), (b"e-2", b"shop-a", b"1", b"0", b"100000"),
+    store.record(7, PURPOSE, False, ts=200.0, client_id="crm-sync", event_id="e-1", user_key="k7", received=250.0)
+    store.record(7, PURPOSE, True, ts=100.0, client_id="shop-a", event_id="e-2", user_key="k7", received=260.0)
+    records = [json.loads(fields[b"record"]) for _, fields in client.xrange(CONSENT_STREAM)]
+    assert records == [
+        {"event_id": "e-1", "ts": 200.0, "user_id": 7, "user_key": "k7", "purpose": PURPOSE, "granted": False,
+         "source": "api", "client": "crm-sync", "applied": True, "received": 250.0},
+        {"event_id": "e-2", "ts": 100.0, "user_id": 7, "user_key": "k7", "purpose": PURPOSE, "granted": True,
+         "source": "api", "client": "shop-a", "applied": False, "received": 260.0},
     ]
 
 
@@ -116,5 +120,6 @@ def test_the_watcher_passes_applied_revocations_on(store, client):
     store.record(8, PURPOSE, True, ts=200.0)  # a grant
     store.record(9, PURPOSE, False, ts=200.0)
     store.record(9, PURPOSE, False, ts=100.0)  # older: not applied
+    client.xadd(CONSENT_STREAM, {"something": "else"})  # not a consent record: skipped, not fatal
     assert watcher.poll() == 2 and revoked == [7, 9]
     assert watcher.poll() == 0
