@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 DEV    := HYPERLIFT_SERVING_MODE=dev# the decision service without API keys: one machine only (docs/security.md)
 
-.PHONY: install demo loop test bench serve dagster mlflow feast-apply models rollback clean
+.PHONY: install demo loop test bench serve dagster mlflow feast-apply models rollback audit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -52,6 +52,9 @@ models: install  ## champion, challenger and earlier champions in the registry
 
 rollback: install  ## move the champion alias back one step (a running service swaps within 30 s)
 	$(BIN)/python -m training.cli rollback
+
+audit: install  ## the audit trail: admin calls, consent changes, promotions and rollbacks (who, what, when, why)
+	$(BIN)/python -m infra.audit
 
 clean:  ## remove runtime state (.hyperlift) and reports; keeps .venv
 	rm -rf .hyperlift reports

@@ -10,7 +10,8 @@ import json
 import sys
 
 from infra.settings import HyperliftSettings
-from training.lifecycle import NothingToRollBack, alias_version, champion_history, promote, rollback
+from infra.audit import cli_actor
+from training.lifecycle import NothingToRollBack, UnknownVersion, alias_version, champion_history, promote, rollback
 from training.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS
 
 
@@ -22,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="champion, challenger and earlier champions")
     promote_cmd = commands.add_parser("promote", help="make VERSION the champion (no gate: you decide)")
     promote_cmd.add_argument("version")
-    commands.add_parser("rollback", help="move the champion alias back to the previous champion")
+    promote_cmd.add_argument("--reason", default="", help="why (kept in the audit trail: python -m infra.audit)")
+    rollback_cmd = commands.add_parser("rollback", help="move the champion alias back to the previous champion")
+    rollback_cmd.add_argument("--reason", default="", help="why (kept in the audit trail: python -m infra.audit)")
     args = parser.parse_args(argv)
     uri = HyperliftSettings().mlflow_uri
     if args.command == "status":
@@ -33,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
             "earlier_champions": champion_history(uri, args.model),
         }
     else:
+        actor = cli_actor()
         try:
-            move = promote(uri, args.model, args.version) if args.command == "promote" else rollback(uri, args.model)
-        except NothingToRollBack as exc:
+            move = (promote(uri, args.model, args.version, actor, args.reason) if args.command == "promote"
+                    else rollback(uri, args.model, actor, args.reason))
+        except (NothingToRollBack, UnknownVersion) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         out = {"model": move.model_name, "previous_champion": move.previous, "champion": move.current}

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from infra.audit import default_log
 from training.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, view_pins_of
 
 HISTORY_TAG = "champion_history"
@@ -27,6 +28,10 @@ ROLLED_BACK_TAG = "rolled_back_versions"
 
 class NothingToRollBack(RuntimeError):
     """The champion has no predecessor to return to."""
+
+
+class UnknownVersion(ValueError):
+    """A version the registry does not hold for the model."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,23 @@ class AliasMove:
 
 def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+
+def _require_version(client: MlflowClient, model_name: str, version: str) -> None:
+    """Raise UnknownVersion, naming the versions there are, unless the registry holds `version` of `model_name`."""
+    try:
+        client.get_model_version(model_name, version)
+        return
+    except MlflowException as exc:
+        if exc.error_code not in (ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)):
+            raise
+    try:
+        known = sorted((str(v.version) for v in client.search_model_versions(f"name='{model_name}'")), key=int)
+    except MlflowException:
+        known = []
+    raise UnknownVersion(
+        f"{model_name} has no version {version!r}; versions: {', '.join(known) or 'none (run `make demo` first)'}"
+    )
 
 
 def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
@@ -60,9 +82,12 @@ def champion_history(tracking_uri: str, model_name: str) -> list[str]:
     return list(json.loads(tags.get(HISTORY_TAG, "[]")))
 
 
-def promote(tracking_uri: str, model_name: str, version: str) -> AliasMove:
-    """Make `version` the champion; remember the one it replaces; drop the challenger alias if it pointed there."""
+def promote(tracking_uri: str, model_name: str, version: str, actor: str = "system", reason: str = "") -> AliasMove:
+    """Make `version` the champion; remember the one it replaces; drop the challenger alias if it pointed there.
+    Written to the audit trail (infra/audit.py) with `actor` and `reason`. A version the registry does not hold is
+    refused (UnknownVersion) before anything changes."""
     client = _client(tracking_uri)
+    _require_version(client, model_name, str(version))
     previous = alias_version(tracking_uri, model_name, CHAMPION_ALIAS)
     if previous == str(version):
         return AliasMove(model_name, previous, previous)
@@ -77,11 +102,12 @@ def promote(tracking_uri: str, model_name: str, version: str) -> AliasMove:
         )
     if alias_version(tracking_uri, model_name, CHALLENGER_ALIAS) == str(version):
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
+    default_log().record(actor, "model.promote", target=f"{model_name}@{version}", reason=reason, previous=previous)
     return AliasMove(model_name, previous, str(version))
 
 
-def rollback(tracking_uri: str, model_name: str) -> AliasMove:
-    """Move the champion alias back to the previous champion."""
+def rollback(tracking_uri: str, model_name: str, actor: str = "system", reason: str = "") -> AliasMove:
+    """Move the champion alias back to the previous champion (written to the audit trail with `actor`, `reason`)."""
     history = champion_history(tracking_uri, model_name)
     if not history:
         raise NothingToRollBack(f"{model_name} has no earlier champion to roll back to (tag {HISTORY_TAG} is empty)")
@@ -93,6 +119,7 @@ def rollback(tracking_uri: str, model_name: str) -> AliasMove:
     if current is not None:
         rolled_back = rolled_back_versions(tracking_uri, model_name)
         client.set_registered_model_tag(model_name, ROLLED_BACK_TAG, json.dumps(sorted({*rolled_back, current}, key=int)))
+    default_log().record(actor, "model.rollback", target=f"{model_name}@{target}", reason=reason, previous=current)
     return AliasMove(model_name, current, target)
 
 

@@ -149,7 +149,8 @@ def promote_challenger(context: dg.AssetExecutionContext, mlflow: MlflowResource
     challenger = alias_version(mlflow.tracking_uri, mlflow.model_name, CHALLENGER_ALIAS)
     if challenger is None:
         raise ValueError(f"{mlflow.model_name} has no challenger to promote; materialize {asset} first")
-    move = promote(mlflow.tracking_uri, mlflow.model_name, challenger)
+    move = promote(mlflow.tracking_uri, mlflow.model_name, challenger, actor=f"dagster:{context.run_id}",
+                   reason=f"{asset}: the blocking promotion gate passed")
     context.log.info("%s champion: v%s -> v%s", move.model_name, move.previous, move.current)
     return dg.MaterializeResult(
         metadata={"model": move.model_name, "version": move.current, "previous_version": str(move.previous)}

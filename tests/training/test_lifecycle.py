@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from training.learners import TLearner
+from infra.audit import AuditLog
 from training.lifecycle import (
-    NothingToRollBack, alias_version, champion_history, promote, rollback, rolled_back_versions,
+    NothingToRollBack, UnknownVersion, alias_version, champion_history, promote, rollback, rolled_back_versions,
 )
 from training.pyfunc import UpliftModel
 from training.registry import dataset_hash, feature_service_version, load_alias, log_and_register
@@ -91,3 +92,25 @@ def test_cli_status_promote_rollback(uri, tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out) == {"model": "m", "previous_champion": "2", "champion": "1"}
     assert main(["--model", "m", "rollback"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
+
+
+def test_moves_are_in_the_audit_trail_with_who_and_why(uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERLIFT_AUDIT_DIR", str(tmp_path / "audit"))
+    v1, v2 = register(uri, tmp_path, 0), register(uri, tmp_path, 1)
+    promote(uri, "m", v1, actor="dagster:run-1", reason="gate passed")
+    promote(uri, "m", v2, actor="cli:ana", reason="hotfix")
+    rollback(uri, "m", actor="guard:drift", reason="value below the previous champion's interval")
+    entries = AuditLog(tmp_path / "audit").entries(action="model")
+    assert [(e["actor"], e["action"], e["target"], e["reason"], e["details"]["previous"]) for e in entries] == [
+        ("dagster:run-1", "model.promote", "m@1", "gate passed", None),
+        ("cli:ana", "model.promote", "m@2", "hotfix", "1"),
+        ("guard:drift", "model.rollback", "m@1", "value below the previous champion's interval", "2"),
+    ]
+
+
+def test_promoting_a_version_that_does_not_exist_changes_nothing_and_names_the_versions(uri, tmp_path):
+    v1 = register(uri, tmp_path, 0)
+    promote(uri, "m", v1)
+    with pytest.raises(UnknownVersion, match=r"m has no version '4'; versions: 1"):
+        promote(uri, "m", "4")
+    assert champion_history(uri, "m") == [] and alias_version(uri, "m", "champion") == "1"

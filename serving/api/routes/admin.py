@@ -10,6 +10,7 @@ import redis
 from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from infra.audit import default_log
 from serving.api.auth import require
 from serving.api.deps import RuntimeDep
 from serving.api.errors import AUTH_ERRORS, BODY_ERRORS, REDIS_DOWN
@@ -52,6 +53,8 @@ def set_safe_mode(body: SafeModeRequest, runtime: RuntimeDep, caller: AdminCalle
             "restart workers",
         ) from exc
     runtime.service.metrics.safe_mode.set(1 if safe_mode.enabled else 0)
+    default_log().record(caller, "safe_mode.on" if body.enabled else "safe_mode.off", target="all surfaces",
+                         reason=body.reason, clock=runtime.service.clock.time())
     return {"safe_mode": safe_mode.enabled, "reason": safe_mode.reason}
 
 
@@ -76,7 +79,7 @@ class ClockRequest(BaseModel):
     responses={409: {"model": ErrorMessage, "description": "The wall clock, an instant earlier than the clock's, "
                                                             "or one from 2200 on."}},
 )
-def advance_clock(body: ClockRequest, runtime: RuntimeDep) -> dict[str, datetime]:
+def advance_clock(body: ClockRequest, runtime: RuntimeDep, caller: AdminCaller) -> dict[str, datetime]:
     """Move this worker's simulated clock forward (freshness, caps, budget pacing and the trace follow it)."""
     try:
         instant = body.now.astimezone(timezone.utc)
@@ -88,7 +91,11 @@ def advance_clock(body: ClockRequest, runtime: RuntimeDep) -> dict[str, datetime
             detail=f"now {body.now.isoformat()} is outside what the clock holds: send an instant before "
             f"{LATEST_CLOCK.isoformat()} and not earlier than the clock's ({runtime.service.clock.describe()})",
         )
+    before = runtime.service.clock.describe()
     try:
-        return {"now": runtime.service.clock.advance_to(instant)}
+        now = runtime.service.clock.advance_to(instant)
     except ClockError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
+    default_log().record(caller, "clock.advance", target="simulated clock", clock=now.timestamp(), before=before,
+                         now=now.isoformat())
+    return {"now": now}

@@ -7,6 +7,7 @@ from typing import Annotated
 import redis
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
+from infra.audit import default_log
 from serving.api.auth import require
 from serving.api.deps import RuntimeDep
 from serving.api.errors import AUTH_ERRORS, BODY_ERRORS, REDIS_DOWN
@@ -40,10 +41,11 @@ def record_consent(body: ConsentRequest, runtime: RuntimeDep, caller: Caller, re
     if ts > now + FUTURE_TOLERANCE_S:
         raise HTTPException(status_code=422, detail=f"ts {ts} is {ts - now:.0f} s in the future; send the time the "
                                                     "user gave or revoked consent")
+    key = user_key(body.user_id, runtime.service.salt)
     try:
         result = runtime.consent.record(
             body.user_id, body.purpose, body.granted, ts, source="api", client_id=caller, event_id=body.event_id,
-            user_key=user_key(body.user_id, runtime.service.salt), received=now,
+            user_key=key, received=now,
         )
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
@@ -51,6 +53,10 @@ def record_consent(body: ConsentRequest, runtime: RuntimeDep, caller: Caller, re
         raise HTTPException(status_code=503, detail=f"consent not stored, retry: {redis_failure(exc)}") from exc
     if result.applied and not body.granted:  # this worker's cached reads of the user go now (others: ConsentWatcher)
         runtime.service.feature_cache.revoke(body.user_id)
+    default_log().record(
+        caller, "consent.grant" if body.granted else "consent.revoke", target=f"user_key:{key}", clock=now,
+        purpose=body.purpose, event_ts=ts, applied=result.applied, event_id=result.event_id,
+    )
     if not result.applied:
         response.status_code = status.HTTP_200_OK
     entry = result.in_effect

@@ -271,7 +271,7 @@ def test_the_cli_prints_the_secret_once_and_stores_only_its_hash(tmp_path, capsy
     assert main(["create", "--file", str(path), "--id", "shop-a", "--scopes", "decide"]) == 2
     assert "key id 'shop-a' exists" in capsys.readouterr().err
     assert main(["create", "--file", str(path), "--id", "x", "--scopes", "decide,root"]) == 2
-    assert "scopes.1: Input should be 'decide', 'events', 'outcomes', 'ops' or 'admin'" in capsys.readouterr().err
+    assert "scopes.1: Input should be 'decide', 'events', 'outcomes', 'consent', 'ops' or 'admin'" in capsys.readouterr().err
     revoke(path, "shop-a")
     assert load_keys(path).keys == []
 
