@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+from importlib.metadata import version
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 
 from serving.api.auth import STATE_KEY
 from serving.api.body_limit import BodyLimit
@@ -41,7 +43,8 @@ def create_app(settings: ServingSettings | None = None) -> RateLimit:
         runtime.stop()
         gc.unfreeze()
 
-    app = FastAPI(title="Hyperlift decision service", version="0.2.0", lifespan=lifespan)
+    # /docs and /redoc from files shipped in the package (no CDN: they work offline), open like /openapi.json.
+    app = FastAPIOffline(title="Hyperlift decision service", version=version("hyperlift"), lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_exception_handler(RequestValidationError, request_validation_error)
     for module in (decisions, outcomes, event_routes, consent, admin, health):

@@ -46,7 +46,11 @@ CONTEXT_SCHEMA = {
 class DecisionRequest(BaseModel):
     """Ask for the best action (or slate) for one user on one surface."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"user_id": 42, "surface": "home"},
+                                        {"user_id": 42, "surface": "home", "context": {"page": "landing"}}]},
+    )
 
     user_id: UserId
     surface: str = Field(min_length=1, max_length=64, description="A configured surface, e.g. 'home'.")
@@ -122,7 +126,8 @@ class OutcomeRequest(BaseModel):
     # The schema's anyOf is `_keyed`'s rule, so a body without either key is invalid in the document too.
     model_config = ConfigDict(
         extra="forbid", strict=True,
-        json_schema_extra={"anyOf": [{"required": ["decision_id"]}, {"required": ["user_id"]}]},
+        json_schema_extra={"anyOf": [{"required": ["decision_id"]}, {"required": ["user_id"]}],
+                           "examples": [{"user_id": 42, "revenue": 25.0, "idempotency_key": "order-1001"}]},
     )
 
     decision_id: str | None = Field(
@@ -164,7 +169,10 @@ class ConsentRequest(BaseModel):
     """A consent event: the user granted or revoked one purpose at `ts`. The later event by event time wins, from
     this API or from the CRM snapshot (whose profile rows are stamped when the CRM recorded the consent)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"user_id": 42, "purpose": "consent_marketing", "granted": False}]},
+    )
 
     user_id: UserId
     purpose: str = Field(

@@ -126,7 +126,7 @@ def test_the_issues_reproductions_are_refused(api, secrets_, served_world):
     assert api.post("/v1/decisions", json={"user_id": user, "surface": "home"}, headers=admin).status_code == 403
     assert api.post("/v1/admin/safe-mode", json=SAFE_MODE_OFF, headers=admin).status_code == 200
     # open: liveness, readiness and the API's description
-    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc", "/static-offline-docs/swagger-ui.css"):
         assert api.get(path).status_code == 200, path
 
 
