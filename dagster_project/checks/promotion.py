@@ -23,8 +23,8 @@ from training.train import evaluate_uplift, split_training_set
 @dg.asset_check(
     asset="uplift_challenger",
     blocking=True,
-    description="Challenger's holdout Qini ≥ champion's (same rows) + margin, and its uplift calibrated; blocks "
-    "promotion.",
+    description="Challenger's holdout Qini above the champion's (same rows) + margin, its uplift calibrated, and "
+    "not trained on the champion's dataset; blocks promotion.",
 )
 def challenger_beats_champion(lake: DataLakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
     """Score challenger and champion, as registered, on the challenger's holdout users and apply the gate."""
@@ -35,8 +35,11 @@ def challenger_beats_champion(lake: DataLakeResource, mlflow: MlflowResource) ->
     split = split_training_set(lake.read(TRAINING_SET), float(params["holdout_fraction"]), int(params["holdout_seed"]))
     challenger_eval = evaluate_uplift(challenger, split.test)
     champion_qini, champion_version = None, alias_version(uri, name, CHAMPION_ALIAS)
+    same_dataset = False
     if champion_version is not None:
-        champion, _, _ = load_alias(uri, name, CHAMPION_ALIAS)
+        champion, champion_ref, _ = load_alias(uri, name, CHAMPION_ALIAS)
+        same_dataset = client.get_run(champion_ref.run_id).data.tags.get("dataset_hash") == client.get_run(
+            challenger_ref.run_id).data.tags.get("dataset_hash")
         missing = sorted(set(champion.feature_names) - set(split.test.columns))
         if missing:
             # A champion on another feature-service version cannot be scored on these rows; use its logged figure.
@@ -54,6 +57,7 @@ def challenger_beats_champion(lake: DataLakeResource, mlflow: MlflowResource) ->
             slope_range=None,
             max_slope_z=mlflow.promotion_max_slope_z,
         ),
+        same_dataset_as_champion=same_dataset,
     )
     return dg.AssetCheckResult(
         passed=gate.passed,

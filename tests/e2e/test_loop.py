@@ -139,6 +139,8 @@ def test_a_challenger_that_does_not_beat_the_champion_is_not_promoted(pipeline, 
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed is False
     assert "+ margin 1.0000" in evaluation.metadata["reasons"].value[0]
+    # the same training set as the champion's: a retrain on unchanged data, refused whatever its Qini
+    assert "a retrain on unchanged data" in evaluation.metadata["reasons"].value[1]
     assert alias_version(uri, "hyperlift_uplift", "champion") == champion_before
     assert alias_version(uri, "hyperlift_uplift", "challenger") == str(int(champion_before) + 1)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
