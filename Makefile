@@ -36,12 +36,15 @@ bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they
 	$(BIN)/python -m bench.stream_freshness
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
+	@$(BIN)/python -m infra.ports $${PORT:-8000} "the decision service"
 	$(DEV) $(LAUNCH) $(BIN)/python -m demo.serve --port $${PORT:-8000}
 
 dagster: install  ## open the Dagster UI on :3000
+	@$(BIN)/python -m infra.ports $${PORT:-3000} "the Dagster UI"
 	$(LAUNCH) $(BIN)/dagster dev -m dagster_project.definitions -p $${PORT:-3000}
 
 mlflow: install  ## open the MLflow UI on :5000 over the project's tracking store
+	@$(BIN)/python -m infra.ports $${PORT:-5000} "the MLflow UI"
 	$(LAUNCH) sh -c '$(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" --port $${PORT:-5000}'
 
 feast-apply: install  ## `feast apply` from the shell, with the project's registry and Redis
