@@ -32,6 +32,7 @@ def test_one_job_runs_the_whole_graph_in_dependency_order():
     job = defs.resolve_job_def("hyperlift_job")
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     assert selected == ASSETS
+    assert job.executor_def is dg.in_process_executor  # a UI launch runs in one process, as the demo does
     graph = defs.resolve_asset_graph()
     upstream = {k.to_user_string() for k in graph.get(dg.AssetKey("training_set")).parent_keys}
     assert upstream == {"validated_events", "online_features"}
