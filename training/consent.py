@@ -54,14 +54,16 @@ def without_revoked(rows: pd.DataFrame, revoked_ids: Collection, column: str = "
 
 def consent_violations(
     decisions: pd.DataFrame, events: pd.DataFrame, needs_consent: Callable[[str | None, str], tuple[str, ...]],
+    neutral_actions: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Decisions that served an action needing a purpose the user had revoked by then.
 
     For each decision (`ts`, `user_key`, `region`, `candidates`, `chosen`), the consent in effect is the latest (by
     event time) of the user's events the service had received at the decision's time. `needs_consent(region,
-    action)` names the purposes an action needs for a user of that region (empty: none); the neutral action (the
-    record's first candidate) needs none. Returns the offending decisions with the purpose and the revocation's
-    `received` time."""
+    action)` names the purposes an action needs for a user of that region (empty: none); the surface's neutral
+    action needs none (`neutral_actions` by surface; for a surface it does not name, the record's first candidate,
+    which a promotion surface's record holds first). Returns the offending decisions with the purpose and the
+    revocation's `received` time."""
     _check(events)
     columns = ["decision_id", "ts", "user_key", "surface", "action", "purpose", "revoked_received"]
     keyed = events.loc[events["user_key"].astype(str) != ""]
@@ -78,7 +80,8 @@ def consent_violations(
                 continue
             state = _in_effect(known)
             revoked = state.loc[~state["granted"].astype(bool)].set_index("purpose")["received"]
-            neutral = decision.candidates[0] if len(decision.candidates) else None
+            neutral = (neutral_actions or {}).get(
+                decision.surface, decision.candidates[0] if len(decision.candidates) else None)
             for action in decision.chosen:
                 if action == neutral:
                     continue

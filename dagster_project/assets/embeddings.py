@@ -1,7 +1,10 @@
 """Embeddings: item and user vectors (E ≈ UᵀV) for candidate generation, refreshed by fold-in, served from Redis.
 
 Full retrain (`item_user_embeddings`): ALS on every validated item event; user vectors go to the Feast table
-`features/user_embedding.parquet` (one row per user), item vectors and their HNSW index to `embeddings/items/`.
+`features/user_embedding.parquet` (one row per user), item vectors, their popularity (the item's column sum of the
+interaction weights: the popular-items fallback and baseline) and their HNSW index are published as a new version
+under `embeddings/items/` (`ItemIndex.publish`: a version folder, then the `CURRENT` pointer, atomically), which
+the decision service's index watcher swaps in without dropping a request.
 
 Refresh (`user_embeddings_refresh`), the rule: a user is *active* when they have a view, cart or purchase stamped
 after the watermark of the last full train or refresh. Each active user's vector is re-solved from their whole
@@ -88,8 +91,10 @@ def item_user_embeddings(
     if interactions.matrix.nnz == 0:
         raise ValueError(f"validated events hold no item events ({sorted(INTERACTION_WEIGHTS)}): nothing to learn from")
     model = config.model().fit(interactions.matrix)
-    index = ItemIndex.build(interactions.item_ids, model.item_factors_, config.hnsw())
-    index_dir = index.save(lake.path(ITEM_INDEX_DIR))
+    popularity = np.asarray(interactions.matrix.sum(axis=0), dtype=np.float64).ravel()
+    index = ItemIndex.build(interactions.item_ids, model.item_factors_, config.hnsw(), popularity)
+    index_dir = lake.path(ITEM_INDEX_DIR)
+    index_version = index.publish(index_dir)
     watermark = _item_event_watermark(events)
     stamp = next_stamp(watermark, _newest_written(lake))
     path = lake.write(USER_EMBEDDING, user_embedding_rows(interactions.user_ids, model.user_factors_, stamp))
@@ -122,6 +127,7 @@ def item_user_embeddings(
             "event_timestamp": stamp.isoformat(),
             "path": str(path),
             "index_path": str(index_dir),
+            "index_version": index_version,
         }
     )
 

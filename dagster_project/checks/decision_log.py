@@ -44,7 +44,9 @@ def decisions_honour_consent(lake: DataLakeResource) -> dg.AssetCheckResult:
     (the policy files of serving/conf say which). Fails (error) on any such decision."""
     decisions = read_partitions(lake.path(DECISION_TRACE), record_format=DECISION_FORMAT)
     events = read_partitions(lake.path(CONSENT_EVENTS), record_format=CONSENT_FORMAT)
-    violations = consent_violations(decisions, events, purposes_needed(load_policy_config(DEFAULT_CONFIG_DIR, REGIONS)))
+    policy = load_policy_config(DEFAULT_CONFIG_DIR, REGIONS)
+    neutrals = {name: s.neutral_action for name, s in {**policy.surfaces, **policy.item_surfaces}.items()}
+    violations = consent_violations(decisions, events, purposes_needed(policy), neutrals)
     revocations = int((~events["granted"].astype(bool)).sum()) if len(events) else 0
     return dg.AssetCheckResult(
         passed=violations.empty,

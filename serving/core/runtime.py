@@ -17,6 +17,7 @@ from serving.core.clock import Clock
 from serving.core.config import ServingSettings
 from serving.decision.champion import ChampionWatcher, load_champions, model_keys
 from serving.decision.experiments import ExperimentAssigner, load_experiments
+from serving.decision.items import ItemSurface, build_item_surfaces
 from serving.decision.service import DecisionService
 from serving.decision.surfaces import load_policy_config
 from serving.ops.admission import Admission
@@ -49,14 +50,18 @@ class Runtime:
     consent_watcher: ConsentWatcher  # revocations → the last-known-good cache of this worker
 
     def start(self) -> None:
-        """Start the background threads (safe-mode poll, champion watcher)."""
+        """Start the background threads (safe-mode poll, champion watcher, item index watchers)."""
         self.service.safe_mode.start()
         self.consent_watcher.start()
         self.watcher.start()
+        for item_surface in self.service.items.values():
+            item_surface.holder.start()
 
     def stop(self) -> None:
         """Stop the threads; the trace writes its queue to disk and sends what Redis takes in decision_log_close_s."""
         self.watcher.stop()
+        for item_surface in self.service.items.values():
+            item_surface.holder.stop()
         self.service.safe_mode.stop()
         self.consent_watcher.stop()
         self.service.trace.close(self.settings.decision_log_close_s)
@@ -110,6 +115,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
     trace = build_trace_writer(settings, metrics)
     async_client = AsyncRedis(settings.redis_url, timeout_s)  # the decisions' round trips on the event loop
+    items: dict[str, ItemSurface] = build_item_surfaces(
+        config, store, client, metrics, clock, platform.data_dir, settings.seed
+    )
     consent = ConsentStore(client, consent_purposes(config))
     service = DecisionService(
         config, champions, client, trace, experiments,
@@ -120,6 +128,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         LastKnownGood(settings.last_known_good_max_entries, settings.last_known_good_max_age_s),
         clock=clock,
         async_client=async_client,
+        items=items,
         consent=consent,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import redis
@@ -46,6 +46,9 @@ from serving.store.trace import TraceWriter
 from training.pyfunc import UpliftModel
 from training.registry import RegisteredModel
 
+if TYPE_CHECKING:  # items.py builds on this module
+    from serving.decision.items import ItemSurface
+
 log = logging.getLogger(__name__)
 decisions_log = logging.getLogger("hyperlift.decisions")
 
@@ -63,9 +66,15 @@ POLICY_STORE_UNAVAILABLE = "policy_store_unavailable"
 RESERVATION_CONFLICT = "reservation_conflict"
 # Not neutral: the policy ran on the user's cached features because the online store failed.
 LAST_KNOWN_GOOD = "last_known_good_features"
+# Item surfaces (serving/decision/items.py): no index loaded yet, or a user without a vector (neutral action) ...
+ITEM_INDEX_MISSING = "item_index_missing"
+NO_USER_VECTOR = "no_user_vector"
+# ... and not neutral: the most popular items, served because the user has no vector.
+POPULAR_ITEMS = "popular_items_no_user_vector"
 FALLBACKS = (
     SAFE_MODE, OVERLOADED, NO_MODEL, COLD_START, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE,
     STALE_FEATURES, DEADLINE, POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
+    ITEM_INDEX_MISSING, NO_USER_VECTOR, POPULAR_ITEMS,
 )
 # The decision record's format (serving/store/decision_log.py: DECISION_FORMAT documents every field). 2: features
 # as read, per-slot distributions, positions, redraws and masked features; records without the field are version 1.
@@ -240,6 +249,8 @@ class Outcome:
     redraws: int = 0  # reservation conflicts before this slate was kept (> 0: the probabilities are conditional)
     read: FeatureRead | None = None  # the features the policy read (logged with the decision)
     masked: list[str] = field(default_factory=list)  # features the consent rules hid from the model (scored as NaN)
+    model: tuple[str, str] | None = None  # (name, version) when no champion ranked: item surfaces' index version
+    feature_service: str | None = None  # the feature service read when no champion did
 
 
 class DecisionService:
@@ -260,9 +271,11 @@ class DecisionService:
         feature_cache: LastKnownGood | None = None,
         clock: Clock | None = None,
         async_client: AsyncRedis | None = None,
+        items: dict[str, ItemSurface] | None = None,
         consent: ConsentStore | None = None,
     ):
         self.config = config
+        self.items = items or {}  # ann_items surfaces by name (serving/decision/items.py)
         self.champions = champions
         self.client = client
         self.async_client = async_client  # decide_async's round trips (the same server as `client`)
@@ -307,15 +320,21 @@ class DecisionService:
         """The decision as steps: it yields each Redis round trip (with whether error replies raise) and is sent
         the replies, or thrown the RedisError; `decide` and `decide_async` only carry the round trips out."""
         started = time.perf_counter()
-        surface = self._surface(request.surface)
+        item_surface = self.items.get(request.surface)
+        surface = item_surface if item_surface is not None else self._surface(request.surface)
         config = surface.config
         ukey = user_key(request.user_id, self.salt)
         assignments = self.experiments.assign(ukey, config.name)
         overrides = {k: v for a in assignments for k, v in a.overrides.model_dump(exclude_defaults=True).items()}
-        champion = self.champions.get((config.model.name, config.model.alias))
+        champion = None if item_surface is not None else self.champions.get((config.model.name, config.model.alias))
         timings: dict[str, float] = {}
         if self.safe_mode.enabled:
             outcome = self._neutral(config, SAFE_MODE, champion)
+        elif item_surface is not None:
+            if request.candidates is not None:
+                raise BadCandidates(f"surface {config.name!r} takes its candidates from the item index; send none")
+            outcome = self._neutral(config, None, None) if overrides.get("holdout") else (
+                yield from item_surface.decide(self, request, ukey, overrides, timings, started))
         elif champion is None:
             outcome = self._neutral(config, NO_MODEL, None)
         elif overrides.get("holdout"):
@@ -328,9 +347,10 @@ class DecisionService:
     def shed(self, request: DecisionRequest) -> DecisionResponse:
         """The answer when admission control refuses a request: the neutral action, traced, no Redis read."""
         started = time.perf_counter()
-        surface = self._surface(request.surface)
+        item_surface = self.items.get(request.surface)
+        surface = item_surface if item_surface is not None else self._surface(request.surface)
         self.metrics.shed.inc()
-        champion = self.champions.get((surface.config.model.name, surface.config.model.alias))
+        champion = None if item_surface else self.champions.get((surface.config.model.name, surface.config.model.alias))
         outcome = self._neutral(surface.config, OVERLOADED, champion)
         ukey = user_key(request.user_id, self.salt)
         assignments = self.experiments.assign(ukey, surface.config.name)  # the arm still counts in the readout
@@ -343,6 +363,8 @@ class DecisionService:
             for surface in self.surfaces.values():
                 surface.caps.load_scripts()
                 surface.budgets.load_scripts()
+            for item_surface in self.items.values():
+                item_surface.caps.load_scripts()
         except redis.exceptions.RedisError as exc:
             log.warning("warm-up could not load the Lua scripts (they load on first use): %s", redis_failure(exc))
         for key, champion in self.champions.items():
@@ -567,7 +589,8 @@ class DecisionService:
     def _surface(self, name: str) -> Surface:
         surface = self.surfaces.get(name)
         if surface is None:
-            raise UnknownSurface(f"unknown surface {name!r}; configured surfaces: {sorted(self.surfaces)}")
+            known = sorted([*self.surfaces, *self.items])
+            raise UnknownSurface(f"unknown surface {name!r}; configured surfaces: {known}")
         return surface
 
     @staticmethod
@@ -616,8 +639,9 @@ class DecisionService:
             actions=[ScoredAction(action_id=a, score=s, propensity=p)
                      for a, s, p in zip(outcome.actions, outcome.scores, outcome.propensities)],
             slate_propensity=math.prod(outcome.propensities),
-            model=ModelRef(name=champion.ref.name, version=champion.ref.version) if champion else None,
-            feature_service=champion.features.feature_service_name if champion else None,
+            model=ModelRef(name=champion.ref.name, version=champion.ref.version) if champion else (
+                ModelRef(name=outcome.model[0], version=outcome.model[1]) if outcome.model else None),
+            feature_service=champion.features.feature_service_name if champion else outcome.feature_service,
             policy_version=self.config.policy_version(config.name),
             experiments=experiments,
             fallback=outcome.fallback,
@@ -668,8 +692,9 @@ class DecisionService:
             child(m.latency, surface, segment).observe(seconds)
         if outcome.fallback:
             child(m.fallbacks, surface, outcome.fallback).inc()
+        items = self.items.get(surface)  # items share one series: a label per item would grow with the catalogue
         for action in outcome.actions:
-            child(m.chosen, surface, action).inc()
+            child(m.chosen, surface, "item" if items and action != items.config.neutral_action else action).inc()
         scores = outcome.candidate_scores
         if sum(s is not None for s in scores) > 1 and outcome.actions[0] != outcome.candidates[_argmax(scores)]:
             child(m.explored, surface).inc()

@@ -39,15 +39,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
+class AnnItemsConfig(_Strict):
+    """Item candidates from the ANN index over item vectors (serving/decision/items.py): the k items of highest
+    inner product with the user's vector, searched with `ef_search`, from the index published under `index_dir`
+    (relative to HYPERLIFT_HOME's data folder, or absolute), checked for a new version every `refresh_s` seconds."""
+
+    k: int = Field(default=50, ge=1, le=1000)
+    ef_search: int = Field(default=128, ge=1, le=4096)
+    index_dir: str = Field(default="embeddings/items", min_length=1)
+    refresh_s: float = Field(default=30.0, ge=0.0, description="0: never reload (tests, benches).")
+    exclude_items: list[int] = Field(default_factory=list, description="Items never served here (e.g. unsellable).")
+    popular_fallback: bool = Field(default=True, description="Users without a vector get the most popular items.")
+    profile_service: str = Field(
+        default="uplift_v1", min_length=1, description="The feature service holding the profile's region_code and "
+        "consent features: the region bundles' rules and consent apply to items as to every action.",
+    )
+    rank_top: int | None = Field(
+        default=None, ge=1, description="Only the best `rank_top` eligible candidates enter the draw and the decision "
+        "record (None: all of them); k above it is headroom for exclusions and caps.",
+    )
+
+
+class ItemCapConfig(_Strict):
+    """A per-item cap: each item at most `limit` shows to a user in any `window_s` seconds (decision/item_caps.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_\-]{1,64}$")
+    window_s: int = Field(ge=1)
+    limit: int = Field(ge=1)
+
+
 class CandidateSource(_Strict):
     """Where a surface's candidate actions come from.
 
     model_actions: every action the model scores (optionally narrowed by `actions`); request: the caller must
-    send `candidates` (and they must be actions the model knows).
+    send `candidates` (and they must be actions the model knows); ann_items: items from the ANN index (`ann`).
     """
 
-    source: Literal["model_actions", "request"] = "model_actions"
+    source: Literal["model_actions", "request", "ann_items"] = "model_actions"
     actions: list[str] | None = Field(default=None, min_length=1, description="Allow-list within the source.")
+    ann: AnnItemsConfig | None = Field(default=None, description="With source ann_items: the index and k.")
+
+    @model_validator(mode="after")
+    def _ann_with_ann_items(self) -> CandidateSource:
+        if (self.source == "ann_items") != (self.ann is not None):
+            raise ValueError("`ann` (k, ef_search, index_dir) goes with `source: ann_items`, and only with it")
+        if self.source == "ann_items" and self.actions is not None:
+            raise ValueError("an ann_items source takes no `actions`: its candidates are items (use ann.exclude_items)")
+        return self
 
 
 class ModelRef(_Strict):
@@ -158,10 +196,33 @@ class SurfaceConfig(_Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     deadlines: Deadlines = Deadlines()
     use_last_known_good: bool = Field(default=True, description="Score on cached features when Redis fails.")
+    item_caps: list[ItemCapConfig] = Field(default_factory=list, description="Per-item caps (ann_items surfaces).")
+
+    @property
+    def is_item_surface(self) -> bool:
+        """Whether the surface serves items from the ANN index (ranked by inner product) instead of model actions."""
+        return self.candidates.source == "ann_items"
+
+    @model_validator(mode="after")
+    def _item_surface_fields(self) -> SurfaceConfig:
+        if not self.is_item_surface:
+            if self.item_caps:
+                raise ValueError("item_caps apply to `candidates.source: ann_items` surfaces only (use caps here)")
+            return self
+        # Items are ranked by the inner product of the index version served, not by an uplift model, and capped per
+        # item: the action-level rules below do not apply to them.
+        unused = [name for name in ("model", "caps", "budgets", "diversity", "uncertainty_bonus", "use_last_known_good")
+                  if name in self.model_fields_set]
+        if unused:
+            raise ValueError(f"an ann_items surface ranks items by inner product; remove {unused} (use item_caps)")
+        if self.exploration.method == "thompson":
+            raise ValueError("ann_items surfaces have no uncertainty model for thompson; use softmax or epsilon_greedy")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> SurfaceConfig:
-        for kind, names in (("cap", [c.name for c in self.caps]), ("campaign", [b.campaign for b in self.budgets])):
+        for kind, names in (("cap", [c.name for c in self.caps]), ("campaign", [b.campaign for b in self.budgets]),
+                            ("item cap", [c.name for c in self.item_caps])):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} names {duplicates}")
@@ -233,6 +294,9 @@ class PolicyConfig(_Strict):
 
     surfaces: dict[str, SurfaceConfig]
     regions: dict[str, RegionBundle]
+    item_surfaces: dict[str, SurfaceConfig] = Field(
+        default_factory=dict, description="ann_items surfaces: served from the item index, not by a champion model.",
+    )
     region_codes: list[str] = Field(description="region_code feature value i ↔ region name region_codes[i].")
     version: str
     region_rules: dict[tuple[str, str], RegionRules] = Field(
@@ -343,4 +407,8 @@ def load_policy_config(folder: Path = DEFAULT_CONFIG_DIR, region_codes: Iterable
             digest.update(json.dumps([kind, item.model_dump(mode="json")], sort_keys=True).encode())
     _check_regions(regions, paths)
     _check_shared_rules(surfaces, paths)
-    return PolicyConfig(surfaces=surfaces, regions=regions, region_codes=list(region_codes), version=digest.hexdigest()[:12])
+    items = {name: surface for name, surface in surfaces.items() if surface.is_item_surface}
+    return PolicyConfig(
+        surfaces={name: s for name, s in surfaces.items() if name not in items}, item_surfaces=items, regions=regions,
+        region_codes=list(region_codes), version=digest.hexdigest()[:12],
+    )

@@ -209,6 +209,14 @@ class ServiceMetrics:
         self.model_refresh_failures = Counter(
             "hyperlift_model_refresh_failures", "Failed attempts to load a newly aliased model.", registry=r
         )
+        self.item_index_swaps = Counter(
+            "hyperlift_item_index_swaps", "Item index versions swapped in (the first load included).", ["surface"],
+            registry=r,
+        )
+        self.item_index_refresh_failures = Counter(
+            "hyperlift_item_index_refresh_failures", "Failed attempts to load a published item index.", ["surface"],
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "hyperlift_feature_store_breaker_open", "1 while the online-store circuit breaker is open.", registry=r
         )

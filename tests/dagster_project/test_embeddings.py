@@ -18,7 +18,7 @@ from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, 
 from feature_repo.contracts import validate_events
 from feature_repo.definitions import CANDIDATES_FEATURE_SERVICE
 from feature_repo.embeddings import EMBEDDING_DIM, EMBEDDING_FEATURES, next_stamp, user_vectors
-from serving.decision.candidates import ItemIndex, user_vector
+from serving.decision.candidates import ItemIndex, current_version, published_versions, user_vector
 from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
 from training.embeddings import ImplicitALS, active_users, fold_in_users, interaction_matrix
@@ -151,3 +151,18 @@ def test_refresh_folds_in_active_users_and_redis_serves_each_users_newest_vector
 def test_refresh_without_a_full_train_says_what_to_run(world):
     with pytest.raises(FileNotFoundError, match="materialize item_user_embeddings"):
         dg.materialize([user_embeddings_refresh], resources=world, instance=dg.DagsterInstance.ephemeral())
+
+
+def test_each_full_retrain_publishes_a_new_index_version_with_item_popularity(world, shop_events):
+    lake = world["lake"]
+    lake.write(VALIDATED_EVENTS, shop_events)
+    root = lake.path(ITEM_INDEX_DIR)
+    versions = [metadata(run([item_user_embeddings], world), "item_user_embeddings")["index_version"] for _ in range(2)]
+    assert versions[0] != versions[1] and current_version(root) == versions[1]
+    assert published_versions(root) == versions  # oldest first; both kept (KEPT_VERSIONS = 3)
+    index = ItemIndex.load(root)
+    assert index.version == versions[1]
+    interactions = interaction_matrix(shop_events)
+    np.testing.assert_allclose(index.popularity, np.asarray(interactions.matrix.sum(axis=0)).ravel(), rtol=1e-12)
+    top, _ = index.most_popular(3)
+    assert list(top) == list(interactions.item_ids[np.argsort(-index.popularity, kind="stable")[:3]])

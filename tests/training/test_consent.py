@@ -61,6 +61,16 @@ def test_a_promotion_after_the_service_took_a_revocation_is_a_violation():
     ]
 
 
+def test_the_surfaces_neutral_action_is_never_a_violation_wherever_it_stands_in_the_record():
+    log = events(("r", 100.0, 1, "consent_marketing", False, 100.0))
+    items = ("item:7", "item:3", "none")  # an item surface's record: the neutral is not first
+    decisions = pd.DataFrame([
+        decision("first-item", 110.0, 1, ["item:7"], candidates=items), decision("neutral", 120.0, 1, ["none"], candidates=items),
+    ])
+    found = consent_violations(decisions, log, needs_marketing, neutral_actions={"home": "none"})
+    assert found["decision_id"].tolist() == ["first-item"]
+
+
 def test_no_consent_events_no_violations_and_missing_columns_are_named():
     decisions = pd.DataFrame([decision("x", 1.0, 1, ["push"])])
     assert consent_violations(decisions, events(), needs_marketing).empty

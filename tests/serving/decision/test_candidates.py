@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from serving.decision.candidates import HnswParams, ItemIndex, recall_at_k
+from serving.decision.candidates import HnswParams, ItemIndex, current_version, published_versions, recall_at_k
 
 D = 16
 
@@ -96,3 +96,27 @@ def test_missing_files_and_wrong_shapes_are_refused(catalogue, tmp_path):
         ItemIndex(item_ids[:10], vectors[:10], index.graph, ef_search=10)
     with pytest.raises(ValueError, match="10 item ids for item vectors of shape"):
         ItemIndex(item_ids[:10], vectors[:20], index.graph, ef_search=10)
+
+
+def test_published_versions_are_served_newest_first_kept_three_and_carry_popularity(tmp_path):
+    rng = np.random.default_rng(7)
+    versions = []
+    for n in range(4):
+        popularity = rng.random(30)
+        index = ItemIndex.build(np.arange(30), rng.normal(size=(30, 4)), popularity=popularity)
+        versions.append(index.publish(tmp_path / "items"))
+        loaded = ItemIndex.load(tmp_path / "items")
+        assert loaded.version == versions[-1] and current_version(tmp_path / "items") == versions[-1]
+        np.testing.assert_array_equal(loaded.popularity, popularity)
+        np.testing.assert_array_equal(loaded.vectors, index.vectors)
+    assert published_versions(tmp_path / "items") == versions[1:]  # oldest pruned
+    top, values = loaded.most_popular(3)
+    assert list(values) == sorted(popularity, reverse=True)[:3] and list(top) == list(np.argsort(-popularity)[:3])
+
+
+def test_an_unversioned_folder_loads_as_before_and_has_no_popular_items(catalogue, tmp_path):
+    item_ids, vectors, index = catalogue
+    loaded = ItemIndex.load(index.save(tmp_path / "flat"))
+    assert loaded.version is None and loaded.popularity is None
+    with pytest.raises(ValueError, match="has no popularity column; materialize the item_user_embeddings asset"):
+        loaded.most_popular(5)
