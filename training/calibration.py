@@ -304,12 +304,20 @@ class UpliftRecalibrator(BaseEstimator):
     inverted, and by default never amplified (a learner's uplift is usually over-dispersed, slope < 1). The
     intercept is then refitted so the weighted mean prediction matches the weighted mean observed uplift.
     Ranking within an action is unchanged (slope ≥ 0); comparisons across actions and against costs improve.
+
+    `shrink=True` applies each correction only as far as the data can tell it from none: with d the correction and
+    se its standard error, d·max(0, 1 − se²/d²) (positive-part shrinkage toward no correction). The slope's
+    correction is d = slope − 1 with the WLS slope_se (an undefined line leaves the slope at 1, not 0); the level's
+    is d = mean observed − mean predicted, with se = √(Σ_b W_b²·se_b²)/Σ_b W_b over the usable bins. On a large
+    log (small se) it is the plain recalibration; on a small one, where each action's observed mean is mostly
+    noise, it keeps the learner's own level and spread (docs/benchmarks.md, "The learner on the loop's data").
     """
 
-    def __init__(self, n_bins: int = 5, min_slope: float = 0.0, max_slope: float = 1.0):
+    def __init__(self, n_bins: int = 5, min_slope: float = 0.0, max_slope: float = 1.0, shrink: bool = False):
         self.n_bins = n_bins
         self.min_slope = min_slope
         self.max_slope = max_slope
+        self.shrink = shrink
 
     def fit(
         self,
@@ -333,9 +341,13 @@ class UpliftRecalibrator(BaseEstimator):
                 y[rows], (actions[rows] == action).astype(int), uplift[rows, j], self.n_bins, weight[rows]
             )
             summary = calibration_summary(table)
-            slope = summary["slope"] if np.isfinite(summary["slope"]) else 0.0
-            slope = float(np.clip(slope, self.min_slope, self.max_slope))
-            intercept = summary["mean_observed"] - slope * summary["mean_predicted"]
+            if self.shrink:
+                slope = float(np.clip(_shrunk_slope(summary), self.min_slope, self.max_slope))
+                intercept = _shrunk_level(table, summary) - slope * summary["mean_predicted"]
+            else:
+                slope = summary["slope"] if np.isfinite(summary["slope"]) else 0.0
+                slope = float(np.clip(slope, self.min_slope, self.max_slope))
+                intercept = summary["mean_observed"] - slope * summary["mean_predicted"]
             slopes.append(slope)
             intercepts.append(float(intercept) if np.isfinite(intercept) else 0.0)
         self.treatments_ = list(treatments)
@@ -348,3 +360,29 @@ class UpliftRecalibrator(BaseEstimator):
         if not hasattr(self, "slope_"):
             raise NotFittedError("UpliftRecalibrator is not fitted; call fit first")
         return np.asarray(uplift, dtype=float) * self.slope_[None, :] + self.intercept_[None, :]
+
+
+def shrunk_correction(correction: float, se: float) -> float:
+    """correction·max(0, 1 − se²/correction²): none within one standard error of 0, nearly all of a large one."""
+    if not np.isfinite(correction) or correction == 0.0 or not np.isfinite(se):
+        return 0.0
+    return float(correction * max(0.0, 1.0 - se**2 / correction**2))
+
+
+def _shrunk_slope(summary: dict[str, float]) -> float:
+    """1 + the shrunk correction of the WLS slope (1 when the line is undefined)."""
+    if not np.isfinite(summary["slope"]):
+        return 1.0
+    return 1.0 + shrunk_correction(summary["slope"] - 1.0, summary["slope_se"])
+
+
+def _shrunk_level(table: pd.DataFrame, summary: dict[str, float]) -> float:
+    """The mean predicted uplift plus the shrunk correction toward the mean observed one (usable bins)."""
+    se = table["se"].to_numpy(float)
+    usable = np.isfinite(se) & (se > 0) & np.isfinite(table["observed"].to_numpy(float))
+    weight = table["weight"].to_numpy(float)[usable]
+    if not usable.any() or weight.sum() <= 0:
+        return summary["mean_predicted"] if np.isfinite(summary["mean_predicted"]) else 0.0
+    level_se = float(np.sqrt(np.sum((weight * se[usable]) ** 2)) / weight.sum())
+    return summary["mean_predicted"] + shrunk_correction(summary["mean_observed"] - summary["mean_predicted"], level_se)
+

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
-from training.learners import DRLearner, SLearner, TLearner, XLearner
+from training.learners import DRLearner, SLearner, TLearner, TwoPartLearner, XLearner
 from training.learners.selection import CausalModelSelector
 from training.pyfunc import UpliftModel
 
@@ -335,6 +335,10 @@ class CompiledUplift:
         if isinstance(learner, SLearner):
             self.forest = Forest(_boosters([learner.model_]))
             self.arms = len(learner.arms_)
+        elif isinstance(learner, TwoPartLearner):  # P(purchase) and E[amount | purchase]: two S-learner layouts
+            self.forest = Forest(_boosters([learner.purchase_model_]))
+            self.value_forest = Forest(_boosters([learner.value_model_]))
+            self.arms = len(learner.arms_)
         elif isinstance(learner, TLearner):
             self.forest = Forest(_boosters([learner.models_[a] for a in learner.arms_]))
         elif isinstance(learner, DRLearner):
@@ -356,6 +360,12 @@ class CompiledUplift:
         if self.kind == "SLearner":
             margins = self.forest.one_hot_margins(features, self.arms)
             outcomes = self.forest.transform(margins).reshape(len(features), self.arms)
+            return outcomes[:, 1:] - outcomes[:, :1]
+        if self.kind == "TwoPartLearner":  # as TwoPartLearner.predict_outcomes: purchase (float64) × amount
+            shape = (len(features), self.arms)
+            purchase = self.forest.transform(self.forest.one_hot_margins(features, self.arms)).reshape(shape)
+            amount = self.value_forest.transform(self.value_forest.one_hot_margins(features, self.arms)).reshape(shape)
+            outcomes = purchase.astype(np.float64) * amount
             return outcomes[:, 1:] - outcomes[:, :1]
         predictions = self.forest.predict(features)
         if self.kind == "TLearner":

@@ -1,7 +1,7 @@
 import pytest
 
 from dagster_project.assets.models import UpliftModelConfig
-from training.learners import DRLearner, SLearner, TLearner, XLearner
+from training.learners import DRLearner, SLearner, TLearner, TwoPartLearner, XLearner
 from training.learners.selection import CausalModelSelector
 
 
@@ -15,8 +15,15 @@ def test_config_builds_the_named_learner_with_overrides(name, cls):
     assert learner.get_params()["n_estimators"] == cls().get_params()["n_estimators"]  # unset → learner default
 
 
+def test_the_default_is_the_two_part_learner_with_the_shrunk_recalibration():
+    config = UpliftModelConfig(max_depth=3, seed=9)
+    learner = config.learner()
+    assert type(learner) is TwoPartLearner and config.recalibration == "shrunk"
+    assert learner.get_params()["max_depth"] == 3 and learner.get_params()["random_state"] == 9
+
+
 def test_unknown_learner_name_is_refused_with_the_choices():
-    choices = r"\['dr_learner', 'r_learner', 's_learner', 'selected', 't_learner', 'x_learner'\]"
+    choices = r"\['dr_learner', 'r_learner', 's_learner', 'selected', 't_learner', 'two_part', 'x_learner'\]"
     with pytest.raises(ValueError, match=r"learner_name 'c_learner' is not one of " + choices):
         UpliftModelConfig(learner_name="c_learner").learner()
 

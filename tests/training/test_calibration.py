@@ -10,9 +10,11 @@ from sklearn.exceptions import NotFittedError
 from training.calibration import (
     CALIBRATION_COLUMNS,
     OutcomeCalibrator,
+    UpliftRecalibrator,
     calibration_failures,
     calibration_summary,
     passes,
+    shrunk_correction,
     uplift_calibration,
 )
 
@@ -185,3 +187,42 @@ def test_bins_without_both_arms_are_not_usable():
 def test_bad_calibration_input_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         uplift_calibration(np.zeros(20), np.r_[np.zeros(10), np.ones(10)], np.arange(20.0), **kwargs)
+
+
+# --- uplift recalibration ------------------------------------------------------------------------------------------
+
+
+def recalibration_data(n: int, noise: float, seed: int = 0):
+    """One action 'a' vs no_action (p = 0.5); predictions τ̂ ~ N(1, 1) twice as spread as the truth and 0.2 too high:
+    τ = 0.3 + 0.5·τ̂ (true line: slope 0.5, intercept 0.3)."""
+    rng = np.random.default_rng(seed)
+    predicted = rng.normal(1.0, 1.0, size=n)
+    treated = rng.random(n) < 0.5
+    y = rng.normal(scale=noise, size=n) + treated * (0.3 + 0.5 * predicted)
+    return y, np.where(treated, "a", "no_action"), predicted[:, None]
+
+
+def test_shrunk_correction_keeps_only_what_stands_out_of_its_noise():
+    assert shrunk_correction(0.5, 0.25) == pytest.approx(0.375)  # 0.5·(1 − 0.25)
+    assert shrunk_correction(-1.0, 0.5) == pytest.approx(-0.75)
+    assert shrunk_correction(0.2, 0.3) == 0.0  # within one standard error: dropped
+    assert shrunk_correction(float("nan"), 0.1) == 0.0 and shrunk_correction(0.3, float("inf")) == 0.0
+
+
+def test_on_a_large_log_the_shrunk_recalibration_is_the_linear_one():
+    y, actions, predicted = recalibration_data(200_000, noise=1.0)
+    linear = UpliftRecalibrator().fit(y, actions, predicted, ["a"], "no_action")
+    shrunk = UpliftRecalibrator(shrink=True).fit(y, actions, predicted, ["a"], "no_action")
+    assert linear.slope_[0] == pytest.approx(0.5, abs=0.03) and linear.intercept_[0] == pytest.approx(0.3, abs=0.03)
+    assert shrunk.slope_[0] == pytest.approx(linear.slope_[0], abs=0.01)
+    assert shrunk.intercept_[0] == pytest.approx(linear.intercept_[0], abs=0.01)
+
+
+def test_on_a_noisy_log_the_shrunk_recalibration_keeps_the_learners_uplift():
+    """Outcome noise 100× the effect on 2,000 rows: the observed line is noise, the linear map follows it anyway."""
+    y, actions, predicted = recalibration_data(2_000, noise=100.0)
+    shrunk = UpliftRecalibrator(shrink=True).fit(y, actions, predicted, ["a"], "no_action")
+    assert shrunk.slope_[0] == 1.0 and shrunk.intercept_[0] == 0.0
+    np.testing.assert_array_equal(shrunk.transform(predicted), predicted)
+    linear = UpliftRecalibrator().fit(y, actions, predicted, ["a"], "no_action")
+    assert linear.intercept_[0] == pytest.approx(0.257, abs=0.001)  # the noisy level taken at face value

@@ -61,6 +61,31 @@ def test_train_reports_holdout_qini_per_action_and_refuses_unknown_actions():
         train_uplift(frame, ["f"], {}, TLearner(n_estimators=5))
 
 
+def test_without_recalibration_the_model_serves_the_learners_own_uplift():
+    rng = np.random.default_rng(1)
+    n = 2000
+    frame = pd.DataFrame({
+        "user_id": np.arange(n), "event_timestamp": pd.Timestamp("2026-10-02", tz="UTC"),
+        "action_id": rng.choice(["no_action", "p"], size=n), "propensity": 0.5, "f": rng.normal(size=n),
+    })
+    frame["label_revenue"] = np.maximum(0, frame["f"]) * (frame["action_id"] == "p") + rng.exponential(size=n)
+    X = frame[["f"]].to_numpy(np.float32)[:50]
+    raw = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), recalibration="none")
+    assert raw.model.recalibrator is None and raw.metrics["recalibrated"] == 0.0
+    np.testing.assert_array_equal(raw.model.uplift(X), raw.model.learner.predict_uplift(X))
+    recalibrated = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30))
+    assert recalibrated.metrics["recalibrated"] == 1.0
+    # the same fit underneath; the default maps its uplift through the per-action line
+    recalibrator = recalibrated.model.recalibrator
+    np.testing.assert_array_equal(recalibrated.model.learner.predict_uplift(X), raw.model.learner.predict_uplift(X))
+    np.testing.assert_allclose(recalibrated.model.uplift(X),
+                               raw.model.learner.predict_uplift(X) * recalibrator.slope_ + recalibrator.intercept_)
+    shrunk = train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), recalibration="shrunk")
+    assert shrunk.model.recalibrator.shrink and shrunk.metrics["recalibrated"] == 1.0
+    with pytest.raises(ValueError, match=r"recalibration must be one of \['linear', 'shrunk', 'none'\]; got 'isotonic'"):
+        train_uplift(frame, ["f"], {"p": 0.1}, TLearner(n_estimators=30), recalibration="isotonic")
+
+
 def test_cross_fitted_uplift_scores_each_row_with_a_model_that_did_not_see_its_user():
     rng = np.random.default_rng(1)
     n = 1200

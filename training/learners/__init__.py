@@ -7,6 +7,7 @@ from training.learners.linear import LinearBase
 from training.learners.r_learner import RLearner
 from training.learners.s_learner import SLearner
 from training.learners.t_learner import TLearner
+from training.learners.two_part import TwoPartLearner
 from training.learners.x_learner import XLearner
 
 LEARNERS: dict[str, type[MultiArmUpliftLearner]] = {
@@ -26,6 +27,7 @@ __all__ = [
     "RLearner",
     "SLearner",
     "TLearner",
+    "TwoPartLearner",
     "XLearner",
     "aipw_pseudo_outcomes",
     "estimate_ate",

@@ -11,7 +11,7 @@ import xgboost as xgb
 
 from infra.settings import HyperliftSettings
 from serving.decision.scoring import _EXPF, CompiledUplift, Forest, UnsupportedModel, expf, scorer
-from training.learners import DRLearner, SLearner, TLearner, XLearner
+from training.learners import DRLearner, SLearner, TLearner, TwoPartLearner, XLearner
 from training.learners.base import single_threaded
 from training.learners.selection import CausalModelSelector
 from training.pyfunc import UpliftModel
@@ -112,6 +112,18 @@ def test_supported_learners_score_exactly_like_the_model(learner, outcome):
     compiled = CompiledUplift(model)
     rows = scoring_rows(compiled.forest, len(FEATURES), n=1500)
     np.testing.assert_array_equal(compiled.uplift(rows), model.uplift(rows))
+
+
+def test_the_two_part_learner_scores_exactly_like_the_model():
+    learner = TwoPartLearner(n_estimators=60, max_depth=3, min_child_weight=1, value_n_estimators=30,
+                             value_max_depth=3, value_min_child_weight=1)
+    X, treatment, revenue, conversion, _ = logged_data(seed=2)
+    spent = np.where(np.asarray(conversion) == 1, revenue, 0.0)  # zero-inflated: most exposures buy nothing
+    model = UpliftModel(learner.fit(X, treatment, spent), FEATURES, {})
+    compiled = CompiledUplift(model)
+    rows = np.vstack([scoring_rows(forest, len(FEATURES), n=800) for forest in (compiled.forest, compiled.value_forest)])
+    np.testing.assert_array_equal(compiled.uplift(rows), model.uplift(rows))
+    assert np.ptp(compiled.uplift(rows)) > 0  # the rows reach different leaves: a real comparison
 
 
 def test_one_hot_margins_walk_fewer_trees_and_equal_the_built_rows(registered_s_learner):
