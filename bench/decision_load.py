@@ -89,6 +89,11 @@ def write_config(root: Path) -> Path:
                   **limits,
                   "budgets": [{"campaign": "bench_fifty", "daily_budget": 1e9, "costs": {FIFTY[-1]: 0.01}}]},
     }
+    return write_policy_dir(root, surfaces)
+
+
+def write_policy_dir(root: Path, surfaces: dict[str, dict]) -> Path:
+    """A policy folder for a bench's service: these surfaces, the shipped region bundles, no experiments."""
     (root / "surfaces").mkdir(parents=True)
     for name, body in surfaces.items():
         (root / "surfaces" / f"{name}.yaml").write_text(yaml.safe_dump(body))

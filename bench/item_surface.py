@@ -41,7 +41,7 @@ import yaml
 
 from bench.ann_candidates import clustered, per_query_us
 from bench.decision_latency import start
-from bench.decision_load import last_id, median_run, traces_since, tree_cpu_s
+from bench.decision_load import last_id, median_run, traces_since, tree_cpu_s, write_policy_dir
 from bench.loadgen import LoadResult, encode_post, run_load
 from bench.report import DOCS, machine_line, write_section
 from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
@@ -116,14 +116,7 @@ def write_config(root: Path, index_dir: Path) -> Path:
         items = yaml.safe_load((shipped / "recommended_items.yaml").read_text())
         items["candidates"]["ann"].update({"k": k, "index_dir": str(index_dir), "refresh_s": 0, "rank_top": rank_top})
         surfaces[name] = {**items, "name": name, "deadlines": BENCH_DEADLINES}
-    (root / "surfaces").mkdir(parents=True)
-    for name, body in surfaces.items():
-        (root / "surfaces" / f"{name}.yaml").write_text(yaml.safe_dump(body))
-    (root / "regions").mkdir()
-    for path in (DEFAULT_CONFIG_DIR / "regions").glob("*.yaml"):
-        (root / "regions" / path.name).write_text(path.read_text())
-    (root / "experiments.yaml").write_text("layers: []\n")
-    return root
+    return write_policy_dir(root, surfaces)
 
 
 def drop_bench_records(client: redis.Redis, after_id: str) -> int:
