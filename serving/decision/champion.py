@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 
 from feast import FeatureStore
@@ -15,6 +14,7 @@ from feature_repo.freshness import MissingFreshnessContract, contract_of
 from feature_repo.versions import pin_problem
 from infra.settings import masked_url
 
+from serving.core.polling import Poller
 from serving.store.features import FeatureClient
 from serving.decision.service import Champion, DecisionService, ViewFreshness
 from serving.decision.surfaces import PolicyConfig
@@ -118,7 +118,7 @@ def model_keys(config: PolicyConfig) -> list[ModelKey]:
     return sorted({(s.model.name, s.model.alias) for s in config.surfaces.values()})
 
 
-class ChampionWatcher:
+class ChampionWatcher(Poller):
     """Polls the registry aliases and swaps in newly aliased models without dropping a request.
 
     A request reads `service.champions[key]` once and keeps that object to the end, so replacing the entry is
@@ -134,9 +134,7 @@ class ChampionWatcher:
         self.tracking_uri = tracking_uri
         self.keys = list(keys)
         self.store = store
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval_s, "champion-watcher")
 
     def refresh(self) -> int:
         """Swap in every aliased version that differs from the one serving; returns how many swapped."""
@@ -162,20 +160,3 @@ class ChampionWatcher:
         self.service.metrics.model_swaps.inc()
         log.info("%s@%s: now serving v%s (was v%s)", *key, champion.ref.version, current)
         return True
-
-    def start(self) -> None:
-        """Poll in a daemon thread every `interval_s` seconds (not at all when 0)."""
-        if self.interval_s <= 0:
-            return
-        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.refresh()
-
-    def stop(self) -> None:
-        """Stop polling and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)

@@ -9,12 +9,12 @@ A version that fails to load (half-pruned folder, wrong dimension) is counted an
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from serving.core.polling import Poller
 from serving.decision.candidates import MISSING_INDEX_HINT, ItemIndex, current_version
 from serving.ops.metrics import ServiceMetrics
 
@@ -37,7 +37,7 @@ class ServedIndex:
         return cls(index, index.version or UNVERSIONED, popular)
 
 
-class ItemIndexHolder:
+class ItemIndexHolder(Poller):
     """The index one item surface serves (`served`, None until a version loads) and its refresh."""
 
     def __init__(
@@ -48,11 +48,9 @@ class ItemIndexHolder:
         self.ef_search = ef_search
         self.dim = dim
         self.metrics = metrics
-        self.interval_s = interval_s
         self.served: ServedIndex | None = None
         self._failed_version: str | None = "<never tried>"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval_s, f"item-index-{surface}")
 
     def refresh(self) -> bool:
         """Load the published version if it differs from the one serving and swap it in; True when it swapped."""
@@ -77,20 +75,3 @@ class ItemIndexHolder:
         log.info("surface %s: now serving item index %s (%d items; was %s)", self.surface, self.served.version,
                  len(loaded.item_ids), serving.version if serving else None)
         return True
-
-    def start(self) -> None:
-        """Poll in a daemon thread every `interval_s` seconds (not at all when 0)."""
-        if self.interval_s <= 0:
-            return
-        self._thread = threading.Thread(target=self._run, name=f"item-index-{self.surface}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.refresh()
-
-    def stop(self) -> None:
-        """Stop polling and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
