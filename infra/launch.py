@@ -7,16 +7,19 @@ Example: python -m infra.launch -- feast -c feature_repo apply
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from infra.home_redis import HomeRedis
 from infra.redis_server import EmbeddedRedis
 from infra.settings import HyperliftSettings, masked_url
 
+log = logging.getLogger(__name__)
 
 DAGSTER_YAML = """# Written by infra.launch: SQLite storage under this folder (the default), no usage telemetry.
 telemetry:
@@ -33,15 +36,23 @@ def ensure_dagster_home(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def project_environment(settings: HyperliftSettings | None = None, persist: bool = True) -> Iterator[dict[str, str]]:
-    """Yield the environment for child processes; owns the embedded redis-server for the duration if one is needed."""
+def project_environment(
+    settings: HyperliftSettings | None = None, persist: bool = True, announce: Callable[[str], None] = log.info,
+) -> Iterator[dict[str, str]]:
+    """Yield the environment for child processes. Without REDIS_URL, uses the home's shared embedded redis-server
+    for the duration (starting it, or stopping it as its last user: infra.home_redis); `announce` is told which."""
     settings = settings or HyperliftSettings()
     ensure_dagster_home(settings.resolved_dagster_home)
     if settings.redis_url:
         yield settings.environment(settings.redis_url)
         return
-    with EmbeddedRedis(settings.redis_dir, persist=persist) as server:
-        yield settings.environment(server.url)
+    if not persist:  # a throw-away server of this process alone
+        with EmbeddedRedis(settings.redis_dir, persist=False) as server:
+            yield settings.environment(server.url)
+        return
+    with HomeRedis(settings.redis_dir) as shared:  # the home's one server, shared with its other users
+        announce(f"REDIS_URL={shared.url}: {shared.describe()}")
+        yield settings.environment(shared.url)
 
 
 def main(argv: list[str]) -> int:
@@ -51,12 +62,12 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    with project_environment() as env:
+    with project_environment(announce=lambda line: print(f"[hyperlift] {line}", file=sys.stderr)) as env:
         print(f"[hyperlift] REDIS_URL={masked_url(env['REDIS_URL'])} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}",
               file=sys.stderr)
         child = subprocess.Popen(argv, env={**os.environ, **env})
         # Ctrl-C reaches the child from the terminal; a SIGTERM sent to us is passed on. Either way we wait for the
-        # child, then leave the context, which stops the embedded redis-server.
+        # child, then leave the context, which stops the home's redis-server unless another process still uses it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
         return child.wait()

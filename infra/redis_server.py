@@ -36,11 +36,17 @@ class EmbeddedRedis:
     append-only file would start empty. Without `persist` nothing is saved (tests).
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, persist: bool = False, start_timeout_s: float = 10.0):
+    def __init__(
+        self, workdir: Path, port: int | None = None, persist: bool = False, start_timeout_s: float = 10.0,
+        detached: bool = False,
+    ):
         self.workdir = Path(workdir)
         self.port = port
         self.persist = persist
         self.start_timeout_s = start_timeout_s
+        # detached: its own session (a Ctrl-C in the starter's terminal does not reach it) and stderr in a file
+        # instead of a pipe, so it can outlive the process that started it (the home's shared server).
+        self.detached = detached
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +74,11 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
         ]
         args += ["--save", "300", "1", "--dbfilename", "dump.rdb"] if self.persist else ["--save", ""]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.detached:
+            with open(self.workdir / "redis.stderr", "wb") as stderr:
+                self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        else:
+            self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()
         if migrate:
             self._enable_append_only()
@@ -117,7 +127,10 @@ class EmbeddedRedis:
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, retry=None)
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
+                if self._process.stderr:
+                    stderr = self._process.stderr.read().decode()
+                else:
+                    stderr = (self.workdir / "redis.stderr").read_text(errors="replace") if self.detached else ""
                 raise RuntimeError(
                     f"redis-server exited with code {self._process.returncode} before accepting connections; "
                     f"see {self.workdir / 'redis.log'}. {stderr.strip()}"
