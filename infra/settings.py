@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.home_location import ensure_relocated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +27,13 @@ class HyperliftSettings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     dagster_home: Path | None = Field(default=None, validation_alias="DAGSTER_HOME")
+
+    @model_validator(mode="after")
+    def _relocated_home(self) -> "HyperliftSettings":
+        """A home copied elsewhere is rewritten to read and write only itself (infra.home_location), the first time
+        a process opens it."""
+        ensure_relocated(self.home)
+        return self
 
     @property
     def data_dir(self) -> Path:
