@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 DEV    := HYPERLIFT_SERVING_MODE=dev# the decision service without API keys: one machine only (docs/security.md)
 
-.PHONY: install demo loop test bench serve dagster mlflow feast-apply models rollback audit clean
+.PHONY: install demo pipeline loop test bench serve dagster mlflow feast-apply models rollback audit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -19,6 +19,9 @@ install: $(STAMP)  ## create .venv and install the project
 
 demo: install  ## run the whole loop on the simulated shop and print the uplift it achieved
 	$(DEV) $(BIN)/python -m demo
+
+pipeline: install  ## the Dagster graph once over the landing folder (your own files: docs/landing.md), to a registered model
+	$(BIN)/python -m demo.pipeline
 
 loop: install  ## closed loop: rounds of serve → outcomes → retrain → off-policy gate → promote, against ground truth
 	$(DEV) $(BIN)/python -m demo.loop

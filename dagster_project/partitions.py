@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import warnings
+from datetime import datetime, timedelta
 
 import dagster as dg
 
+from dagster_project.resources.landing import LandingResource, span_of_files
+from dagster_project.resources.shop import ShopResource
+from infra.settings import HyperliftSettings
 from simulator import ShopConfig
 
-ARRIVAL_DAYS = dg.DailyPartitionsDefinition(start_date=ShopConfig().start.strftime("%Y-%m-%d"))
-"""One partition per UTC day of arrival, from the shop's first day; raw → validated → activity features use it."""
+
+
+def data_span(settings: HyperliftSettings | None = None) -> tuple[datetime, datetime]:
+    """First day and end (exclusive) of the data the pipeline ingests: the simulated shop's period
+    (HYPERLIFT_SIM_DAYS), or the days of the event files in the landing folder (HYPERLIFT_LANDING_SOURCE=files)."""
+    settings = settings or HyperliftSettings()
+    if settings.landing_source == "files":
+        folder = settings.resolved_landing_dir
+        return span_of_files(LandingResource(path=str(folder), source="files",
+                                             shop=ShopResource.from_config(ShopConfig())).files(), folder)
+    config = ShopConfig.from_env()
+    return config.start, config.end
+
+
+def _arrival_days() -> dg.DailyPartitionsDefinition:
+    try:
+        start, end = data_span()
+    except (FileNotFoundError, ValueError) as error:  # a landing folder not filled yet: the UI still loads
+        warnings.warn(f"arrival-day partitions: {error}; using the simulated shop's period", stacklevel=2)
+        config = ShopConfig.from_env()
+        start, end = config.start, config.end
+    return dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), end_date=end.strftime("%Y-%m-%d"))
+
+
+ARRIVAL_DAYS = _arrival_days()
+"""One partition per UTC day of arrival over the data's span (no open-ended days up to today); raw → validated →
+activity features use it."""
 
 # Partitioned assets take a whole range in one run (one simulation, one pass in day order), never one run per day.
 SINGLE_RUN = dg.BackfillPolicy.single_run()

@@ -50,7 +50,9 @@ PROMOTION_CHECK = "challenger_beats_champion"
 HOLDOUT_EXPERIMENT, HOLDOUT_ARM = "policy_holdout", "holdout"  # serving/conf/experiments.yaml
 
 
-def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) -> tuple[dict[str, dict], dict]:
+def run_pipeline(
+    settings: HyperliftSettings, redis_url: str, shop: ShopConfig, tags: dict[str, str] | None = None,
+) -> tuple[dict[str, dict], dict]:
     """Run hyperlift_job in this process on a persistent Dagster instance (runs show up in `make dagster`).
 
     Returns the assets' metadata and the promotion gate's verdict. A refused promotion is an outcome, not an
@@ -60,7 +62,7 @@ def run_pipeline(settings: HyperliftSettings, redis_url: str, shop: ShopConfig) 
     defs = build_definitions(build_resources(settings, redis_url, shop))
     result = defs.resolve_job_def("hyperlift_job").execute_in_process(
         instance=dg.DagsterInstance.get(),
-        tags=shop_days(shop),  # every arrival day of the shop's period, in one run
+        tags=tags or shop_days(shop),  # every arrival day of the data (the shop's period), in one run
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         raise_on_error=False,
     )
@@ -185,8 +187,8 @@ def _summary(
             "name": model["model"],
             "version": model["version"],
             "holdout_qini": round(model["holdout_qini_mean"], 4),
-            "holdout_incremental_net_value_snips": round(model["metrics"]["holdout_incremental_net_value_snips"], 4),
-            "holdout_calibration_slope": round(model["metrics"]["holdout_calibration_slope"], 3),
+            "holdout_incremental_net_value_snips": round(model["metric/holdout_incremental_net_value_snips"], 4),
+            "holdout_calibration_slope": round(model["metric/holdout_calibration_slope"], 3),
             "promotion": promotion,
         },
         "served_by": {"model": served.model, "feature_service": served.feature_service},

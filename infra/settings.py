@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
@@ -27,6 +28,11 @@ class HyperliftSettings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     dagster_home: Path | None = Field(default=None, validation_alias="DAGSTER_HOME")
+    landing_source: Literal["simulator", "files"] = Field(
+        default="simulator",
+        description="Who fills the landing folder: the simulated shop (demo) or the shop's own files (docs/landing.md).",
+    )
+    landing_dir: Path | None = Field(default=None, description="The landing folder; default <home>/landing.")
 
     @model_validator(mode="after")
     def _relocated_home(self) -> "HyperliftSettings":
@@ -39,6 +45,11 @@ class HyperliftSettings(BaseSettings):
     def data_dir(self) -> Path:
         """Parquet data: raw, validated and quarantined events, feature tables, training sets."""
         return self.home / "data"
+
+    @property
+    def resolved_landing_dir(self) -> Path:
+        """Where the shop's files (or the simulator's) land: HYPERLIFT_LANDING_DIR, else <home>/landing."""
+        return self.landing_dir or self.home / "landing"
 
     @property
     def redis_dir(self) -> Path:

@@ -1,10 +1,10 @@
 """Experiments: the daily readout of the online experiments (arms vs control, per user) with its figure."""
 
 import dagster as dg
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from dagster_project.assets.decisions import DECISION_DAYS, decision_outcomes_table
+from dagster_project.plots import save_plot
 from dagster_project.resources import DataLakeResource
 from serving.decision.experiments import DEFAULT_EXPERIMENTS_PATH, load_experiments
 from training.experiment_readout import experiment_readout as build_readout
@@ -39,10 +39,7 @@ def experiment_readout(
     readout = build_readout(decisions, control_arms, alpha=config.alpha)
     status = outcomes_status(context.instance, day)
     table_path = lake.write(EXPERIMENT_READOUT.format(day=day), readout)
-    figure = readout_figure(readout)
-    plot_path = lake.path(EXPERIMENT_READOUT_PLOT.format(day=day))
-    figure.savefig(plot_path, dpi=110)
-    plt.close(figure)  # saved; keep none open across runs
+    plot = save_plot(readout_figure(readout), lake.path(EXPERIMENT_READOUT_PLOT.format(day=day)), "plot")
     context.log.info(
         "readout of %d experiments over %d decisions on %s", readout["experiment"].nunique(), len(decisions), day
     )
@@ -54,7 +51,7 @@ def experiment_readout(
             "users": int(readout["n_users"].sum()),
             "readout": dg.MetadataValue.md(_markdown(readout)),
             "path": dg.MetadataValue.path(str(table_path)),
-            "plot": dg.MetadataValue.path(str(plot_path)),
+            **plot,
         }
     )
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import dagster as dg
-import matplotlib.pyplot as plt
 import pandas as pd
 
+from dagster_project.plots import save_plot
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
@@ -128,12 +128,8 @@ def fit_and_register(
         feature_views=view_pins,
     )
     plots = {}
-    for name, figure in trained.figures.items():
-        path = lake.path(f"reports/{name}.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-        plt.close(figure)  # figures are logged and saved; keep none open across runs
-        plots[name] = dg.MetadataValue.path(str(path))
+    for name, figure in trained.figures.items():  # one file per version: older runs keep their own plots
+        plots.update(save_plot(figure, lake.path(f"reports/{registered.name}_v{registered.version}_{name}.png"), name))
     qini = trained.metrics["holdout_qini_mean"]
     context.log.info("registered %s v%s as challenger (holdout Qini %.4f)", registered.name, registered.version, qini)
     return dg.MaterializeResult(
@@ -145,7 +141,7 @@ def fit_and_register(
             "feature_views": format_view_pins(view_pins),
             "holdout_qini_mean": qini,
             "training_rows": len(data),
-            "metrics": dg.MetadataValue.json({k: round(v, 5) for k, v in trained.metrics.items()}),
+            **{f"metric/{k}": dg.MetadataValue.float(float(v)) for k, v in sorted(trained.metrics.items())},
             **plots,
         }
     )

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from dagster_project.assets.decisions import revoked_in_lake
-from dagster_project.resources import DataLakeResource, FeastResource, ShopResource
+from dagster_project.resources import DataLakeResource, FeastResource, LandingResource
 from dagster_project.resources.data_lake import TRAINING_SET, VALIDATED_EVENTS
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from feature_repo.point_in_time import point_in_time_join, service_views
@@ -24,7 +24,7 @@ def training_set(
     config: TrainingSetConfig,
     lake: DataLakeResource,
     feast: FeastResource,
-    shop: ShopResource,
+    landing: LandingResource,
 ) -> dg.MaterializeResult:
     """Logged exposures joined point-in-time with `uplift_v1` features; label = attributed revenue in the window."""
     events = lake.read(VALIDATED_EVENTS)
@@ -33,7 +33,7 @@ def training_set(
         events["event_type"] == "promo_exposure", ["user_id", "session_id", "ts", "action_id", "propensity"]
     ]
     purchases = events.loc[events["event_type"] == "purchase", ["session_id", "ts", "revenue"]]
-    mature = mature_exposures(exposures, pd.Timestamp(shop.config().end), window)
+    mature = mature_exposures(exposures, landing.end(), window)
     exposures = exposures.loc[mature].copy()
     exposures["label_revenue"] = attributed_revenue(exposures, purchases, window)
     entity_df = (

@@ -4,16 +4,16 @@
 import dagster as dg
 import pandas as pd
 
-from dagster_project.resources import DataLakeResource, ShopResource
+from dagster_project.resources import DataLakeResource, LandingResource
 from dagster_project.assets.validation import validation_counts
 from dagster_project.resources.data_lake import VALIDATED_EVENTS
 from feature_repo.expectations import run_suites
 
 
 @dg.asset_check(asset="validated_events", blocking=True, description="Great Expectations suites of the contracts.")
-def validated_events_conform(lake: DataLakeResource, shop: ShopResource) -> dg.AssetCheckResult:
+def validated_events_conform(lake: DataLakeResource, landing: LandingResource) -> dg.AssetCheckResult:
     """Every accepted event passes the GE suite derived from its contract (blocks feature building if not)."""
-    outcomes = run_suites(lake.read(VALIDATED_EVENTS), as_of=pd.Timestamp(shop.config().end))
+    outcomes = run_suites(lake.read(VALIDATED_EVENTS), as_of=landing.end())
     return dg.AssetCheckResult(
         passed=all(o.success for o in outcomes),
         metadata={

@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_project.resources.data_lake import DataLakeResource
 from dagster_project.resources.event_time import EventTimeResource
 from dagster_project.resources.feast_store import FeastResource
+from dagster_project.resources.landing import LandingResource
 from dagster_project.resources.mlflow_registry import MlflowResource
 from dagster_project.resources.redis_store import RedisResource
 from dagster_project.resources.shop import ShopResource
@@ -22,6 +23,8 @@ def build_resources(settings: HyperliftSettings, redis_url: str | dg.EnvVar, sho
         "feast": FeastResource(redis_url=redis_url, home=str(settings.home)),
         "mlflow": MlflowResource(tracking_uri=settings.mlflow_uri, artifact_dir=str(settings.mlflow_artifacts_dir)),
         "shop": ShopResource.from_config(shop),
+        "landing": LandingResource(path=str(settings.resolved_landing_dir), source=settings.landing_source,
+                                   shop=ShopResource.from_config(shop)),
         "event_time": EventTimeResource(),
     }
 
@@ -32,6 +35,6 @@ def resources_from_env() -> dict[str, object]:
 
 
 __all__ = [
-    "DataLakeResource", "EventTimeResource", "FeastResource", "MlflowResource", "RedisResource", "ShopResource",
+    "DataLakeResource", "EventTimeResource", "FeastResource", "LandingResource", "MlflowResource", "RedisResource", "ShopResource",
     "build_resources", "resources_from_env",
 ]

@@ -16,6 +16,7 @@ CUSTOMERS = "raw/customers.parquet"
 ACTION_CATALOGUE = "raw/actions.parquet"
 VALIDATED_EVENTS = "validated/events"
 QUARANTINE = "quarantine/events"
+LANDING_QUARANTINE = "quarantine/landing"  # rows of landing files that could not be typed at all, kept as text
 ACTIVITY_TILES = "features/activity_tiles"  # integer tiles per (user, event day) of the events each day brought
 VALIDATION_REPORT = "reports/validation_report.parquet"
 USER_ACTIVITY = ACTIVITY_TABLE

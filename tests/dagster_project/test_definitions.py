@@ -10,7 +10,7 @@ from dagster_project.definitions import defs
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = {
-    "raw_events", "customers", "action_catalogue", "validated_events", "validation_report", "user_activity_features",
+    "landing", "raw_events", "customers", "action_catalogue", "validated_events", "validation_report", "user_activity_features",
     "user_profile_features", "feast_registry", "online_features", "online_tiles", "training_set", "uplift_challenger", "uplift_champion",
     "item_user_embeddings", "user_embeddings_refresh", "online_user_embeddings",
 }
@@ -23,7 +23,7 @@ RETRAINING_ASSETS = {"logged_training_set", "log_challenger", "log_champion"}
 def test_definitions_load_with_every_asset_and_resource():
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS
-    assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop", "event_time"}
+    assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop", "landing", "event_time"}
     for name in ("feast", "mlflow", "redis"):
         assert isinstance(defs.resources[name], dg.ConfigurableResource)
 

@@ -62,7 +62,7 @@ def test_readout_of_one_day_writes_table_plot_and_metadata(lake):
     policy = readout.set_index("arm").loc["policy"]
     assert policy["revenue_ci_low"] > 0 and policy["control_arm"] == "holdout"
     assert re.search(r"\| policy_holdout +\| policy +\| +\d+ \|", metadata["readout"].value)
-    with open(metadata["plot"].value, "rb") as png:
+    with open(metadata["plot_file"].value, "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 

@@ -23,7 +23,7 @@ from simulator import ShopConfig
 SHOP = ShopConfig(n_users=600, n_items=60, n_days=6, seed=5, corrupt_rate=0.01)
 DAYS = [f"2026-10-0{d}" for d in range(1, 7)]
 PARTITIONED = [ingestion.raw_events, validation.validated_events, features.user_activity_features]
-ASSETS = [ingestion.shop_reference, *PARTITIONED, validation.validation_report]
+ASSETS = [ingestion.landing, ingestion.shop_reference, *PARTITIONED, validation.validation_report]
 TABLES = (RAW_EVENTS, VALIDATED_EVENTS, QUARANTINE, ACTIVITY_TILES, USER_ACTIVITY)
 
 
@@ -54,7 +54,7 @@ def backfilled(tmp_path_factory, redis_databases):
 
 def test_day_by_day_runs_and_a_rerun_write_the_same_lake_as_one_backfill(backfilled, tmp_path, redis_databases):
     daily = _resources(tmp_path / "daily", redis_databases.fresh())
-    _run(daily, [ingestion.shop_reference], {})
+    _run(daily, [ingestion.landing, ingestion.shop_reference], {})
     for day in DAYS:
         _run(daily, PARTITIONED, partition_range_tags(day, day))
     expected = _lake_bytes(backfilled)

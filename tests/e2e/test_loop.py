@@ -18,6 +18,7 @@ from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, TRAINING
 from serving.core.config import ServingSettings
 from serving.main import create_app
 from simulator import ShopConfig
+from simulator.landing import write_landing
 from infra.settings import HyperliftSettings
 from training.lifecycle import alias_version
 
@@ -43,9 +44,11 @@ def e2e_redis_url(redis_databases):
 
 @pytest.fixture(scope="module")
 def pipeline(e2e_redis_url, tmp_path_factory):
-    """Run hyperlift_job once for the module; yields (settings, job result)."""
+    """Run hyperlift_job once for the module on the shop's files (as a shop would land them: CSV, docs/landing.md);
+    yields (settings, job result)."""
     home = tmp_path_factory.mktemp("e2e") / "hyperlift"
-    settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    write_landing(TINY_SHOP, home / "landing", fmt="csv.gz")
+    settings = HyperliftSettings(home=home, reports_dir=home / "reports", landing_source="files")
     resources = build_resources(settings, e2e_redis_url, TINY_SHOP)
     resources["mlflow"] = lenient_gate(settings)
     defs = build_definitions(resources)
@@ -116,6 +119,15 @@ def test_champion_run_records_metrics_and_feature_service(pipeline):
     assert artifacts == {
         "plots/holdout_qini_curves.png", "plots/holdout_uplift_curves.png", "plots/holdout_uplift_calibration.png"
     }
+
+
+def test_the_challengers_metadata_shows_its_plots_and_numbers(pipeline):
+    _, result = pipeline
+    metadata = result.asset_materializations_for_node("uplift_challenger")[0].metadata
+    for name in ("holdout_qini_curves", "holdout_uplift_curves", "holdout_uplift_calibration"):
+        assert metadata[name].value.startswith(f"![{name}](data:image/png;base64,iVBORw0KGgo")  # a PNG, inline
+        assert metadata[f"{name}_file"].value.endswith(f"hyperlift_uplift_v{metadata['version'].value}_{name}.png")
+    assert isinstance(metadata["metric/holdout_qini_mean"].value, float)
 
 
 def train_and_gate(resources: dict) -> dg.ExecuteInProcessResult:
