@@ -16,6 +16,7 @@ from serving.api.body_limit import BodyLimit
 from serving.api.errors import request_validation_error
 from serving.api.fast_path import DecisionFastPath
 from serving.api.rate_limit import RateLimit
+from serving.api.response_counter import ResponseCounter
 from serving.api.routes import admin, consent, decisions, events as event_routes, health, outcomes
 from serving.core.config import ServingSettings
 from serving.core.runtime import build_runtime
@@ -24,9 +25,9 @@ from serving.ops import json_logs
 MAX_BODY_BYTES = 65_536  # a decision request is < 10 kB even with 100 candidates and a full context
 
 
-def create_app(settings: ServingSettings | None = None) -> RateLimit:
-    """The decision service app (FastAPI, with the decision route ahead of it); settings from the environment unless
-    given."""
+def create_app(settings: ServingSettings | None = None) -> ResponseCounter:
+    """The decision service app (FastAPI, with the decision route, the rate limit and the response counter ahead of
+    it); settings from the environment unless given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
@@ -49,7 +50,7 @@ def create_app(settings: ServingSettings | None = None) -> RateLimit:
     app.add_exception_handler(RequestValidationError, request_validation_error)
     for module in (decisions, outcomes, event_routes, consent, admin, health):
         app.include_router(module.router)
-    return RateLimit(DecisionFastPath(app, MAX_BODY_BYTES))  # settings read when the app starts
+    return ResponseCounter(RateLimit(DecisionFastPath(app, MAX_BODY_BYTES)))  # settings read when the app starts
 
 
 app = create_app()

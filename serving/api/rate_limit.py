@@ -28,7 +28,7 @@ from serving.ops.api_keys import ANONYMOUS
 from serving.ops.metrics import ServiceMetrics
 
 UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
-FAMILIES = frozenset({"decisions", "outcomes", "events", "admin", "stats"})
+FAMILIES = frozenset({"decisions", "outcomes", "events", "consent", "admin", "stats"})
 
 
 def client_key(scope: Scope) -> str:

@@ -132,6 +132,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         consent=consent,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
+    metrics.watch_models(lambda: service.champions)  # hyperlift_model_info, read at scrape time
     watcher = ChampionWatcher(service, platform.mlflow_uri, model_keys(config), store, settings.model_refresh_s)
     outcomes = OutcomeLog(
         client, settings.outcome_stream, settings.hash_salt, clock.time, settings.outcome_idempotency_ttl_s

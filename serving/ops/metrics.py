@@ -11,14 +11,21 @@ each worker exposes its own series (scrape each worker, or sum in Prometheus).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector, ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+# Counters without their `_created` twin series (one per labelled child, doubling the scrape for a timestamp
+# nobody graphs).
+disable_created_metrics()
 
 # 50 µs … 1 s: the decision path lives around 1 ms, the deadlines around 10–40 ms.
 LATENCY_BUCKETS = (
@@ -165,6 +172,22 @@ class ConnectionCollector(Collector):
         )
 
 
+class ModelInfoCollector(Collector):
+    """`hyperlift_model_info{model, alias, version, feature_service} 1` per loaded model, read at scrape time (a model
+    alias not loaded yet has no series: /readyz names it)."""
+
+    def __init__(self, source: Callable[[], dict]):
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("hyperlift_model_info", "The models this worker serves (value 1).",
+                                 labels=["model", "alias", "version", "feature_service"])
+        for (name, alias), champion in sorted(self.source().items()):
+            if champion is not None:
+                info.add_metric([name, alias, str(champion.ref.version), champion.features.feature_service_name], 1)
+        yield info
+
+
 class ServiceMetrics:
     """Every counter, gauge and histogram the service updates, registered on `registry`."""
 
@@ -172,6 +195,15 @@ class ServiceMetrics:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
+        # What operators expect of any process: CPU, memory, file descriptors, start time; the interpreter's version
+        # and its garbage collector.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.responses = Counter(
+            "hyperlift_http_responses", "HTTP responses by route family (decisions, outcomes, events, consent, admin, "
+            "stats, healthz, readyz, metrics, docs, other) and status code.", ["route", "status"], registry=r,
+        )
         self.latency = Histogram(
             "hyperlift_decision_segment_seconds", "Time spent per decision segment.", ["surface", "segment"],
             buckets=LATENCY_BUCKETS, registry=r,
@@ -235,6 +267,10 @@ class ServiceMetrics:
             "timestamp), by view and the contract's policy (use: scored anyway; fallback: stale_features).",
             ["feature_view", "policy"], registry=r,
         )
+
+    def watch_models(self, source: Callable[[], dict]) -> None:
+        """Export `hyperlift_model_info` from `source()`: {(model name, alias): Champion or None}."""
+        self.registry.register(ModelInfoCollector(source))
 
     def watch_decision_log(self, source: DecisionLogSource) -> None:
         """Export the decision log's counters (hyperlift_decision_log_*) from `source`."""

@@ -205,3 +205,20 @@ def test_healthz_readyz_and_prometheus_metrics(client, served_world):
     assert 'hyperlift_decisions_total{surface="home"} 1.0' in text
     assert 'hyperlift_decision_segment_seconds_bucket{le="0.04",segment="total",surface="home"} 1.0' in text
     assert "hyperlift_safe_mode 0.0" in text
+
+
+def test_metrics_carry_the_process_the_model_and_every_response_by_route_and_status(client):
+    assert client.post("/v1/decisions", json={"user_id": 5, "surface": "home"}).status_code == 200
+    assert client.post("/v1/decisions", json={"user_id": "five", "surface": "home"}).status_code == 422
+    assert client.get("/no/such/page").status_code == 404
+    assert client.get("/healthz").status_code == 200
+    text = client.get("/metrics").text
+    assert 'hyperlift_http_responses_total{route="decisions",status="200"} 1.0' in text
+    assert 'hyperlift_http_responses_total{route="decisions",status="422"} 1.0' in text
+    assert 'hyperlift_http_responses_total{route="other",status="404"} 1.0' in text  # no raw path as a label
+    assert 'hyperlift_http_responses_total{route="healthz",status="200"} 1.0' in text
+    assert 'hyperlift_model_info{alias="champion",feature_service="uplift_v1",model="hyperlift_uplift",version="1"} 1.0' in text
+    for series in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                   "python_info{", "python_gc_collections_total"):
+        assert series in text, series
+    assert "_created" not in text  # no timestamp twin of every counter
