@@ -36,7 +36,7 @@ def demo_clock(settings: HyperliftSettings, environ: dict[str, str]) -> tuple[st
 
 def missing_state(settings: HyperliftSettings) -> str | None:
     """Why the service cannot start on this home, as an instruction; None when the demo's state is there."""
-    if not settings.feast_registry_path.exists():
+    if settings.profile == "local" and not settings.feast_registry_path.exists():  # cluster: a SQL registry
         return (
             f"no Feast registry at {settings.feast_registry_path}: nothing has been materialized under "
             f"HYPERLIFT_HOME={settings.home}. Run `make demo` first (about 2 minutes), then `make serve`."

@@ -16,23 +16,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from infra.home_redis import HomeRedis
+from infra.profile import LOCAL_DAGSTER_YAML, PROJECT_DAGSTER_YAMLS, dagster_yaml
 from infra.redis_server import EmbeddedRedis
 from infra.settings import HyperliftSettings, masked_url
 
 log = logging.getLogger(__name__)
 
-DAGSTER_YAML = """# Written by infra.launch: SQLite storage under this folder (the default), no usage telemetry.
-telemetry:
-  enabled: false
-"""
+DAGSTER_YAML = LOCAL_DAGSTER_YAML  # the local profile's; infra.profile.dagster_yaml picks per profile
 
 
-def ensure_dagster_home(path: Path) -> None:
-    """Create DAGSTER_HOME with a dagster.yaml (kept if one exists), so runs persist and show in the UI."""
+def ensure_dagster_home(path: Path, config_text: str = DAGSTER_YAML) -> None:
+    """Create DAGSTER_HOME with a dagster.yaml, so runs persist and show in the UI. A file the user wrote or edited is
+    kept; one infra.launch wrote unchanged is replaced (switching HYPERLIFT_PROFILE switches Dagster's storage)."""
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    existing = config.read_text() if config.exists() else None
+    if existing is None or existing in PROJECT_DAGSTER_YAMLS:
+        config.write_text(config_text)
 
 
 @contextlib.contextmanager
@@ -42,7 +42,7 @@ def project_environment(
     """Yield the environment for child processes. Without REDIS_URL, uses the home's shared embedded redis-server
     for the duration (starting it, or stopping it as its last user: infra.home_redis); `announce` is told which."""
     settings = settings or HyperliftSettings()
-    ensure_dagster_home(settings.resolved_dagster_home)
+    ensure_dagster_home(settings.resolved_dagster_home, dagster_yaml(settings))
     if settings.redis_url:
         yield settings.environment(settings.redis_url)
         return

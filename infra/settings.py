@@ -9,6 +9,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra import profile as backends
 from infra.home_location import ensure_relocated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,15 +64,13 @@ class HyperliftSettings(BaseSettings):
 
     @property
     def mlflow_uri(self) -> str:
-        """MLflow tracking URI: the given one, or a SQLite store under the home folder."""
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        """MLflow tracking URI: the given one, else the profile's (SQLite under the home folder, or PostgreSQL)."""
+        return backends.mlflow_tracking_uri(self)
 
     @property
     def mlflow_artifacts_dir(self) -> Path:
-        """Artifact root for experiments created by the project."""
-        return self.home / "mlflow" / "artifacts"
+        """Artifact root for experiments created by the project (HYPERLIFT_MLFLOW_ARTIFACTS_ROOT: a shared path)."""
+        return self.mlflow_artifacts_root or self.home / "mlflow" / "artifacts"
 
     @property
     def demo_clock_path(self) -> Path:
@@ -91,9 +90,22 @@ class HyperliftSettings(BaseSettings):
             "REDIS_URL": redis_url,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "DAGSTER_HOME": str(self.resolved_dagster_home),
-            "HYPERLIFT_FEAST_REGISTRY": str(self.feast_registry_path),
             "HYPERLIFT_FEAST_REDIS": feast_redis_connection_string(redis_url, redis_timeout_s),
+            **backends.profile_environment(self),  # the Feast registry, and the cluster profile's stores
         }
+
+    # The backend profile (infra/profile.py, docs/profiles.md): `local` keeps every store on this machine.
+    profile: Literal["local", "cluster"] = Field(
+        default="local", description="HYPERLIFT_PROFILE: local (SQLite, file registry) or cluster (PostgreSQL)."
+    )
+    postgres_url: str | None = Field(
+        default=None, description="HYPERLIFT_POSTGRES_URL: the cluster profile's server; each store gets a database."
+    )
+    dagster_postgres_url: str | None = Field(default=None, description="Dagster's own database (cluster profile).")
+    feast_registry_url: str | None = Field(default=None, description="The Feast SQL registry's database (cluster).")
+    mlflow_artifacts_root: Path | None = Field(
+        default=None, description="Artifact root shared by every machine (cluster); default under the home folder."
+    )
 
 
 def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None) -> str:

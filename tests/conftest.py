@@ -16,6 +16,9 @@ os.environ["HYPERLIFT_HOME"] = str(_SESSION_HOME)
 os.environ["HYPERLIFT_REPORTS_DIR"] = str(_SESSION_HOME / "reports")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("DAGSTER_HOME", None)
+for _name in ("HYPERLIFT_PROFILE", "HYPERLIFT_POSTGRES_URL", "HYPERLIFT_DAGSTER_POSTGRES_URL",
+              "HYPERLIFT_FEAST_REGISTRY_URL", "HYPERLIFT_MLFLOW_ARTIFACTS_ROOT"):
+    os.environ.pop(_name, None)  # the session runs on the local profile; cluster tests build their own settings
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from infra.redis_server import EmbeddedRedis  # noqa: E402
