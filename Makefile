@@ -29,13 +29,23 @@ loop: install  ## closed loop: rounds of serve → outcomes → retrain → off-
 test: install  ## run the test suite (starts its own redis-server unless REDIS_URL is set)
 	$(BIN)/python -m pytest
 
-bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they read its state)
+bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they read its state; 30–60 min)
+	@echo "make bench: 7 benchmarks one after another, 30–60 min on 2 cores; each prints its progress. Those marked"
+	@echo "(rewrites) replace their own table in docs/benchmarks.md; the others print theirs. Run it on a quiet"
+	@echo "machine: what else runs on the cores sets the latency tails. Ctrl-C stops it."
+	@echo "[1/7] decision latency, in process and over HTTP vs feast serve (~3 min)"
 	$(BIN)/python -m bench.decision_latency
+	@echo "[2/7] decision latency under load, 1 and 2 workers, vs feast serve (~8 min, rewrites)"
 	$(BIN)/python -m bench.decision_load
+	@echo "[3/7] learner settings against the simulator's true value"
 	$(BIN)/python -m bench.learner_settings
+	@echo "[4/7] ANN candidates: recall and latency (rewrites)"
 	$(BIN)/python -m bench.ann_candidates --write
+	@echo "[5/7] materialization throughput"
 	$(BIN)/python -m bench.materialize
+	@echo "[6/7] point-in-time training-set build"
 	$(BIN)/python -m bench.training_set_build
+	@echo "[7/7] streaming freshness"
 	$(BIN)/python -m bench.stream_freshness
 
 serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)

@@ -155,12 +155,16 @@ def main(n: int = 2000) -> None:
             raise SystemExit("no champion registered: run `make demo` first")
         users = np.random.default_rng(0).integers(0, 20_000, size=n + 50)
         row = champion.features.read(1, champion.model.feature_names).values[None, :]
-        results = {
-            "feast_sdk_read": timed(n, lambda u: champion.features.read(u, champion.model.feature_names), users),
-            "model_score": timed(n, lambda u: champion.score(row), users),
-            "model_score_xgboost": timed(n, lambda u: champion.model.uplift(row), users),
-            "decide_in_process": timed(n, lambda u: service.decide(DecisionRequest(user_id=u, surface="home")), users),
-        }
+        results: dict[str, np.ndarray] = {}
+
+        def measure(name: str, call: Callable[[int], object]) -> None:
+            print(f"  {name}: {n} calls ...", flush=True)  # six paths, ~10–30 s each on 2 cores
+            results[name] = timed(n, call, users)
+
+        measure("feast_sdk_read", lambda u: champion.features.read(u, champion.model.feature_names))
+        measure("model_score", lambda u: champion.score(row))
+        measure("model_score_xgboost", lambda u: champion.model.uplift(row))
+        measure("decide_in_process", lambda u: service.decide(DecisionRequest(user_id=u, surface="home")))
         api_port, feast_port = free_port(), free_port()
         api = start([str(VENV_BIN / "uvicorn"), "serving.main:app", "--port", str(api_port), "--log-level", "warning"],
                     env, f"http://127.0.0.1:{api_port}/healthz")
@@ -169,18 +173,13 @@ def main(n: int = 2000) -> None:
         try:
             wait_healthy(f"http://127.0.0.1:{api_port}")
             with httpx.Client(base_url=f"http://127.0.0.1:{api_port}") as client:
-                results["decide_http"] = timed(
-                    n, lambda u: client.post("/v1/decisions", json={"user_id": u, "surface": "home"}).raise_for_status(), users
-                )
+                measure("decide_http",
+                        lambda u: client.post("/v1/decisions", json={"user_id": u, "surface": "home"}).raise_for_status())
             with httpx.Client(base_url=f"http://127.0.0.1:{feast_port}") as client:
-                results["feast_serve_http"] = timed(
-                    n,
-                    lambda u: client.post(
-                        "/get-online-features",
-                        json={"feature_service": champion.features.feature_service_name, "entities": {"user_id": [u]}},
-                    ).raise_for_status(),
-                    users,
-                )
+                measure("feast_serve_http", lambda u: client.post(
+                    "/get-online-features",
+                    json={"feature_service": champion.features.feature_service_name, "entities": {"user_id": [u]}},
+                ).raise_for_status())
         finally:
             for process in (api, feast):
                 process.terminate()

@@ -90,7 +90,10 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray, day: datetime) ->
         [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", *UVICORN_OPTIONS],
         # The demo serves its own simulated shop on loopback: dev mode (no API keys) unless the caller says otherwise.
-        env={"HYPERLIFT_SERVING_MODE": "dev", **os.environ, **env},
+        # Its 3,000 decisions are in the decision log; one JSON line each on the terminal would bury the progress
+        # lines, and the library deprecation notices of the worker's imports say nothing to a demo's reader.
+        env={"HYPERLIFT_SERVING_MODE": "dev", "HYPERLIFT_SERVING_LOG_DECISIONS": "false",
+             "PYTHONWARNINGS": "ignore::DeprecationWarning", **os.environ, **env},
     )
     try:
         health = wait_healthy(base_url)
