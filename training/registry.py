@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
@@ -69,6 +70,9 @@ def log_and_register(
     figures: dict[str, Any] | None = None,
     alias: str = CHALLENGER_ALIAS,
     feature_views: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    dataset: pd.DataFrame | None = None,
+    description: str | None = None,
 ) -> RegisteredModel:
     """Log params, metrics, figures and the pyfunc; register it under `model_name` and point `alias` at it.
 
@@ -76,6 +80,8 @@ def log_and_register(
     tagged with its feature service and the schema of each view in it: `feature_views` as the training read them
     (`feature_repo.versions.service_view_pins(store, feature_service)`), else as feature_repo/definitions.py declares
     the service. A service that is neither given nor declared gets no `feature_views` tag, and serving refuses it.
+    `run_name`, `dataset` (logged as the run's training input: hash, schema, rows) and `description` (on the run and
+    the model version) make the run readable in the MLflow UI.
     """
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_dir)
     service_tags = {
@@ -86,9 +92,13 @@ def log_and_register(
     if pins:
         service_tags[FEATURE_VIEWS_TAG] = format_view_pins(pins)
     run_tags = {**tags, **service_tags}
-    with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags,
+                          description=description) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
+        if dataset is not None:  # the run's input: name, content hash, schema and row count (no values)
+            mlflow.log_input(mlflow.data.from_pandas(dataset, name=f"{feature_service} training set",
+                                                     digest=dataset_hash(dataset)), context="training")
         card = {"action_costs": model.action_costs, "features": model.feature_names, "uplift_se": model.uplift_se}
         mlflow.log_dict(card, "model_card.json")
         for name, figure in (figures or {}).items():
@@ -103,6 +113,8 @@ def log_and_register(
         )
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if description:
+        client.update_model_version(model_name, version, description=description)
     for key, value in service_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     client.set_registered_model_alias(model_name, alias, version)

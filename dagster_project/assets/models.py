@@ -126,6 +126,9 @@ def fit_and_register(
         figures=trained.figures,
         alias=CHALLENGER_ALIAS,
         feature_views=view_pins,
+        run_name=f"{config.learner_name} {start:%Y-%m-%d}..{end:%Y-%m-%d}",
+        dataset=data,
+        description=model_description(config.learner_name, len(data), start, end, trained.metrics),
     )
     plots = {}
     for name, figure in trained.figures.items():  # one file per version: older runs keep their own plots
@@ -144,6 +147,16 @@ def fit_and_register(
             **{f"metric/{k}": dg.MetadataValue.float(float(v)) for k, v in sorted(trained.metrics.items())},
             **plots,
         }
+    )
+
+
+def model_description(learner: str, rows: int, start: pd.Timestamp, end: pd.Timestamp, metrics: dict) -> str:
+    """What a registered version is, in a sentence or two (shown on the run and the model version in MLflow)."""
+    return (
+        f"{learner} uplift model on {UPLIFT_FEATURE_SERVICE}: {rows:,} labelled exposures from {start:%Y-%m-%d} to "
+        f"{end:%Y-%m-%d}. Holdout Qini {metrics.get('holdout_qini_mean', float('nan')):.4f}, uplift calibration "
+        f"slope {metrics.get('holdout_calibration_slope', float('nan')):.2f}. Registered as the challenger; the "
+        "promotion gate decides whether it serves (alias champion)."
     )
 
 

@@ -119,6 +119,14 @@ def test_champion_run_records_metrics_and_feature_service(pipeline):
     assert artifacts == {
         "plots/holdout_qini_curves.png", "plots/holdout_uplift_curves.png", "plots/holdout_uplift_calibration.png"
     }
+    # Readable in the MLflow UI: named after learner and window, its training set as the input, a description.
+    learner = run.data.tags["learner"]
+    window = run.data.tags["training_window"].split("/")
+    assert run.info.run_name == f"{learner} {window[0][:10]}..{window[1][:10]}"
+    (logged,) = run.inputs.dataset_inputs
+    assert logged.dataset.digest == run.data.tags["dataset_hash"] and logged.dataset.name == "uplift_v1 training set"
+    assert version.description.startswith(f"{learner} uplift model on uplift_v1: ")
+    assert f"Holdout Qini {run.data.metrics['holdout_qini_mean']:.4f}" in version.description
 
 
 def test_the_challengers_metadata_shows_its_plots_and_numbers(pipeline):
