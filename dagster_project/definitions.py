@@ -14,6 +14,7 @@ from dagster_project.jobs import (
     embeddings_refresh_schedule, hyperlift_job, hyperlift_schedule, online_store_job, online_store_schedule,
     retrain_job,
 )
+from dagster_project.privacy import erasure_job, retention_job, retention_schedule
 from dagster_project.resources import resources_from_env
 from dagster_project.sensors import decision_log_sensor, readout_final_sensor, retrain_sensor
 
@@ -26,8 +27,10 @@ def build_definitions(resources: dict[str, object]) -> dg.Definitions:
              retraining]
         ),
         asset_checks=dg.load_asset_checks_from_modules([validation_checks, promotion, decision_log_checks]),
-        jobs=[hyperlift_job, online_store_job, embeddings_refresh_job, decision_log_job, decision_readout_job, retrain_job],
-        schedules=[decision_readout_schedule, hyperlift_schedule, online_store_schedule, embeddings_refresh_schedule],
+        jobs=[hyperlift_job, online_store_job, embeddings_refresh_job, decision_log_job, decision_readout_job, retrain_job,
+              erasure_job, retention_job],
+        schedules=[decision_readout_schedule, hyperlift_schedule, online_store_schedule, embeddings_refresh_schedule,
+                   retention_schedule],
         sensors=[decision_log_sensor, retrain_sensor, readout_final_sensor],
         resources=resources,
     )

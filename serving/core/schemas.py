@@ -272,3 +272,23 @@ class Readiness(BaseModel):
 
     ready: bool
     problems: list[str]
+
+
+class ErasureRequest(BaseModel):
+    """Erase one user from every store (infra/erasure): their events, features and training rows removed, their
+    decisions and outcomes anonymised, their Redis keys deleted and Redis's files rewritten."""
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"user_id": 42, "reason": "data subject request 1234"}]})
+
+    user_id: UserId
+    reason: str = Field(min_length=1, max_length=500, description="Why (kept in the receipt and the audit trail).")
+
+
+class ErasureReceipt(BaseModel):
+    """What an erasure touched: the user's pseudonym (never the raw id), the receipt file, items changed per store."""
+
+    user_key: str
+    receipt: str
+    touched: dict[str, int]
+    seconds: float

@@ -78,7 +78,8 @@ def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_sch
                                                           "readout_final_sensor": "decision_readout_job"}
     schedules = {s.job_name: s.cron_schedule for s in defs.schedules}
     assert schedules == {"decision_readout_job": schedules["decision_readout_job"], "hyperlift_job": "0 2 * * *",
-                         "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *"}
+                         "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *",
+                         "retention_job": "45 3 * * *"}
 
 
 def test_dagster_cli_validates_the_definitions():

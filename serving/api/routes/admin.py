@@ -1,8 +1,11 @@
-"""POST /v1/admin/safe-mode: the global pause switch; POST /v1/admin/clock: move a simulated clock forward."""
+"""POST /v1/admin/safe-mode: the global pause switch; POST /v1/admin/clock: move a simulated clock forward;
+POST /v1/admin/erasure: erase one user from every store."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -11,11 +14,13 @@ from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from infra.audit import default_log
+from infra.erasure.procedure import Target, erase
+from infra.erasure.settings import ErasureSettings
 from serving.api.auth import require
 from serving.api.deps import RuntimeDep
 from serving.api.errors import AUTH_ERRORS, BODY_ERRORS, REDIS_DOWN
 from serving.core.clock import ClockError
-from serving.core.schemas import ErrorMessage
+from serving.core.schemas import ErasureReceipt, ErasureRequest, ErrorMessage
 from serving.ops.api_keys import ADMIN
 from serving.ops.redaction import redis_failure
 
@@ -99,3 +104,35 @@ def advance_clock(body: ClockRequest, runtime: RuntimeDep, caller: AdminCaller) 
     default_log().record(caller, "clock.advance", target="simulated clock", clock=now.timestamp(), before=before,
                          now=now.isoformat())
     return {"now": now}
+
+
+_erasing = threading.Lock()  # one erasure at a time per worker: each rewrites the lake and Redis's files
+
+
+@router.post(
+    "/erasure", response_model=ErasureReceipt,
+    responses={409: {"model": ErrorMessage, "description": "Another erasure is running in this worker; retry."},
+               503: {"model": ErrorMessage, "description": "Redis or the disk failed part way; run it again (an "
+                                                          "erasure repeated finds what is left and erases that)."}},
+)
+def erase_user(body: ErasureRequest, runtime: RuntimeDep, caller: AdminCaller) -> ErasureReceipt:
+    """Erase one user from every store now (the call waits: seconds on a small lake) and answer the receipt's summary;
+    the receipt lists what was touched (docs/privacy.md)."""
+    settings = runtime.settings
+    target = Target(settings.platform(), settings.redis_url, runtime.service.salt, settings.wal_root(),
+                    tuple(ErasureSettings().service_log_dirs))
+    if not _erasing.acquire(blocking=False):
+        raise HTTPException(status_code=409, detail="another erasure is running in this worker; retry when it ends")
+    started = time.monotonic()
+    try:
+        runtime.service.feature_cache.revoke(body.user_id)  # this worker's remembered reads of the user
+        receipt = erase(body.user_id, target, actor=caller, reason=body.reason)
+    except (redis.exceptions.RedisError, OSError, RuntimeError) as exc:
+        log.error("erasure requested by %r failed part way: %s", caller, redis_failure(exc)
+                  if isinstance(exc, redis.exceptions.RedisError) else exc)
+        raise HTTPException(status_code=503, detail=f"the erasure stopped part way ({type(exc).__name__}); run it "
+                                                    "again: a repeat erases what is left") from exc
+    finally:
+        _erasing.release()
+    return ErasureReceipt(user_key=receipt.user_key, receipt=receipt.path, touched=receipt.summary(),
+                          seconds=round(time.monotonic() - started, 3))

@@ -98,12 +98,13 @@ def fuzzed_app(serving_settings, tmp_path):
 
 
 def test_every_operation_answers_as_the_openapi_document_says(fuzzed_app):
-    assert isinstance(fuzzed_app.app, DecisionFastPath)  # POST /v1/decisions: raw ASGI, behind the rate limit
+    assert isinstance(fuzzed_app.app.app, DecisionFastPath)  # raw ASGI, behind rate limit and counter
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app, config=SchemathesisConfig.from_str(CONFIG))
     operations = sorted(f"{op.method.upper()} {op.path}" for op in (r.ok() for r in schema.get_all_operations()))
     assert operations == [
         "GET /healthz", "GET /metrics", "GET /readyz", "GET /v1/consent/{user_id}", "GET /v1/stats",
-        "POST /v1/admin/clock", "POST /v1/admin/safe-mode", "POST /v1/consent", "POST /v1/decisions", "POST /v1/events",
+        "POST /v1/admin/clock", "POST /v1/admin/erasure", "POST /v1/admin/safe-mode", "POST /v1/consent",
+        "POST /v1/decisions", "POST /v1/events",
         "POST /v1/outcomes",
     ]
     started = time.monotonic()
