@@ -23,6 +23,7 @@ from serving.decision.surfaces import load_policy_config
 from serving.ops.admission import Admission
 from serving.ops.api_keys import KeyRing, build_key_ring
 from serving.ops.breaker import CircuitBreaker
+from serving.ops.cautious import CautiousSwitch
 from serving.ops.metrics import ServiceMetrics
 from serving.ops.safe_mode import SafeMode
 from serving.policy.consent import consent_purposes
@@ -33,6 +34,7 @@ from serving.store.outcomes import OutcomeLog
 from serving.store.redis_async import AsyncRedis
 from serving.store.trace import TraceWriter
 from serving.store.wal import destination_dir
+from training.guards.config import load_guard_config
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Runtime:
     def start(self) -> None:
         """Start the background threads (safe-mode poll, champion watcher, item index watchers)."""
         self.service.safe_mode.start()
+        if self.service.cautious is not None:
+            self.service.cautious.start()
         self.consent_watcher.start()
         self.watcher.start()
         for item_surface in self.service.items.values():
@@ -63,6 +67,8 @@ class Runtime:
         for item_surface in self.service.items.values():
             item_surface.holder.stop()
         self.service.safe_mode.stop()
+        if self.service.cautious is not None:
+            self.service.cautious.stop()
         self.consent_watcher.stop()
         self.service.trace.close(self.settings.decision_log_close_s)
         self.service.breaker.close()
@@ -119,6 +125,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         config, store, client, metrics, clock, platform.data_dir, settings.seed
     )
     consent = ConsentStore(client, consent_purposes(config))
+    # The drift guards' per-surface switch, polled like safe mode (its policy from serving/conf/guards.yaml).
+    cautious = CautiousSwitch(client, load_guard_config().cautious, poll_s=settings.safe_mode_poll_s)
+    metrics.watch_cautious(cautious)
     service = DecisionService(
         config, champions, client, trace, experiments,
         SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s,
@@ -130,6 +139,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         async_client=async_client,
         items=items,
         consent=consent,
+        cautious=cautious,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     metrics.watch_models(lambda: service.champions)  # hyperlift_model_info, read at scrape time

@@ -7,6 +7,7 @@ probability 1 and `fallback` names why (see FALLBACKS). Redis faults never raise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -21,6 +22,7 @@ import numpy as np
 import redis
 
 from serving.ops.breaker import CircuitBreaker
+from serving.ops.cautious import CAUTIOUS_NEUTRAL, CautiousPolicy, CautiousSwitch
 from serving.core.clock import Clock
 from serving.core.config import ClockSettings
 from serving.decision.experiments import ExperimentAssigner, arms_by_experiment
@@ -75,6 +77,7 @@ FALLBACKS = (
     SAFE_MODE, OVERLOADED, NO_MODEL, COLD_START, FEATURES_UNAVAILABLE, FEATURES_CIRCUIT_OPEN, FEATURES_LATE,
     STALE_FEATURES, DEADLINE, POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
     ITEM_INDEX_MISSING, NO_USER_VECTOR, POPULAR_ITEMS,
+    CAUTIOUS_NEUTRAL,  # the drift guards' cautious switch answered neutral (serving/ops/cautious.py)
 )
 # The decision record's format (serving/store/decision_log.py: DECISION_FORMAT documents every field). 2: features
 # as read, per-slot distributions, positions, redraws and masked features; records without the field are version 1.
@@ -273,6 +276,7 @@ class DecisionService:
         async_client: AsyncRedis | None = None,
         items: dict[str, ItemSurface] | None = None,
         consent: ConsentStore | None = None,
+        cautious: CautiousSwitch | None = None,
     ):
         self.config = config
         self.items = items or {}  # ann_items surfaces by name (serving/decision/items.py)
@@ -288,6 +292,7 @@ class DecisionService:
         self.breaker = breaker or CircuitBreaker()
         self.feature_cache = feature_cache or LastKnownGood()
         self.consent = consent  # consent events (serving/store/consent.py), read in the features' round trip
+        self.cautious = cautious  # the drift guards' per-surface switch (serving/ops/cautious.py): a dict lookup
         # The one clock (serving/core/clock.py): freshness, caps, budget pacing and the trace's ts all read it.
         self.clock = clock if clock is not None else Clock(ClockSettings().now)
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; sync `decide` may run in threads
@@ -328,8 +333,14 @@ class DecisionService:
         overrides = {k: v for a in assignments for k, v in a.overrides.model_dump(exclude_defaults=True).items()}
         champion = None if item_surface is not None else self.champions.get((config.model.name, config.model.alias))
         timings: dict[str, float] = {}
+        caution = self.cautious.policy_for(config.name) if self.cautious is not None else None
+        if caution is not None:  # exploration lowered, bonus off (docs/guards.md)
+            overrides = caution.overrides(overrides, config.exploration.epsilon, config.exploration.temperature)
+            self.metrics.labelled(self.metrics.cautious_decisions, config.name).inc()
         if self.safe_mode.enabled:
             outcome = self._neutral(config, SAFE_MODE, champion)
+        elif caution is not None and self._cautious_neutral(caution):
+            outcome = self._neutral(config, CAUTIOUS_NEUTRAL, champion)
         elif item_surface is not None:
             if request.candidates is not None:
                 raise BadCandidates(f"surface {config.name!r} takes its candidates from the item index; send none")
@@ -343,6 +354,11 @@ class DecisionService:
             self._check_candidates(request, config, champion)
             outcome = yield from self._policy(request, surface, champion, ukey, overrides, timings, started)
         return self._respond(request, surface, ukey, assignments, outcome, timings, started)
+
+    def _cautious_neutral(self, caution: CautiousPolicy) -> bool:
+        """Whether this decision is one of the cautious surface's neutral share (one uniform draw)."""
+        with self._rng_lock:
+            return bool(self.rng.random() < caution.neutral_share)
 
     def shed(self, request: DecisionRequest) -> DecisionResponse:
         """The answer when admission control refuses a request: the neutral action, traced, no Redis read."""
@@ -468,6 +484,8 @@ class DecisionService:
         counted in hyperlift_decision_redraws_total."""
         config = surface.config
         exploration = config.exploration.build(overrides.get("epsilon"))
+        if "temperature" in overrides:  # a cautious surface's lowered temperature (serving/ops/cautious.py)
+            exploration = dataclasses.replace(exploration, temperature=overrides["temperature"])
         penalty = overrides.get("diversity_penalty", config.diversity.penalty)
         pool, pool_scores, pool_spreads = list(allowed), scores, spreads
         for redraws in range(SINGLE_SLOT_REDRAWS):

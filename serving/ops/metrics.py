@@ -93,6 +93,13 @@ class DecisionLogCollector(Collector):
             yield GaugeMetricFamily(f"hyperlift_decision_log_{name}", help_text, value=value)
 
 
+class CautiousSource(Protocol):
+    """The drift guards' per-surface switch (serving/ops/cautious.py CautiousSwitch)."""
+
+    @property
+    def surfaces(self) -> list[str]: ...
+
+
 class BreakerCounts(Protocol):
     """The circuit breaker's running counts (serving/ops/breaker.py CircuitBreaker)."""
 
@@ -267,6 +274,19 @@ class ServiceMetrics:
             "timestamp), by view and the contract's policy (use: scored anyway; fallback: stale_features).",
             ["feature_view", "policy"], registry=r,
         )
+        self.cautious_decisions = Counter(
+            "hyperlift_cautious_decisions", "Decisions made while the surface was cautious (the drift guards' "
+            "switch; those answered neutral are also in hyperlift_fallbacks_total{reason=\"cautious_neutral\"}).",
+            ["surface"], registry=r,
+        )
+        self.cautious_surfaces = Gauge(
+            "hyperlift_cautious_surfaces", "Surfaces cautious now (serving/ops/cautious.py), read at scrape time.",
+            registry=r,
+        )
+
+    def watch_cautious(self, switch: CautiousSource) -> None:
+        """Export how many surfaces `switch` (serving/ops/cautious.py CautiousSwitch) holds cautious, at scrape time."""
+        self.cautious_surfaces.set_function(lambda: float(len(switch.surfaces)))
 
     def watch_models(self, source: Callable[[], dict]) -> None:
         """Export `hyperlift_model_info` from `source()`: {(model name, alias): Champion or None}."""

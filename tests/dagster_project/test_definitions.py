@@ -18,11 +18,13 @@ DECISION_LOG_ASSETS = {
     "decision_trace", "outcome_events", "stream_quarantine", "consent_events", "decision_outcomes", "experiment_readout",
 }
 RETRAINING_ASSETS = {"logged_training_set", "log_challenger", "log_champion"}
+GUARD_ASSETS = {"drift_guards"}  # dagster_project/assets/guards.py (docs/guards.md)
 
 
 def test_definitions_load_with_every_asset_and_resource():
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == (
+        ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS | GUARD_ASSETS)
     assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop", "landing", "event_time"}
     for name in ("feast", "mlflow", "redis"):
         assert isinstance(defs.resources[name], dg.ConfigurableResource)
@@ -75,11 +77,19 @@ def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_sch
     }
     assert {s.name: s.job_name for s in defs.sensors} == {"decision_log_sensor": "decision_log_job",
                                                           "retrain_sensor": "retrain_job",
-                                                          "readout_final_sensor": "decision_readout_job"}
+                                                          "readout_final_sensor": "decision_readout_job",
+                                                          "drift_guards_sensor": "drift_guards_job"}
     schedules = {s.job_name: s.cron_schedule for s in defs.schedules}
     assert schedules == {"decision_readout_job": schedules["decision_readout_job"], "hyperlift_job": "0 2 * * *",
                          "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *",
                          "retention_job": "45 3 * * *"}
+
+
+def test_the_drift_guards_run_from_their_sensor_after_the_drain():
+    job = defs.resolve_job_def("drift_guards_job")
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == GUARD_ASSETS
+    parents = {k.to_user_string() for k in defs.resolve_asset_graph().get(dg.AssetKey("drift_guards")).parent_keys}
+    assert parents == {"decision_trace", "outcome_events"}
 
 
 def test_dagster_cli_validates_the_definitions():
