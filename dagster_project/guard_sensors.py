@@ -36,3 +36,15 @@ def drift_guards_sensor(context: dg.SensorEvaluationContext, lake: DataLakeResou
         return dg.SkipReason(f"{total - last} new decisions since the last look; a look every {step}")
     context.update_cursor(str(total))
     return dg.RunRequest(run_key=f"decisions-{total}", tags={"decisions": str(total)})
+
+
+fair_exposure_job = dg.define_asset_job(
+    "fair_exposure_job", selection=dg.AssetSelection.assets("fair_exposure"),
+    description="Promotion exposure and expected value by region, device and segment; parity caps when enforced.",
+    executor_def=dg.in_process_executor,
+)
+fair_exposure_schedule = dg.ScheduleDefinition(
+    job=fair_exposure_job, cron_schedule="20 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly: judge the last decisions' exposure against serving/conf/fairness.yaml (ships stopped, as "
+                "the batch schedules do: turn it on where decisions are being logged).",
+)

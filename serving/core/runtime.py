@@ -24,6 +24,7 @@ from serving.ops.admission import Admission
 from serving.ops.api_keys import KeyRing, build_key_ring
 from serving.ops.breaker import CircuitBreaker
 from serving.ops.cautious import CautiousSwitch
+from serving.ops.parity import ParityCaps
 from serving.ops.metrics import ServiceMetrics
 from serving.ops.safe_mode import SafeMode
 from serving.policy.consent import consent_purposes
@@ -56,6 +57,8 @@ class Runtime:
         self.service.safe_mode.start()
         if self.service.cautious is not None:
             self.service.cautious.start()
+        if self.service.parity is not None:
+            self.service.parity.start()
         self.consent_watcher.start()
         self.watcher.start()
         for item_surface in self.service.items.values():
@@ -69,6 +72,8 @@ class Runtime:
         self.service.safe_mode.stop()
         if self.service.cautious is not None:
             self.service.cautious.stop()
+        if self.service.parity is not None:
+            self.service.parity.stop()
         self.consent_watcher.stop()
         self.service.trace.close(self.settings.decision_log_close_s)
         self.service.breaker.close()
@@ -128,6 +133,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     # The drift guards' per-surface switch, polled like safe mode (its policy from serving/conf/guards.yaml).
     cautious = CautiousSwitch(client, load_guard_config().cautious, poll_s=settings.safe_mode_poll_s)
     metrics.watch_cautious(cautious)
+    parity = ParityCaps(client, poll_s=settings.safe_mode_poll_s)  # fair exposure's caps (training/fairness.py)
+    parity.refresh()
+    metrics.watch_parity(parity)
     service = DecisionService(
         config, champions, client, trace, experiments,
         SafeMode(client, settings.safe_mode_key, settings.safe_mode, settings.safe_mode_poll_s,
@@ -140,6 +148,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         items=items,
         consent=consent,
         cautious=cautious,
+        parity=parity,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     metrics.watch_models(lambda: service.champions)  # hyperlift_model_info, read at scrape time

@@ -23,6 +23,7 @@ import redis
 
 from serving.ops.breaker import CircuitBreaker
 from serving.ops.cautious import CAUTIOUS_NEUTRAL, CautiousPolicy, CautiousSwitch
+from serving.ops.parity import PARITY_CAP, ParityCaps
 from serving.core.clock import Clock
 from serving.core.config import ClockSettings
 from serving.decision.experiments import ExperimentAssigner, arms_by_experiment
@@ -78,6 +79,7 @@ FALLBACKS = (
     STALE_FEATURES, DEADLINE, POLICY_STORE_UNAVAILABLE, RESERVATION_CONFLICT, LAST_KNOWN_GOOD,
     ITEM_INDEX_MISSING, NO_USER_VECTOR, POPULAR_ITEMS,
     CAUTIOUS_NEUTRAL,  # the drift guards' cautious switch answered neutral (serving/ops/cautious.py)
+    PARITY_CAP,  # a fair-exposure cap answered this user's group neutral (serving/ops/parity.py)
 )
 # The decision record's format (serving/store/decision_log.py: DECISION_FORMAT documents every field). 2: features
 # as read, per-slot distributions, positions, redraws and masked features; records without the field are version 1.
@@ -277,6 +279,7 @@ class DecisionService:
         items: dict[str, ItemSurface] | None = None,
         consent: ConsentStore | None = None,
         cautious: CautiousSwitch | None = None,
+        parity: ParityCaps | None = None,
     ):
         self.config = config
         self.items = items or {}  # ann_items surfaces by name (serving/decision/items.py)
@@ -293,6 +296,7 @@ class DecisionService:
         self.feature_cache = feature_cache or LastKnownGood()
         self.consent = consent  # consent events (serving/store/consent.py), read in the features' round trip
         self.cautious = cautious  # the drift guards' per-surface switch (serving/ops/cautious.py): a dict lookup
+        self.parity = parity  # fair exposure's caps per surface and group (serving/ops/parity.py): a dict lookup
         # The one clock (serving/core/clock.py): freshness, caps, budget pacing and the trace's ts all read it.
         self.clock = clock if clock is not None else Clock(ClockSettings().now)
         self._rng_lock = threading.Lock()  # numpy Generators are not thread-safe; sync `decide` may run in threads
@@ -354,6 +358,11 @@ class DecisionService:
             self._check_candidates(request, config, champion)
             outcome = yield from self._policy(request, surface, champion, ukey, overrides, timings, started)
         return self._respond(request, surface, ukey, assignments, outcome, timings, started)
+
+    def _uniform(self) -> float:
+        """One uniform draw from the service's generator."""
+        with self._rng_lock:
+            return float(self.rng.random())
 
     def _cautious_neutral(self, caution: CautiousPolicy) -> bool:
         """Whether this decision is one of the cautious surface's neutral share (one uniform draw)."""
@@ -430,6 +439,11 @@ class DecisionService:
         # The user's bundle comes from the profile; a region the request names may only add its rules (stricter).
         # Consent comes from the read alone: the later of the profile row and the user's consent events.
         region = self.config.region_of(read.by_name.get("region_code"))
+        if self.parity is not None:  # drawn before the policy chooses, so capped decisions are a random sample
+            keep = self.parity.keep_for(config.name, read.by_name)
+            if keep < 1.0 and self._uniform() >= keep:
+                self.metrics.labelled(self.metrics.parity_capped, config.name).inc()
+                return self._neutral(config, PARITY_CAP, champion, region)
         rules = self.config.rules_for(region, (request.context or {}).get("region"))
         has_consent = all(consented(read.by_name.get(feature)) for feature in rules.consent_features)
         allowed = eligible_actions(candidates, config.neutral_action, rules.allowed_actions, rules.blocked_actions)

@@ -274,6 +274,14 @@ class ServiceMetrics:
             "timestamp), by view and the contract's policy (use: scored anyway; fallback: stale_features).",
             ["feature_view", "policy"], registry=r,
         )
+        self.parity_capped = Counter(
+            "hyperlift_parity_capped_decisions", "Decisions a fair-exposure cap answered neutral (fallback parity_cap; "
+            "training/fairness.py).", ["surface"], registry=r,
+        )
+        self.parity_caps = Gauge(
+            "hyperlift_parity_caps", "Fair-exposure caps in force (surface × dimension × group), read at scrape time.",
+            registry=r,
+        )
         self.cautious_decisions = Counter(
             "hyperlift_cautious_decisions", "Decisions made while the surface was cautious (the drift guards' "
             "switch; those answered neutral are also in hyperlift_fallbacks_total{reason=\"cautious_neutral\"}).",
@@ -283,6 +291,10 @@ class ServiceMetrics:
             "hyperlift_cautious_surfaces", "Surfaces cautious now (serving/ops/cautious.py), read at scrape time.",
             registry=r,
         )
+
+    def watch_parity(self, caps: object) -> None:
+        """Export how many fair-exposure caps `caps` (a ParityCaps) holds, read at scrape time."""
+        self.parity_caps.set_function(lambda: float(caps.count))  # type: ignore[attr-defined]
 
     def watch_cautious(self, switch: CautiousSource) -> None:
         """Export how many surfaces `switch` (serving/ops/cautious.py CautiousSwitch) holds cautious, at scrape time."""

@@ -19,12 +19,13 @@ DECISION_LOG_ASSETS = {
 }
 RETRAINING_ASSETS = {"logged_training_set", "log_challenger", "log_champion"}
 GUARD_ASSETS = {"drift_guards"}  # dagster_project/assets/guards.py (docs/guards.md)
+FAIRNESS_ASSETS = {"fair_exposure"}  # dagster_project/assets/fairness.py
 
 
 def test_definitions_load_with_every_asset_and_resource():
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == (
-        ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS | GUARD_ASSETS)
+        ASSETS | DECISION_LOG_ASSETS | RETRAINING_ASSETS | GUARD_ASSETS | FAIRNESS_ASSETS)
     assert set(defs.resources) == {"lake", "redis", "feast", "mlflow", "shop", "landing", "event_time"}
     for name in ("feast", "mlflow", "redis"):
         assert isinstance(defs.resources[name], dg.ConfigurableResource)
@@ -82,7 +83,7 @@ def test_retraining_from_the_log_has_its_job_sensor_and_the_batch_jobs_their_sch
     schedules = {s.job_name: s.cron_schedule for s in defs.schedules}
     assert schedules == {"decision_readout_job": schedules["decision_readout_job"], "hyperlift_job": "0 2 * * *",
                          "online_store_job": "30 */6 * * *", "embeddings_refresh_job": "15 * * * *",
-                         "retention_job": "45 3 * * *"}
+                         "retention_job": "45 3 * * *", "fair_exposure_job": "20 * * * *"}
 
 
 def test_the_drift_guards_run_from_their_sensor_after_the_drain():

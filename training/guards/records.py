@@ -13,7 +13,7 @@ from training.guards.calibration import CalibrationResult, calibration, realised
 from training.guards.monitor import SCORE
 
 
-def _list(value: object) -> list:
+def as_list(value: object) -> list:
     """A record's list field as a list: the stream gives lists, the lake numpy arrays, a missing field None."""
     return [] if value is None else list(value)  # type: ignore[call-overload]
 
@@ -32,7 +32,7 @@ def logged_values(record: Mapping) -> dict[str, float]:
 
 def best_score(record: Mapping) -> float:
     """The highest logged candidate score (NaN when nothing was scored: fallbacks, single survivors)."""
-    scores = [s for s in _list(record.get("scores")) if s is not None and s == s]
+    scores = [s for s in as_list(record.get("scores")) if s is not None and s == s]
     return float(max(scores)) if len(scores) > 1 else np.nan
 
 
@@ -48,7 +48,7 @@ def columns(records: Sequence[Mapping], names: Iterable[str]) -> dict[str, np.nd
 
 def scored(record: Mapping) -> bool:
     """A decision the policy drew (not a fallback) over more than one scored candidate."""
-    return not record.get("fallback") and sum(s is not None and s == s for s in _list(record.get("scores"))) > 1
+    return not record.get("fallback") and sum(s is not None and s == s for s in as_list(record.get("scores"))) > 1
 
 
 def realised_value(record: Mapping, costs: Mapping[str, float]) -> float:
@@ -56,7 +56,7 @@ def realised_value(record: Mapping, costs: Mapping[str, float]) -> float:
     cost (the model's scores are net of costs too)."""
     if record.get("value") is not None:
         return float(record["value"])
-    chosen = _list(record.get("chosen")) or [None]
+    chosen = as_list(record.get("chosen")) or [None]
     return float(record.get("revenue") or 0.0) - float(costs.get(chosen[0], 0.0))
 
 
@@ -67,12 +67,12 @@ def calibration_of(records: Sequence[Mapping], neutral: str, costs: Mapping[str,
     for r in records:
         if not scored(r):
             continue
-        served = (_list(r.get("chosen")) or [None])[0]
-        candidates, scores = _list(r["candidates"]), _list(r["scores"])
+        served = (as_list(r.get("chosen")) or [None])[0]
+        candidates, scores = as_list(r["candidates"]), as_list(r["scores"])
         for a in candidates:
             served_counts[a] = served_counts.get(a, 0) + (a == served)
         pairs = [(a, float(s)) for a, s in zip(candidates, scores) if s is not None and s == s and a != neutral]
         predicted.append(float(np.mean([s for _, s in pairs])) if pairs else np.nan)
-        realised.append(realised_uplift(realised_value(r, costs), served, candidates, _list(r["probabilities"]),
+        realised.append(realised_uplift(realised_value(r, costs), served, candidates, as_list(r["probabilities"]),
                                         neutral, [a for a, _ in pairs]))
     return calibration(np.array(predicted), np.array(realised), min(served_counts.values(), default=0))
