@@ -220,6 +220,8 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
                             **auth},
         "POST /v1/admin/safe-mode": {"200": json_, "400": json_, "413": json_, "422": json_, "503": json_, **auth},
         "POST /v1/admin/clock": {"200": json_, "400": json_, "409": json_, "413": json_, "422": json_, **auth},
+        "POST /v1/admin/erasure": {"200": json_, "400": json_, "409": json_, "413": json_, "422": json_, "503": json_,
+                                   **auth},
         "GET /healthz": {"200": json_},
         "GET /readyz": {"200": json_, "503": json_},
         "GET /metrics": {"200": "text/plain", **auth},
@@ -239,7 +241,8 @@ def test_the_openapi_document_declares_the_real_error_bodies_and_statuses(both):
     assert security == {
         "POST /v1/decisions": [{"api_key": ["decide"]}], "POST /v1/outcomes": [{"api_key": ["outcomes"]}],
         "POST /v1/events": [{"api_key": ["events"]}], "POST /v1/admin/safe-mode": [{"api_key": ["admin"]}],
-        "POST /v1/admin/clock": [{"api_key": ["admin"]}], "GET /metrics": [{"api_key": ["ops"]}],
+        "POST /v1/admin/clock": [{"api_key": ["admin"]}], "POST /v1/admin/erasure": [{"api_key": ["admin"]}],
+        "GET /metrics": [{"api_key": ["ops"]}],
         "GET /v1/stats": [{"api_key": ["ops"]}], "GET /healthz": None, "GET /readyz": None,
         "POST /v1/consent": [{"api_key": ["consent"]}], "GET /v1/consent/{user_id}": [{"api_key": ["consent"]}],
     }
