@@ -69,6 +69,8 @@ CALLS = [  # (method, path, body, scope)
     ("GET", "/v1/consent/1", None, "consent"),
     ("POST", "/v1/admin/safe-mode", SAFE_MODE_OFF, "admin"),
     ("POST", "/v1/admin/clock", {"now": "2030-01-01T00:00:00Z"}, "admin"),
+    # An id no user can have: the admin gets through the key check to a 422, and nothing is erased.
+    ("POST", "/v1/admin/erasure", {"user_id": -1, "reason": "auth test"}, "admin"),
     ("GET", "/metrics", None, "ops"),
     ("GET", "/v1/stats", None, "ops"),
 ]
