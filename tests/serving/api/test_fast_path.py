@@ -13,9 +13,10 @@ from tests.serving.api.test_api import users_with
 def both(serving_settings):
     """(the app uvicorn runs, FastAPI's app behind it), sharing one runtime."""
     app = create_app(serving_settings)
-    assert isinstance(app.app, DecisionFastPath)  # behind the rate limit (serving/api/rate_limit.py)
+    fast_path = app.app.app  # behind the response counter and the rate limit (serving/api/rate_limit.py)
+    assert isinstance(fast_path, DecisionFastPath)
     with TestClient(app) as fast:
-        yield fast, TestClient(app.app.app)
+        yield fast, TestClient(fast_path.app)
         fast.app.state.runtime.service.trace.flush()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serving.main import create_app
@@ -22,7 +23,9 @@ def both(serving_settings):
     """(the app uvicorn runs, FastAPI's app behind it), sharing one runtime; admin calls need TOKEN."""
     app = create_app(serving_settings.model_copy(update={"admin_token": TOKEN}))
     with TestClient(app) as fast:
-        yield fast, TestClient(app.app.app)  # rate limit → fast path → FastAPI
+        fastapi_app = app.app.app.app  # response counter → rate limit → fast path → FastAPI
+        assert isinstance(fastapi_app, FastAPI)
+        yield fast, TestClient(fastapi_app)
 
 
 def page_view(event_id: str, user: int, **fields) -> dict:
