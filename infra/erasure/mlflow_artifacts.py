@@ -7,6 +7,8 @@ digest of a whole training set); the models themselves are aggregates of everyon
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import json
 import os
 import uuid
@@ -59,22 +61,17 @@ def erase_examples(artifacts: Path, home: Path, rows: list[dict[str, float]], re
     if not Path(artifacts).is_dir():
         report.notes.append(f"no local artifact root at {artifacts}: examples in a remote store were not checked")
         return
-    for name in EXAMPLE_FILES:
-        for path in sorted(Path(artifacts).rglob(name)):
-            example = json.loads(path.read_text())
-            split = _split(example) if isinstance(example, dict) else None
-            if split is None:
-                continue
-            kept = [values for values in split["data"] if not _matches(split["columns"], values, rows)]
-            removed = len(split["data"]) - len(kept)
-            if not removed:
-                continue
-            split["data"] = kept or [[0.0] * len(split["columns"])]
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(example, indent=2 if name.startswith("serving") else None))
-            os.replace(tmp, path)
-            report.rows_removed += removed
-            report.files_rewritten.append(str(path.relative_to(home)) if path.is_relative_to(home) else str(path))
+    for path, example, split in _examples(artifacts):
+        kept = [values for values in split["data"] if not _matches(split["columns"], values, rows)]
+        removed = len(split["data"]) - len(kept)
+        if not removed:
+            continue
+        split["data"] = kept or [[0.0] * len(split["columns"])]
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(example, indent=2 if path.name.startswith("serving") else None))
+        os.replace(tmp, path)
+        report.rows_removed += removed
+        report.files_rewritten.append(str(path.relative_to(home)) if path.is_relative_to(home) else str(path))
 
 
 def export_examples(artifacts: Path, rows: list[dict[str, float]]) -> list[dict[str, Any]]:
@@ -82,13 +79,18 @@ def export_examples(artifacts: Path, rows: list[dict[str, float]]) -> list[dict[
     found: list[dict[str, Any]] = []
     if not Path(artifacts).is_dir():
         return found
+    for path, _, split in _examples(artifacts):
+        for values in split["data"]:
+            if _matches(split["columns"], values, rows):
+                found.append({"file": str(path), "row": dict(zip(split["columns"], values))})
+    return found
+
+
+def _examples(artifacts: Path) -> Iterator[tuple[Path, dict, dict]]:
+    """(file, parsed example, its columns/data part) of every logged input example under `artifacts`."""
     for name in EXAMPLE_FILES:
         for path in sorted(Path(artifacts).rglob(name)):
             example = json.loads(path.read_text())
             split = _split(example) if isinstance(example, dict) else None
-            if split is None:
-                continue
-            for values in split["data"]:
-                if _matches(split["columns"], values, rows):
-                    found.append({"file": str(path), "row": dict(zip(split["columns"], values))})
-    return found
+            if split is not None:
+                yield path, example, split
