@@ -36,6 +36,10 @@ def ensure_relocated(home: Path) -> Path | None:
     home = Path(home).absolute()
     if home in _checked or not home.is_dir():
         return None
+    if not os.access(home, os.W_OK):  # a read-only home (a mounted volume): nothing can be rewritten, or needs to be
+        log.warning("home %s is read-only: not checking whether it moved", home)
+        _checked.add(home)
+        return None
     with _locked(home):
         old = previous_location(home)
         if old is not None and old != home:

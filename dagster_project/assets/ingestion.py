@@ -68,6 +68,9 @@ def raw_events(context: dg.AssetExecutionContext, landing: LandingResource, lake
     Rows whose values cannot be typed at all (text in a numeric column of a CSV) are refused at landing, kept whole
     in `quarantine/landing`, and counted: read = landed + refused."""
     files = landing.files()
+    if not files:  # never an empty lake in silence: the folder is empty, or `landing` has not run
+        raise FileNotFoundError(f"no event files in {landing.folder() / 'events'}: materialize `landing` first "
+                                f"(source {landing.source!r}) or add the shop's files (docs/landing.md)")
     rows, refused, empty_days = {}, {}, []
     for key in context.partition_keys:
         path = files.get(key)

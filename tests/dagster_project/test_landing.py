@@ -129,3 +129,15 @@ def test_a_shop_of_files_lands_with_every_row_accounted_for(tmp_path, redis_data
     assert len(pd.read_parquet(data / CUSTOMERS)) == SHOP.n_users
     landed = result.asset_materializations_for_node("raw_events")[0].metadata
     assert (landed["rows"].value, landed["refused_at_landing"].value) == (len(raw), 1)
+
+
+def test_raw_events_refuse_to_land_nothing_when_the_folder_is_empty(tmp_path, redis_databases):
+    settings = HyperliftSettings(home=tmp_path / "home", reports_dir=tmp_path / "reports")
+    resources = build_resources(settings, redis_databases.fresh(), SHOP)
+    result = dg.materialize([ingestion.raw_events], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                            tags=partition_range_tags("2026-10-01", "2026-10-02"), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "no event files in" in str(failure.step_failure_data.error) and "materialize `landing` first" in str(
+        failure.step_failure_data.error)
+    assert not (settings.data_dir / RAW_EVENTS).exists()

@@ -95,3 +95,12 @@ def test_a_sibling_with_a_longer_name_is_not_rewritten(tmp_path):
 def test_a_home_that_does_not_exist_yet_is_left_alone(tmp_path):
     assert ensure_relocated(tmp_path / "not-yet") is None
     assert not (tmp_path / "not-yet").exists()
+
+
+def test_a_read_only_home_opens_without_a_rewrite(tmp_path, monkeypatch):
+    """A home on a read-only volume: settings still load (no lock file, no record written), instead of failing."""
+    home = tmp_path / "ro"
+    home.mkdir()
+    monkeypatch.setattr(home_location.os, "access", lambda path, mode: False)  # as a read-only mount answers
+    assert ensure_relocated(home) is None
+    assert list(home.iterdir()) == []
