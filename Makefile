@@ -72,13 +72,15 @@ rollback: install  ## move the champion alias back one step (a running service s
 audit: install  ## the audit trail: admin calls, consent changes, promotions and rollbacks (who, what, when, why)
 	$(BIN)/python -m infra.audit
 
+# USER=<id> on make's command line also replaces the login name make passes on: the recipes give it back, or the
+# audit trail would name the erased user as the actor (cli:<login>).
 erase: install  ## erase one user from every store, with a receipt (USER=<user id>; docs/privacy.md)
 	@test "$(origin USER)" = "command line" || { echo "usage: make erase USER=<user id>" >&2; exit 2; }
-	$(LAUNCH) $(BIN)/python -m infra.erasure erase --user '$(USER)'
+	$(LAUNCH) env USER="$$(id -un 2>/dev/null || echo unknown)" $(BIN)/python -m infra.erasure erase --user '$(USER)'
 
 export: install  ## everything held about one user, as files (USER=<user id>; docs/privacy.md)
 	@test "$(origin USER)" = "command line" || { echo "usage: make export USER=<user id>" >&2; exit 2; }
-	$(LAUNCH) $(BIN)/python -m infra.erasure export --user '$(USER)'
+	$(LAUNCH) env USER="$$(id -un 2>/dev/null || echo unknown)" $(BIN)/python -m infra.erasure export --user '$(USER)'
 
 clean:  ## remove runtime state (.hyperlift) and reports; keeps .venv
 	rm -rf .hyperlift reports

@@ -29,9 +29,11 @@ class StoreReport:
 
     @property
     def touched(self) -> int:
-        """Items changed in this store."""
-        return (self.rows_removed + self.rows_anonymised + self.keys_deleted + self.entries_removed
-                + self.entries_anonymised + len(self.files_deleted))
+        """Items changed in this store: rows, keys and entries; for a store whose items are whole files (Redis's
+        append-only file and snapshot), the files rewritten."""
+        items = (self.rows_removed + self.rows_anonymised + self.keys_deleted + self.entries_removed
+                 + self.entries_anonymised + len(self.files_deleted))
+        return items or len(self.files_rewritten)
 
 
 @dataclass
