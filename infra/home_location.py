@@ -13,12 +13,12 @@ name files of the old location) is history and stays as it was.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
+
+from infra.file_lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def ensure_relocated(home: Path) -> Path | None:
         log.warning("home %s is read-only: not checking whether it moved", home)
         _checked.add(home)
         return None
-    with _locked(home):
+    with file_lock(home / _LOCK_FILE):
         old = previous_location(home)
         if old is not None and old != home:
             relocate(home, old)
@@ -89,16 +89,6 @@ def relocate(home: Path, old: Path) -> dict[str, int]:
     }
     log.warning("the home moved from %s to %s: rewrote %s", old, home, counts)
     return counts
-
-
-@contextlib.contextmanager
-def _locked(home: Path) -> Iterator[None]:
-    with open(home / _LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _swap(value: str, old: str, new: str) -> str:

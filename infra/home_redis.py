@@ -14,7 +14,6 @@ nothing is started here.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +28,7 @@ from types import TracebackType
 
 import redis
 
+from infra.file_lock import file_lock
 from infra.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class HomeRedis:
 
     def __enter__(self) -> "HomeRedis":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with file_lock(self.workdir / LOCK_FILE):
             server = self.running()
             self.reused = server is not None
             if server is None:
@@ -128,7 +127,7 @@ class HomeRedis:
         """Unregister; stop the server when no other live user remains."""
         if self._user_file is None:
             return
-        with self._locked():
+        with file_lock(self.workdir / LOCK_FILE):
             self._user_file.unlink(missing_ok=True)
             self._user_file = None
             if self.users():
@@ -164,15 +163,6 @@ class HomeRedis:
         return pids
 
     # -- starting and stopping ---------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.workdir / LOCK_FILE, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _start(self) -> RunningServer:
         self._own = EmbeddedRedis(self.workdir, persist=True, detached=True, start_timeout_s=self.start_timeout_s)

@@ -89,9 +89,8 @@ class FairnessConfig(BaseModel):
 def _chosen_score(record: Mapping) -> float:
     """The logged score of the first action served (0 when it was not scored: neutral answers, fallbacks)."""
     chosen, candidates, scores = (as_list(record.get(k)) for k in ("chosen", "candidates", "scores"))
-    if not chosen or chosen[0] not in candidates:
-        return 0.0
-    score = scores[candidates.index(chosen[0])] if candidates.index(chosen[0]) < len(scores) else None
+    at = candidates.index(chosen[0]) if chosen and chosen[0] in candidates else len(scores)
+    score = scores[at] if at < len(scores) else None
     return 0.0 if score is None or score != score else float(score)
 
 
