@@ -2,6 +2,7 @@
 of the closed loop (issue #12's target: ≥ 90 % of at least 30 pairs), with the intervals' widths.
 
     .venv/bin/python -m bench.loop_ope_coverage [--seeds 8 --rounds 4 --users 4000 --history-days 14]
+                                                [--exploration softmax:0.1:0.005]
 
 Each seed is a whole `make loop` run (demo.loop) on a smaller shop, so that 30+ pairs fit in ~20 minutes here.
 """
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 from bench.report import machine_line, write_section
+from demo.loop import exploration_spec
 from infra.settings import HyperliftSettings
 
 TITLE = "## Closed loop: off-policy interval coverage over (round, seed) pairs (`.venv/bin/python -m bench.loop_ope_coverage`)"
@@ -29,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--history-days", type=int, default=14)
+    parser.add_argument("--exploration", type=exploration_spec, default=None, metavar="METHOD:ARGS",
+                        help="the loop's --exploration (default: the surface's own, epsilon-greedy 0.05)")
     args = parser.parse_args(argv)
+    explore = [] if args.exploration is None else ["--exploration", _spec_text(args.exploration)]
     machine = machine_line()
     started = time.perf_counter()
     pairs: list[dict] = []
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         report = HyperliftSettings().reports_dir / "loop_summary.json"
         report.unlink(missing_ok=True)
         run = subprocess.run([sys.executable, "-m", "demo.loop", "--rounds", str(args.rounds), "--users",
-                              str(args.users), "--history-days", str(args.history_days), "--seed", str(seed)])
+                              str(args.users), "--history-days", str(args.history_days), "--seed", str(seed),
+                              *explore])
         if run.returncode != 0 or not report.exists():  # counted and said, the other seeds still count
             failed.append(seed)
             print(f"seed {seed}: the loop failed (exit {run.returncode}); see its output above", flush=True)
@@ -48,14 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(report.read_text())
         pairs += [{"seed": seed, "round": r["round"], **r["off_policy"]} for r in summary["rounds"]
                   if "dr" in r["off_policy"]]
+    title = TITLE if args.exploration is None else f"{TITLE[:-2]} --exploration {_spec_text(args.exploration)}`)"
     dump = HyperliftSettings().reports_dir / "loop_ope_coverage.json"
     dump.write_text(json.dumps({"args": vars(args), "failed_seeds": failed, "pairs": pairs}, indent=1))
     print(f"wrote {dump} (every pair: estimates, intervals, ESS, truth)", flush=True)
-    lines = [TITLE, "", f"`.venv/bin/python -m bench.loop_ope_coverage --seeds {args.seeds} --rounds {args.rounds} "
-             f"--users {args.users} --history-days {args.history_days}`; {machine}; {len(pairs)} (round, seed) pairs "
-             f"in {time.perf_counter() - started:.0f} s. Each pair: the gate's estimate of that round's challenger on "
-             "its window (the day just served, ε = 0.05), against the challenger's exact value there. Seeds whose "
-             f"loop failed: {failed or 'none'}.", "",
+    served = "ε-greedy, ε = 0.05" if args.exploration is None else _spec_text(args.exploration)
+    lines = [title, "", f"`.venv/bin/python -m bench.loop_ope_coverage --seeds {args.seeds} --rounds {args.rounds} "
+             f"--users {args.users} --history-days {args.history_days}{' ' + ' '.join(explore) if explore else ''}`; "
+             f"{machine}; {len(pairs)} (round, seed) pairs in {time.perf_counter() - started:.0f} s. Each pair: the "
+             f"gate's estimate of that round's challenger on its window (the day just served, {served}), against the "
+             f"challenger's exact value there. Seeds whose loop failed: {failed or 'none'}.", "",
              "| estimator | pairs | truth inside the 95 % interval | median width | median ESS | mean |estimate − truth| "
              "| mean estimate − truth |",
              "|---|---|---|---|---|---|---|"]
@@ -77,9 +85,16 @@ def main(argv: list[str] | None = None) -> int:
                          f"{np.mean([p['dr']['estimate'] - p['true_value'] for p in group]):+.3f} |")
     lines.append("")
     text = "\n".join(lines)
-    write_section(TITLE, text)
+    write_section(title, text)
     print(text)
     return 0
+
+
+def _spec_text(spec: dict) -> str:
+    """The --exploration text of a parsed spec (inverse of demo.loop.exploration_spec)."""
+    if spec["method"] == "epsilon_greedy":
+        return f"epsilon_greedy:{spec['epsilon']:g}"
+    return f"softmax:{spec['temperature']:g}" + (f":{spec['floor']:g}" if "floor" in spec else "")
 
 
 if __name__ == "__main__":

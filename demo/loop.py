@@ -70,6 +70,7 @@ from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
 from serving.api.connection_limits import UVICORN_OPTIONS
 from serving.decision.surfaces import DEFAULT_CONFIG_DIR, load_policy_config
+from serving.policy.exploration import Exploration
 from serving.store.decision_log import DECISION_FORMAT, read_partitions
 from simulator import ClosedLoopDriver, ServiceClient, build_shop
 from simulator.actions import ACTION_IDS, ACTION_INDEX, CONTROL_ACTION, actions_frame
@@ -106,21 +107,50 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-days", type=int, default=int(os.environ.get("HYPERLIFT_LOOP_HISTORY_DAYS", "21")))
     parser.add_argument("--shop", choices=sorted(SHOPS), default=os.environ.get("HYPERLIFT_LOOP_SHOP", "default"))
     parser.add_argument("--seed", type=int, default=int(os.environ.get("HYPERLIFT_LOOP_SEED", "7")))
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="serve the surface with this epsilon-greedy rate instead of its configured exploration "
-                        "(a copy of serving/conf in the loop's home; the gate and the oracle use it too)")
-    return parser.parse_args(argv)
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--epsilon", type=float, default=None,
+                     help="serve the surface with this epsilon-greedy rate instead of its configured exploration "
+                     "(a copy of serving/conf in the loop's home; the gate and the oracle use it too)")
+    how.add_argument("--exploration", type=exploration_spec, default=None, metavar="METHOD:ARGS",
+                     help="serve the surface with this exploration instead of its configured one: "
+                     "epsilon_greedy:EPSILON or softmax:TEMPERATURE[:FLOOR] (e.g. softmax:0.1:0.005)")
+    args = parser.parse_args(argv)
+    if args.epsilon is not None:
+        args.exploration = {"method": "epsilon_greedy", "epsilon": args.epsilon}
+    return args
 
 
-def _policy_folder(home: Path, epsilon: float | None) -> Path:
-    """The service's policy folder: serving/conf, or a copy in the loop's home whose surface explores at `epsilon`."""
-    if epsilon is None:
+def exploration_spec(text: str) -> dict:
+    """`epsilon_greedy:0.2` or `softmax:0.1[:0.005]` as a surface's `exploration` mapping (checked by Exploration)."""
+    method, _, rest = text.partition(":")
+    numbers = rest.split(":") if rest else []
+    try:
+        values = [float(x) for x in numbers]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the numbers after the method must be decimals") from None
+    if method == "epsilon_greedy" and len(values) == 1:
+        spec = {"method": method, "epsilon": values[0]}
+    elif method == "softmax" and len(values) in (1, 2):
+        spec = {"method": method, "temperature": values[0], **({"floor": values[1]} if len(values) == 2 else {})}
+    else:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give epsilon_greedy:EPSILON or softmax:TEMPERATURE[:FLOOR], e.g. softmax:0.1:0.005")
+    try:
+        Exploration(**spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return spec
+
+
+def _policy_folder(home: Path, exploration: dict | None) -> Path:
+    """The service's policy folder: serving/conf, or a copy in the loop's home whose surface explores as given."""
+    if exploration is None:
         return DEFAULT_CONFIG_DIR
     folder = home / "conf"
     shutil.copytree(DEFAULT_CONFIG_DIR, folder)
     path = folder / "surfaces" / f"{SURFACE}.yaml"
     surface = yaml.safe_load(path.read_text())
-    surface["exploration"] = {"method": "epsilon_greedy", "epsilon": epsilon}
+    surface["exploration"] = exploration
     path.write_text(yaml.safe_dump(surface, sort_keys=False))
     return folder
 
@@ -157,7 +187,7 @@ def _score_matrix(model, X: np.ndarray) -> np.ndarray:
 
 
 def _round_truth(settings, shop, records: pd.DataFrame, users: pd.Series, feature_names: list[str],
-                 best_single: str, epsilon: float, budgets: list[dict]) -> tuple[dict, int]:
+                 best_single: str, exploration: Exploration, budgets: list[dict]) -> tuple[dict, int]:
     """Every policy's true value on the round's decisions that logged features (see demo.loop_truth)."""
     rows = [(r.decision_id, logged_features(r.features, feature_names)) for r in records.itertuples()
             if isinstance(r.features, str)]
@@ -174,7 +204,7 @@ def _round_truth(settings, shop, records: pd.DataFrame, users: pd.Series, featur
         "feature_limited_oracle": cross_fitted_truth_model(X, incremental_truth(shop, user_ids), **BASE_LEARNER),
     }
     values = round_values(shop, user_ids, [c[0] for c in chosen["chosen"]], [list(c) for c in chosen["candidates"]],
-                          epsilon, budgets, best_single, learned)
+                          exploration, budgets, best_single, learned)
     return values, len(ids)
 
 
@@ -220,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = HyperliftSettings(home=home, reports_dir=base.reports_dir)
     config = shop_config(args.shop, n_users=args.users, n_days=args.history_days, seed=args.seed)
     shop = build_shop(config)
-    config_dir = _policy_folder(home, args.epsilon)
+    config_dir = _policy_folder(home, args.exploration)
     policy = load_policy_config(config_dir, REGIONS)
     surface = policy.surfaces[SURFACE]
     exploration = surface.exploration.build()
@@ -230,7 +260,8 @@ def _run(args: argparse.Namespace) -> int:
         "shop": {"name": args.shop, "users": config.n_users, "history_days": config.n_days, "seed": config.seed,
                  "config_hash": _hash(repr(config)), "surfaces_hash": policy.version,
                  "catalogue_hash": _hash(actions_frame().to_csv(index=False))},
-        "surface": SURFACE, "exploration": {"method": exploration.method, "epsilon": exploration.epsilon},
+        "surface": SURFACE, "exploration": {"method": exploration.method, "epsilon": exploration.epsilon,
+                                          "temperature": exploration.temperature, "floor": exploration.floor},
         "best_single_action": best_single, "rounds": [],
     }
     started_all = time.perf_counter()
@@ -300,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
                 records = read_partitions(settings.data_dir / "decisions", record_format=DECISION_FORMAT)
                 records = records.loc[records["decision_id"].isin(set(log.decisions["decision_id"]))]
                 values, n_eval = _round_truth(settings, shop, records, user_series, feature_names, best_single,
-                                              exploration.epsilon, budgets)
+                                              exploration, budgets)
                 ope = _ope_against_truth(settings, shop, user_series, gate, exploration, surface.uncertainty_bonus)
                 summary["rounds"].append({
                     "round": r, "day": day.isoformat(), "decisions": len(log.decisions), "evaluated_decisions": n_eval,

@@ -13,7 +13,9 @@ attribution window minus the action's unit cost, relative to showing nothing. Pe
     oracle                  the constrained oracle: (1 − ε)·v[i, x_i] + ε·mean_{a ∈ candidates_i} v[i, a], where x is
                             the assignment maximising Σ v subject to each paced campaign's daily budget
                             (count(a) ≤ budget/cost: a linear program, HiGHS) — the same exploration rate,
-                            candidates (eligibility, consent, caps) and budgets as the served surface
+                            candidates (eligibility, consent, caps) and budgets as the served surface. Under a
+                            softmax surface: Σ_a p_ia v[i, a] with p the surface's softmax of v over the candidates
+                            (same temperature and floor; the daily budgets are not imposed on a softmax)
     feature_limited_oracle  the same constrained assignment chosen by v̂ (v predicted from the logged features by
                             the champion's base learner, cross-fitted), valued by v: what the features can see
     response_model          chosen by r̂(x, a) − cost(a) − r̂(x, no_action), r̂ one XGBoost of revenue on features +
@@ -37,6 +39,7 @@ from scipy.sparse import coo_matrix
 from sklearn.model_selection import KFold
 from xgboost import XGBRegressor
 
+from serving.policy.exploration import Exploration, distribution
 from simulator.actions import ACTION_IDS, ACTION_INDEX, CONTROL_ACTION, UNIT_COSTS
 from simulator.response import expected_net_value
 from simulator.world import Shop
@@ -122,6 +125,25 @@ def explored(v: np.ndarray, x: np.ndarray, mask: np.ndarray, epsilon: float) -> 
     return (1 - epsilon) * (x * v).sum(axis=1) + epsilon * uniform
 
 
+def policy_value(v: np.ndarray, scores: np.ndarray, mask: np.ndarray, counts: Mapping[int, int],
+                 exploration: Exploration) -> np.ndarray:
+    """Per decision, the expected true value v of the surface's policy driven by `scores`: epsilon-greedy (or greedy)
+    around the budget-constrained assignment (`constrained_choice`, `explored`), or the softmax of the scores over
+    each decision's candidates (budgets not imposed). Thompson needs each user's uncertainty, which a score matrix
+    does not carry: refused."""
+    if exploration.method in ("greedy", "epsilon_greedy"):
+        epsilon = exploration.epsilon if exploration.method == "epsilon_greedy" else 0.0
+        return explored(v, constrained_choice(scores, mask, counts), mask, epsilon)
+    if exploration.method != "softmax":
+        raise ValueError(f"the loop's truth values greedy, epsilon_greedy and softmax surfaces; got {exploration.method!r}")
+    out = np.empty(len(v))
+    with np.errstate(over="ignore"):
+        for i in range(len(v)):
+            candidates = np.flatnonzero(mask[i])
+            out[i] = float(distribution(scores[i, candidates].astype(float), exploration) @ v[i, candidates])
+    return out
+
+
 def cross_fitted_truth_model(X: np.ndarray, v: np.ndarray, seed: int = 0, **xgb: object) -> np.ndarray:
     """v̂ (n, n_actions): per action, an XGBoost regressor of v on the features, each row predicted out of fold."""
     out = np.zeros_like(v)
@@ -154,7 +176,7 @@ def round_values(
     user_ids: np.ndarray,
     served: Sequence[str],
     candidates: Sequence[Sequence[str]],
-    epsilon: float,
+    exploration: Exploration,
     budgets: Sequence[Mapping],
     best_single: str,
     learned_scores: Mapping[str, np.ndarray],
@@ -173,10 +195,10 @@ def round_values(
         "random_promotion": np.where(n_promos > 0, np.where(promos, v, 0).sum(axis=1) / np.maximum(n_promos, 1), 0.0),
         "best_single_action": np.where(mask[:, ACTION_INDEX[best_single]], v[:, ACTION_INDEX[best_single]], 0.0),
         "oracle_unconstrained": v.max(axis=1),
-        "oracle": explored(v, constrained_choice(v, mask, counts), mask, epsilon),
+        "oracle": policy_value(v, v, mask, counts, exploration),
     }
     for name, scores in learned_scores.items():
-        values[name] = explored(v, constrained_choice(scores, mask, counts), mask, epsilon)
+        values[name] = policy_value(v, scores, mask, counts, exploration)
     return {name: Value.of(x) for name, x in values.items()}
 
 

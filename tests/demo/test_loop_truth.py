@@ -5,7 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from demo.loop_truth import Value, budget_counts, candidate_mask, constrained_choice, explored, round_values
+from demo.loop_truth import (
+    Value, budget_counts, candidate_mask, constrained_choice, explored, policy_value, round_values,
+)
+from serving.policy.exploration import Exploration
 from simulator import ShopConfig, build_shop
 from simulator.actions import ACTION_IDS, ACTION_INDEX
 
@@ -41,6 +44,22 @@ def test_exploration_mixes_the_choice_with_the_uniform_over_candidates():
     assert explored(v, x, mask, 0.2).tolist() == [pytest.approx(0.8 * 1.0 + 0.2 * 0.5)]
 
 
+def test_a_softmax_policy_is_valued_by_its_probabilities_over_the_candidates():
+    v = np.array([[0.0, 1.0, 3.0], [0.0, 2.0, 0.5]])
+    scores = np.array([[0.0, 0.2, 0.1], [0.0, 0.0, 0.0]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    softmax = Exploration(method="softmax", temperature=0.1)
+    p0 = np.exp(np.array([0.0, 0.2]) / 0.1) / np.exp(np.array([0.0, 0.2]) / 0.1).sum()
+    # row 0: action C is not a candidate, so its value 3.0 cannot count; row 1: equal scores, uniform over three
+    assert policy_value(v, scores, mask, {}, softmax).tolist() == [pytest.approx(p0 @ [0.0, 1.0]),
+                                                                   pytest.approx(2.5 / 3)]
+    # epsilon-greedy keeps the budget-constrained assignment
+    greedy = policy_value(v, scores, mask, {}, Exploration(epsilon=0.3))
+    assert greedy.tolist() == [pytest.approx(0.7 * 1.0 + 0.3 * 0.5), pytest.approx(0.7 * 0.0 + 0.3 * 2.5 / 3)]
+    with pytest.raises(ValueError, match="thompson"):
+        policy_value(v, scores, mask, {}, Exploration(method="thompson"))
+
+
 def test_budgets_become_counts_per_action():
     budgets = [{"daily_budget": 500.0, "costs": {"free_shipping": 0.25}}, {"daily_budget": 3.0, "costs": {"email_digest": 0.0}}]
     assert budget_counts(budgets) == {ACTION_INDEX["free_shipping"]: 2000}
@@ -50,7 +69,8 @@ def test_reference_policies_on_a_real_shop_keep_their_order():
     shop = build_shop(ShopConfig(n_users=300, n_items=40, n_days=2, seed=2))
     users = shop.users["user_id"].to_numpy()[:200]
     candidates = [list(ACTION_IDS)] * 150 + [["no_action"]] * 50
-    values = round_values(shop, users, ["no_action"] * 200, candidates, 0.05, [], "loyalty_points", {})
+    values = round_values(shop, users, ["no_action"] * 200, candidates, Exploration(epsilon=0.05), [],
+                          "loyalty_points", {})
     assert values["no_action"] == Value(0.0, 0.0, 0.0) and values["policy"].mean == 0.0
     assert values["oracle_unconstrained"].mean >= values["oracle"].mean >= values["best_single_action"].mean
     assert values["oracle"].mean > values["random_promotion"].mean
