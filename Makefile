@@ -82,5 +82,17 @@ export: install  ## everything held about one user, as files (USER=<user id>; do
 	@test "$(origin USER)" = "command line" || { echo "usage: make export USER=<user id>" >&2; exit 2; }
 	$(LAUNCH) env USER="$$(id -un 2>/dev/null || echo unknown)" $(BIN)/python -m infra.erasure export --user '$(USER)'
 
+.PHONY: backup restore deploy-check
+backup: install  ## back up every store into a new folder (DIR=<folder>; docs/deploy.md, Backup and restore)
+	@test -n "$(DIR)" || { echo "usage: make backup DIR=<new folder>" >&2; exit 2; }
+	$(BIN)/python -m infra.backup create '$(DIR)'
+
+restore: install  ## restore every store from DIR into empty stores (REPLACE=1: delete what they hold first)
+	@test -n "$(DIR)" || { echo "usage: make restore DIR=<backup folder> [REPLACE=1]" >&2; exit 2; }
+	$(BIN)/python -m infra.backup restore '$(DIR)' $(if $(REPLACE),--replace)
+
+deploy-check: install  ## static checks of the images, compose file and Kubernetes manifests (infra/deploy)
+	$(BIN)/python -m infra.deploy.check
+
 clean:  ## remove runtime state (.hyperlift) and reports; keeps .venv
 	rm -rf .hyperlift reports

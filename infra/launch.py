@@ -70,7 +70,9 @@ def main(argv: list[str]) -> int:
         # child, then leave the context, which stops the home's redis-server unless another process still uses it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
-        return child.wait()
+        code = child.wait()
+        # A child ended by a signal reports -N; a shell says 128 + N (SIGTERM: 143), and SystemExit(-15) would be 241.
+        return 128 - code if code < 0 else code
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

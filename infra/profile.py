@@ -109,10 +109,15 @@ def postgres_databases(settings: HyperliftSettings) -> PostgresDatabases:
             f"(e.g. postgresql://hyperlift@db:5432/hyperlift) or {variable}, or unset HYPERLIFT_PROFILE for local"
         )
 
+    # An MLFLOW_TRACKING_URI the user set is used as given (settings.mlflow_uri), whatever its scheme, and is theirs to
+    # provision; one equal to the derived `<name>_mlflow` database is ours (infra.launch exports the derived URL to
+    # its children, who must still create and migrate it).
+    dagster = resolve("dagster", settings.dagster_postgres_url, DAGSTER_URL_VARIABLE)
+    given = settings.mlflow_tracking_uri
+    derived = resolve("mlflow", None, "MLFLOW_TRACKING_URI") if not given or settings.postgres_url else None
     return PostgresDatabases(
-        dagster=resolve("dagster", settings.dagster_postgres_url, DAGSTER_URL_VARIABLE),
-        # An MLFLOW_TRACKING_URI the user set is used as given (settings.mlflow_uri), whatever its scheme.
-        mlflow=None if settings.mlflow_tracking_uri else resolve("mlflow", None, "MLFLOW_TRACKING_URI"),
+        dagster=dagster,
+        mlflow=derived if not given or given == derived else None,
         feast=resolve("feast", settings.feast_registry_url, "HYPERLIFT_FEAST_REGISTRY_URL"),
     )
 
@@ -152,6 +157,8 @@ def profile_environment(settings: HyperliftSettings) -> dict[str, str]:
         }
         if settings.mlflow_artifacts_root is not None:
             env["HYPERLIFT_MLFLOW_ARTIFACTS_ROOT"] = str(settings.mlflow_artifacts_root)
+        if settings.postgres_url:  # so a child knows the exported MLFLOW_TRACKING_URI is the derived database
+            env["HYPERLIFT_POSTGRES_URL"] = settings.postgres_url
     return env
 
 

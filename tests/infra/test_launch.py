@@ -47,6 +47,12 @@ def test_sigterm_stops_the_child_and_the_embedded_server(tmp_path):
         pass
 
 
+def test_a_child_ended_by_a_signal_exits_as_a_shell_reports_it(tmp_path):
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    process = launch(tmp_path, sys.executable, "-c", script)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
+
+
 def test_the_launcher_prints_redis_url_without_its_password(tmp_path):
     env = {**os.environ, "HYPERLIFT_HOME": str(tmp_path), "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
     done = subprocess.run([sys.executable, "-m", "infra.launch", "--", sys.executable, "-c", "pass"], cwd=REPO,

@@ -84,6 +84,8 @@ def test_the_profile_is_read_from_the_environment(monkeypatch, tmp_path):
     child, parent = HyperliftSettings(), postgres_databases(settings)
     assert (child.mlflow_uri, postgres_databases(child).dagster, postgres_databases(child).feast) == (
         settings.mlflow_uri, parent.dagster, parent.feast)
+    # ... and still provisions MLflow's database: the exported MLFLOW_TRACKING_URI is the derived one, not the user's
+    assert postgres_databases(child).by_store() == parent.by_store()
 
 
 def test_each_store_can_have_its_own_server(tmp_path):
