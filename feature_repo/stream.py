@@ -36,6 +36,12 @@ cannot tell apart is a lost reply to step 3's EXEC: the call was finished, and i
   script keeps each user's lifetime sum of each money tile (`total:<column>`) and refuses, as `price.capacity` or
   `revenue.capacity`, the event that would take it past 2^53 micro-units: every sum of a user's tiles (the
   features' cumulative sums included) then stays exact, far from int64's limit. Counts grow by one per event.
+- **Bounded state.** After writing the rows, step 2 folds each read user's days older than the watermark − a margin
+  (`TileFolding`, one day by default) into its running tile (`fold:*` fields, `feature_repo.tile_fold`), one atomic
+  script per user; `refresh` (the nightly roll-forward) does the same for quiet users. A user's hash then holds the
+  fold plus the days since the watermark − margin, whatever its history; the features are bit-identical to the
+  unfolded tiles'. The apply script refuses an event for a folded day (`ts.beyond_watermark`, reachable only from a
+  writer whose clock is more than the margin behind). Folds done and refused: `StreamUpdater.fold_stats`.
 
 Concurrency: the tiles are updated atomically per event; two calls for one user may write their rows in either
 order when their stamps are equal, and the next event of that user rewrites the row from the complete tiles.
@@ -60,8 +66,13 @@ import redis
 from feature_repo.event_time import Lateness, day_start
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.record_validation import validate_records
+from feature_repo.tile_fold import (
+    FOLD_DAY_FIELD, FOLD_LUA, FOLD_PREFIX, FoldStats, TileFolding, fold_fields, folds_frame, parse_fold, plan_folds,
+    run_folds,
+)
 from feature_repo.transforms import (
-    MICROS, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, event_contributions, snapshots_from_tiles,
+    FOLD_DAY, MICROS, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY, empty_folds, event_contributions, fold_tiles,
+    snapshots_from_tiles,
 )
 
 TILES_PREFIX = "hyperlift:tiles:"
@@ -85,8 +96,9 @@ DONE = b"1"
 
 # Replies of the apply script: the event was applied now; applied by an earlier attempt of this same call;
 # a replay of an event a finished call applied; a replay of an event an unfinished other call applied (its row is
-# rewritten, in case that call never finishes); a negative k: refused, the k-th money total would pass the cap.
-APPLIED, SAME_CALL, REPLAY, REPLAY_UNFINISHED = 1, 2, 0, 3
+# rewritten, in case that call never finishes); a negative k: refused, the k-th money total would pass the cap;
+# refused, the event's day is at or before the user's fold day (`feature_repo.tile_fold`).
+APPLIED, SAME_CALL, REPLAY, REPLAY_UNFINISHED, FOLDED = 1, 2, 0, 3, 4
 
 # KEYS: seen key, tiles key. ARGV: seen ttl (s), day, event ts (µs), call token, then len(TILE_SUMS) increments,
 # then len(TILE_MAXES) candidate maxima (-1: none). Checks first, writes after: nothing below the first write can fail.
@@ -98,6 +110,8 @@ if state then
   return %(replay_unfinished)d
 end
 local day, n_sums = ARGV[2], %(n_sums)d
+local folded = redis.call('HGET', KEYS[2], '%(fold_day)s')
+if folded and tonumber(day) <= tonumber(folded) then return %(folded)d end
 for k = 1, #MONEY do
   local inc = tonumber(ARGV[4 + MONEY[k]])
   if inc > 0 then
@@ -132,7 +146,8 @@ APPLY_LUA = (
     "local MONEY = {" + ",".join(str(TILE_SUMS.index(c) + 1) for c in MONEY_TILES) + "}\n"
     "local TOTALS = {" + ",".join(f"'{TOTAL_PREFIX}{c}'" for c in MONEY_TILES) + "}\n"
     + _APPLY % {"n_sums": len(TILE_SUMS), "max_ts": MAX_TS, "cap": MONEY_CAP, "applied": APPLIED,
-                "same_call": SAME_CALL, "replay": REPLAY, "replay_unfinished": REPLAY_UNFINISHED}
+                "same_call": SAME_CALL, "replay": REPLAY, "replay_unfinished": REPLAY_UNFINISHED,
+                "fold_day": FOLD_DAY_FIELD, "folded": FOLDED}
 )
 
 
@@ -164,7 +179,8 @@ class StreamResult:
 
 
 def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[np.ndarray, int]:
-    """A user's tile hash as rows of `TILE_COLUMNS` (one per day, ascending) and its latest event time in µs."""
+    """A user's tile hash as rows of `TILE_COLUMNS` (one per day after its fold, ascending) and its latest event time
+    in µs; the days folded into its running tile are read by `tile_fold.parse_fold`."""
     days: dict[int, np.ndarray] = {}
     latest = -1
     for raw_name, raw_value in fields.items():
@@ -172,7 +188,7 @@ def parse_tiles(user_id: int, fields: dict[bytes, bytes]) -> tuple[np.ndarray, i
         if name == MAX_TS:
             latest = int(raw_value)
             continue
-        if name.startswith(TOTAL_PREFIX):
+        if name.startswith(TOTAL_PREFIX) or name.startswith(FOLD_PREFIX):  # the running tile: `parse_fold`
             continue
         day, column = name.split(":", 1)
         row = days.get(int(day))
@@ -190,14 +206,20 @@ def tiles_frame(rows: list[np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(TILE_COLUMNS))
 
 
-def write_tiles(client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500) -> int:
+def write_tiles(
+    client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500, fold_through: int | None = None,
+) -> int:
     """Replace the Redis tiles of every user in `tiles` (the batch's), so the stream continues from the batch state.
 
     Only non-empty fields are stored (absent sums read as 0, absent maxima as none), with each user's lifetime money
-    totals (`MONEY_TILES`, which the apply script bounds). Returns the users written.
+    totals (`MONEY_TILES`, which the apply script bounds). The key is rewritten whole: with `fold_through` (a day,
+    `TileFolding.through_day`) the days up to it are written as the user's running tile, else one field set per
+    day (the next call or refresh folds them). Returns the users written.
     """
     if tiles.empty:
         return 0
+    folds = {} if fold_through is None else {
+        int(f["user_id"]): f for f in fold_tiles(tiles, empty_folds(), fold_through)[1].to_dict("records")}
     sums, maxes = tiles[list(TILE_SUMS)].to_numpy(), tiles[list(TILE_MAXES)].to_numpy()
     users, days = tiles["user_id"].to_numpy(), tiles["day"].to_numpy()
     bounds = np.flatnonzero(np.diff(users)) + 1  # tiles are sorted by (user, day): one block per user
@@ -205,19 +227,42 @@ def write_tiles(client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500
     for start in range(0, len(blocks), chunk_users):
         pipe = client.pipeline(transaction=False)
         for block in blocks[start:start + chunk_users]:
-            mapping: dict[str, int] = {}
+            mapping: dict[str, int | str] = {}
             for i in block:
+                if fold_through is not None and days[i] <= fold_through:
+                    continue  # in the running tile
                 prefix = f"{int(days[i])}:"
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_SUMS, sums[i]) if v})
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_MAXES, maxes[i]) if v >= 0})
             mapping[MAX_TS] = int(max(maxes[block].max(), -1))
             for column in MONEY_TILES:
                 mapping[TOTAL_PREFIX + column] = int(tiles[column].to_numpy()[block].sum())
+            if int(users[block[0]]) in folds:
+                mapping.update(fold_fields(folds[int(users[block[0]])]))
             key = tiles_key(int(users[block[0]]))
             pipe.delete(key)
             pipe.hset(key, mapping=mapping)
         pipe.execute()
     return len(blocks)
+
+
+def fold_user_tiles(
+    client: redis.Redis, users: Sequence[int], through_day: int, min_days: int = 1, stats: FoldStats | None = None,
+) -> FoldStats:
+    """Fold the users' tiles of days <= `through_day` into their running tiles in Redis, one atomic script per user
+    (what `StreamUpdater` does on every call and refresh, callable on its own, e.g. after `write_tiles`). Pick
+    `through_day` with `TileFolding.through_day(lateness.watermark(today))`: a later day could still change."""
+    stats = stats if stats is not None else FoldStats()
+    script = client.register_script(FOLD_LUA)
+    users = [int(u) for u in users]
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hgetall(tiles_key(user))
+    read = {user: (fields, parse_tiles(user, fields)[0], parse_fold(user, fields))
+            for user, fields in zip(users, pipe.execute())}
+    plans = plan_folds(read, through_day, min_days)
+    run_folds(client, script, {tiles_key(user): args for user, args in plans.items()}, stats)
+    return stats
 
 
 def remember_events(client: redis.Redis, events: pd.DataFrame, ttl_s: int, chunk: int = 5_000) -> int:
@@ -241,9 +286,12 @@ class StreamUpdater:
 
     def __init__(
         self, writer: OnlineWriter, client: redis.Redis, lateness: Lateness, now: Callable[[], datetime],
-        quarantine_maxlen: int = 1_000_000,
+        quarantine_maxlen: int = 1_000_000, folding: TileFolding | None = TileFolding(),
     ):
         self.writer = writer
+        self.folding = folding  # None: never fold (each user's hash then grows by its active days)
+        self.fold_stats = FoldStats()
+        self._fold_script = client.register_script(FOLD_LUA)
         self.client = client
         self.lateness = lateness
         self.now = now
@@ -287,7 +335,8 @@ class StreamUpdater:
 
     def refresh(self, users: Sequence[int], chunk: int = 2_000) -> int:
         """Recompute the users' rows from their tiles as of now and write them (newer or equal): what the nightly batch
-        does for users without new events, so their rows roll forward (decays, recency) and stay fresh."""
+        does for users without new events, so their rows roll forward (decays, recency) and stay fresh. Each user's
+        days behind the watermark − margin are folded on the way (`tile_fold`), so this nightly pass bounds them."""
         now = pd.Timestamp(self.now()).tz_convert("UTC")
         users = sorted({int(u) for u in users})
         return sum(self._write_rows(users[i:i + chunk], now) for i in range(0, len(users), chunk))
@@ -309,7 +358,8 @@ class StreamUpdater:
         return np.array(pipe.execute(), dtype=np.int64)
 
     def _write_rows(self, users: list[int], now: pd.Timestamp) -> int:
-        """Recompute each touched user's row from all its tiles and write them, newer-or-equal, in one write."""
+        """Recompute each touched user's row from all its tiles and write them, newer-or-equal, in one write; then
+        fold the users' days that can no longer change (`self.folding`)."""
         if not users:
             return 0
         locks = [self._lock(user) for user in users]  # sorted users: a fixed lock order, no deadlock
@@ -319,22 +369,39 @@ class StreamUpdater:
             pipe = self.client.pipeline(transaction=False)
             for user in users:
                 pipe.hgetall(tiles_key(user))
-            by_stamp: dict[pd.Timestamp, tuple[list[int], list[np.ndarray]]] = {}
+            by_stamp: dict[pd.Timestamp, tuple[list[int], list[np.ndarray], list[dict]]] = {}
+            read: dict[int, tuple[dict, np.ndarray, dict | None]] = {}
             for user, fields in zip(users, pipe.execute()):
                 tiles, latest = parse_tiles(user, fields)
-                stamp = max(now, pd.Timestamp(latest + 1, unit="us", tz="UTC"))
-                group = by_stamp.setdefault(stamp, ([], []))
+                fold = parse_fold(user, fields)
+                read[user] = (fields, tiles, fold)
+                # A clock behind the fold still gets a stamp the fold can answer: its days are final anyway.
+                floor = latest + 1 if fold is None else max(latest + 1, (fold[FOLD_DAY] + 1) * US_PER_DAY)
+                stamp = max(now, pd.Timestamp(floor, unit="us", tz="UTC"))
+                group = by_stamp.setdefault(stamp, ([], [], []))
                 group[0].append(user)
                 group[1].append(tiles)
+                if fold is not None:
+                    group[2].append(fold)
             # Users sharing a stamp (nearly all: `now`) are computed together, in one call of the batch transform.
             rows = [
-                snapshots_from_tiles(tiles_frame(tiles), np.array(group), pd.DatetimeIndex([stamp]))
-                for stamp, (group, tiles) in by_stamp.items()
+                snapshots_from_tiles(tiles_frame(tiles), np.array(group), pd.DatetimeIndex([stamp]), folds_frame(folds))
+                for stamp, (group, tiles, folds) in by_stamp.items()
             ]
-            return self.writer.write(self._view, pd.concat(rows, ignore_index=True), mode="newer_or_equal")
+            written = self.writer.write(self._view, pd.concat(rows, ignore_index=True), mode="newer_or_equal")
+            if self.folding is not None:
+                self._fold(read, now)
+            return written
         finally:
             for lock in locks:
                 lock.release()
+
+    def _fold(self, read: dict[int, tuple[dict, np.ndarray, dict | None]], now: pd.Timestamp) -> int:
+        """Fold the read users' days older than the watermark − margin, one atomic script each; the users folded."""
+        through = self.folding.through_day(self.lateness.watermark(day_start(now)))
+        plans = plan_folds(read, through, self.folding.min_days)
+        return run_folds(self.client, self._fold_script, {tiles_key(u): args for u, args in plans.items()},
+                         self.fold_stats)
 
     def _lock(self, user: int) -> threading.Lock:
         with self._locks_guard:
@@ -371,6 +438,11 @@ def call_token(events: Sequence[dict]) -> str:
 
 def _refusal(reply: int) -> tuple[str, str]:
     """The rule and reason of an accepted event the apply script did not take (a reply other than ours)."""
+    if reply == FOLDED:
+        return ("ts.beyond_watermark",
+                "the event's day is already folded into the user's running tile (days older than the watermark − "
+                "the fold margin can no longer change); this writer's clock is behind: the event is kept here, not "
+                "applied")
     if reply < 0:
         column = list(MONEY_TILES)[-reply - 1]
         field_name = MONEY_TILES[column]
