@@ -15,6 +15,7 @@ from feast.types import Float32, Int64
 
 from feature_repo.embeddings import EMBEDDING_FEATURES, USER_EMBEDDING_TABLE
 from feature_repo.freshness import FreshnessContract, freshness_tags
+from feature_repo.purpose import check_purposes, purpose_tags
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
 from infra.settings import HyperliftSettings
 
@@ -80,9 +81,11 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         online=True,
         # Fallback past two days (the TTL): recency features are relative to the snapshot's midnight, so an older row
         # describes a more active user than today's and would buy uplift that is not there.
+        # Purposes: the uplift scores, and the drift guards and fairness report over the logged values.
         tags={
             "owner": "hyperlift", "cadence": "daily",
             **freshness_tags(FreshnessContract(timedelta(days=2), "fallback")),
+            **purpose_tags("personalization", "measurement"),
         },
     )
     user_profile_fv = FeatureView(
@@ -94,7 +97,10 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         online=True,
         # Rows are stamped at sign-up (the shop's users signed up to 3 years ago) and do not decay: the long bound
         # only catches broken stamps, and an old profile is still the user's profile, so it is used (and counted).
-        tags={"owner": "hyperlift", **freshness_tags(FreshnessContract(timedelta(days=3650), "use"))},
+        tags={
+            "owner": "hyperlift", **freshness_tags(FreshnessContract(timedelta(days=3650), "use")),
+            **purpose_tags("personalization", "measurement"),
+        },
     )
     uplift_v1 = FeatureService(
         name=UPLIFT_FEATURE_SERVICE,
@@ -121,6 +127,7 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         tags={
             "owner": "hyperlift", "cadence": "full retrain + fold-in refresh",
             **freshness_tags(FreshnessContract(timedelta(days=7), "use")),
+            **purpose_tags("personalization"),
         },
     )
     candidates_v1 = FeatureService(
@@ -128,10 +135,12 @@ def build_repo(data_dir: Path) -> FeatureRepo:
         features=[user_embedding_fv],
         description="The user's embedding, whose inner products with the item vectors rank candidate items.",
     )
-    return FeatureRepo(
+    repo = FeatureRepo(
         user, activity_source, profile_source, user_activity_fv, user_profile_fv, uplift_v1,
         embedding_source, user_embedding_fv, candidates_v1,
     )
+    check_purposes(repo.objects())  # data minimisation: no view reaches `feast apply` without a declared purpose
+    return repo
 
 
 _repo = build_repo(HyperliftSettings().data_dir)

@@ -79,7 +79,8 @@ def subject_mask(table: pa.Table, subject: Subject, sessions: set[str]) -> np.nd
             orphan = pc.and_(pc.is_null(column), pc.is_in(table["session_id"], pa.array(sorted(sessions))))
             mask |= pc.fill_null(orphan, False).to_numpy(zero_copy_only=False)
     if "user_key" in names:
-        mask |= pc.fill_null(pc.equal(table["user_key"], subject.user_key), False).to_numpy(zero_copy_only=False)
+        keys = pc.is_in(table["user_key"], pa.array(subject.user_keys, type=table["user_key"].type))
+        mask |= pc.fill_null(keys, False).to_numpy(zero_copy_only=False)
     if "event" in names:
         mask |= np.array([subject.owns_record({"event": v}) for v in table["event"].to_pylist()], dtype=bool)
     return mask
@@ -168,7 +169,7 @@ def erase_lake(root: Path, home: Path, subject: Subject, anonymiser: Anonymiser,
 
 def _rejected_line_of(line: str, subject: Subject) -> bool:
     """Whether a drain's rejected line ({"stream_id", "reason", "record": raw text}) holds the user."""
-    if subject.user_key in line:
+    if any(key in line for key in subject.user_keys):
         return True
     try:
         raw = json.loads(line).get("record", "")

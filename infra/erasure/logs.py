@@ -38,7 +38,7 @@ def line_pattern(subject: Subject) -> re.Pattern[bytes]:
     """A line that names the user: the pseudonym, `user_id` / `user` with the raw id, or a key tagged `{id}`."""
     uid = str(subject.user_id).encode()
     return re.compile(
-        re.escape(subject.user_key.encode())
+        b"|".join(re.escape(key.encode()) for key in subject.user_keys)
         + rb"|user(?:_id)?[\"']?\s*[:=]\s*[\"']?" + uid + rb"(?![0-9])"
         + rb"|hyperlift:[a-z_]+:\{" + uid + rb"\}"
     )

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import redis
 
+from infra import keys
 from infra.audit import AuditLog, audit_dir, default_log
 from infra.erasure import landing, lake, logs, mlflow_artifacts, redis_store, spill
 from infra.erasure.anonymise import Anonymiser
@@ -43,13 +44,22 @@ DRAIN_CONSUMER = "erasure"
 
 @dataclass(frozen=True)
 class Target:
-    """Where the stores are: the home's settings, the Redis server, the service's hash salt and write-ahead root."""
+    """Where the stores are: the home's settings, the Redis server, the service's hash salt and write-ahead root;
+    `former_salts`, the retired trace salts whose pseudonyms are searched too (None: the key file's)."""
 
     settings: HyperliftSettings
     redis_url: str
     salt: str
     spill_root: Path
     service_log_dirs: tuple[Path, ...] = ()
+    former_salts: tuple[str, ...] | None = None
+
+    def subject(self, user_id: int) -> Subject:
+        """The user as the stores know them: pseudonyms under the current trace salt and every retired one."""
+        former = self.former_salts
+        if former is None:
+            former = keys.former_salts(self.salt, path=keys.key_file(self.settings))
+        return Subject.of(user_id, self.salt, former)
 
     @classmethod
     def from_env(cls, settings: HyperliftSettings | None = None, redis_url: str | None = None) -> "Target":
@@ -63,7 +73,9 @@ class Target:
         serving = ServingSettings(redis_url=url)
         # ServingSettings.wal_root() with *this* home (it reads the home from the environment)
         spill_root = serving.decision_wal_dir or settings.home / "serving" / "decision_wal"
-        return cls(settings, url, serving.hash_salt, spill_root, tuple(ErasureSettings().service_log_dirs))
+        # The trace salt of *this* home's key file (HYPERLIFT_SERVING_HASH_SALT first), as its service reads it.
+        salt = keys.trace_salt(path=keys.key_file(settings)) or serving.hash_salt
+        return cls(settings, url, salt, spill_root, tuple(ErasureSettings().service_log_dirs))
 
 
 def drain_streams(client: redis.Redis, data_dir: Path) -> int:
@@ -82,7 +94,7 @@ def lake_outcome_ids(data_dir: Path, subject: Subject) -> set[str]:
     for path in lake.parquet_files(data_dir / "outcomes"):
         table = pq.read_table(path, columns=["user_key", "outcome_id"])
         ids.update(o for k, o in zip(table["user_key"].to_pylist(), table["outcome_id"].to_pylist())
-                   if k == subject.user_key and o)
+                   if k in subject.user_keys and o)
     return ids
 
 
@@ -109,7 +121,7 @@ def _finish(receipt: Receipt, target: Target, actor: str, reason: str, audit: Au
 def erase(user_id: int, target: Target, actor: str, reason: str = "data subject request",
           audit: AuditLog | None = None) -> Receipt:
     """Remove or irreversibly anonymise `user_id` in every store; returns the receipt (also written under the home)."""
-    subject = Subject.of(user_id, target.salt)
+    subject = target.subject(user_id)
     home, data_dir = target.settings.home, target.settings.data_dir
     receipt = Receipt(user_key=subject.user_key, actor=actor, reason=reason, started=time.time())
     anonymiser = Anonymiser()
@@ -148,7 +160,7 @@ def exports_dir(settings: HyperliftSettings) -> Path:
 def export(user_id: int, target: Target, out_dir: Path | None = None) -> Path:
     """Everything held about `user_id`, as files under `out_dir/<user_key>/` (lake rows as JSON lines, Redis keys and
     stream entries, write-ahead records, log lines, audit entries, input-example rows); returns that folder."""
-    subject = Subject.of(user_id, target.salt)
+    subject = target.subject(user_id)
     folder = Path(out_dir or exports_dir(target.settings)) / subject.user_key
     folder.mkdir(parents=True, exist_ok=True)
     files = [str(p.relative_to(folder)) for p in lake.export_lake(target.settings.data_dir, subject, folder)]
@@ -163,7 +175,7 @@ def export(user_id: int, target: Target, out_dir: Path | None = None) -> Path:
     sections["decision_spill.json"] = spill.export_spill(target.spill_root, subject)
     sections["logs.json"] = logs.export_logs(target.settings.home, target.service_log_dirs, subject)
     sections["audit.json"] = [e for e in AuditLog(audit_dir(target.settings)).entries()
-                              if e.get("target") == f"user_key:{subject.user_key}"]
+                              if e.get("target") in {f"user_key:{k}" for k in subject.user_keys}]
     rows = mlflow_artifacts.subject_feature_rows(target.settings.data_dir, subject)
     artifacts = target.settings.mlflow_artifacts_dir
     sections["mlflow_input_examples.json"] = mlflow_artifacts.export_examples(artifacts, rows)

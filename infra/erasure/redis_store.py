@@ -96,7 +96,8 @@ def user_keys(client: redis.Redis, subject: Subject) -> list[bytes]:
     named = [subject.entity_key, f"{TILES_PREFIX}{subject.hash_tag}".encode(),
              f"{CONSENT_PREFIX}:{subject.hash_tag}".encode()]
     found = [key for key in named if client.exists(key)]
-    patterns = [f"{SEEN_PREFIX}{subject.hash_tag}:*"] + [f"{p}:{{{subject.user_key}}}:*" for p in CAP_PREFIXES]
+    patterns = [f"{SEEN_PREFIX}{subject.hash_tag}:*"]
+    patterns += [f"{p}:{{{key}}}:*" for p in CAP_PREFIXES for key in subject.user_keys]  # every trace salt version
     for pattern in patterns:
         found += list(client.scan_iter(match=_glob_escape(pattern), count=1000))
     return found
@@ -132,7 +133,7 @@ def _record(fields: dict) -> dict[str, Any] | None:
 def outcome_ids(client: redis.Redis, subject: Subject) -> set[str]:
     """Outcome ids of the user's outcomes still in the outcome stream (their idempotency claims name them)."""
     return {r["outcome_id"] for _, r in stream_records(client, OUTCOME_STREAM)
-            if r is not None and r.get("user_key") == subject.user_key and isinstance(r.get("outcome_id"), str)}
+            if r is not None and r.get("user_key") in subject.user_keys and isinstance(r.get("outcome_id"), str)}
 
 
 def rewrite_for(stream: str, anonymiser: Anonymiser) -> Callable[[dict[str, Any]], dict[str, Any] | None]:

@@ -42,10 +42,10 @@ def anonymised_payload(record: dict, width: int, anonymiser: Anonymiser) -> byte
 
 def erase_spill(root: Path, home: Path, subject: Subject, anonymiser: Anonymiser, report: StoreReport) -> None:
     """Anonymise the user's records in every segment under `root`."""
-    needle = subject.user_key.encode()
+    needles = [key.encode() for key in subject.user_keys]
     for path in segments(root):
         data = path.read_bytes()
-        if needle not in data:
+        if not any(needle in data for needle in needles):
             continue
         changed = 0
         fd = os.open(path, os.O_WRONLY)
@@ -53,7 +53,7 @@ def erase_spill(root: Path, home: Path, subject: Subject, anonymiser: Anonymiser
             pos = 0
             while (end := data.find(b"\n", pos)) >= 0:
                 entry, begin, pos = next(parse(data, pos)), pos, end + 1
-                if not isinstance(entry, Entry) or entry.kind != RECORD or needle not in entry.payload:
+                if not isinstance(entry, Entry) or entry.kind != RECORD or not any(n in entry.payload for n in needles):
                     continue
                 record = json.loads(entry.payload)
                 if not subject.owns_record(record):
@@ -71,13 +71,13 @@ def erase_spill(root: Path, home: Path, subject: Subject, anonymiser: Anonymiser
 
 def export_spill(root: Path, subject: Subject) -> list[dict]:
     """The user's records in the write-ahead files (not yet confirmed in the lake)."""
-    needle = subject.user_key.encode()
+    needles = [key.encode() for key in subject.user_keys]
     found = []
     for path in segments(root):
         data = path.read_bytes()
-        if needle in data:
+        if any(needle in data for needle in needles):
             for entry in parse(data):
-                if isinstance(entry, Entry) and entry.kind == RECORD and needle in entry.payload:
+                if isinstance(entry, Entry) and entry.kind == RECORD and any(n in entry.payload for n in needles):
                     record = json.loads(entry.payload)
                     if subject.owns_record(record):
                         found.append(record)

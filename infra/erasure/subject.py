@@ -21,17 +21,25 @@ MAX_USER_ID = 2**63 - 1
 @dataclass(frozen=True)
 class Subject:
     """One user as the stores know them: the raw id (lake, tiles, seen and consent keys, Feast's entity key) and the
-    keyed pseudonym `user_key` (decision log, outcomes, caps; the audit trail and the receipt name the user by it)."""
+    keyed pseudonym `user_key` (decision log, outcomes, caps; the audit trail and the receipt name the user by it),
+    with `former_keys`, the pseudonyms under retired trace salts (what was logged before a rotation)."""
 
     user_id: int
     user_key: str
+    former_keys: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, user_id: int, salt: str) -> "Subject":
-        """The subject of `user_id`, its pseudonym under the service's hash salt (HYPERLIFT_SERVING_HASH_SALT)."""
+    def of(cls, user_id: int, salt: str, former_salts: tuple[str, ...] = ()) -> "Subject":
+        """The subject of `user_id`: its pseudonym under the service's trace salt, and under each former salt."""
         if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 <= user_id <= MAX_USER_ID:
             raise ValueError(f"user_id must be an integer in 0..{MAX_USER_ID}, got {user_id!r}")
-        return cls(user_id, user_key(user_id, salt))
+        former = tuple(dict.fromkeys(user_key(user_id, s) for s in former_salts if s != salt))
+        return cls(user_id, user_key(user_id, salt), former)
+
+    @property
+    def user_keys(self) -> tuple[str, ...]:
+        """Every pseudonym of the user, current first."""
+        return (self.user_key, *self.former_keys)
 
     @property
     def entity_key(self) -> bytes:
@@ -61,7 +69,7 @@ class Subject:
         """Whether a JSON record (a stream entry, a rejected line, a quarantined event) is about this user."""
         if not isinstance(record, dict):
             return False
-        if record.get("user_key") == self.user_key or self.owns_id(record.get("user_id")):
+        if record.get("user_key") in self.user_keys or self.owns_id(record.get("user_id")):
             return True
         event = record.get("event")
         if isinstance(event, str):

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.event_time import Lateness
+from infra import keys
 from infra.settings import HyperliftSettings
-from serving.store.decision_log import DECISION_STREAM, OUTCOME_STREAM
+from serving.decision.identity import honour_former_salts
 from serving.decision.surfaces import DEFAULT_CONFIG_DIR
+from serving.store.decision_log import DECISION_STREAM, OUTCOME_STREAM
 
 
 class ClockSettings(BaseSettings):
@@ -62,8 +64,9 @@ class ServingSettings(ClockSettings):
     )
     hash_salt: str = Field(
         default="hyperlift-dev-salt",
-        description="Key of the user/context hashes in the trace, of outcome ids and of the check in decision ids; the "
-        "default is public: production mode refuses it.",
+        description="Key of the user/context hashes in the trace, of outcome ids and of the check in decision ids. "
+        "Unset: the trace salt of the key file (infra/keys.py; generated there on first use in dev mode); with "
+        "neither, the public default, which production mode refuses.",
     )
     # Authentication (docs/security.md).
     mode: Literal["production", "dev"] = Field(
@@ -178,6 +181,17 @@ class ServingSettings(ClockSettings):
         description="While the online-store breaker is open: how often a PING probes Redis; the first answered "
         "closes the breaker (then breaker_cooldown_s only applies when no probe can run).",
     )
+
+    @model_validator(mode="after")
+    def _trace_salt_from_keys(self) -> "ServingSettings":
+        """An unset hash_salt is the key file's current trace salt (made there in dev mode); decision ids checked
+        under its retired, uncompromised versions stay honoured (outcomes of decisions made before a rotation)."""
+        if "hash_salt" not in self.model_fields_set:
+            stored = keys.trace_salt(create=self.mode == "dev")
+            if stored is not None:
+                self.hash_salt = stored
+        honour_former_salts(self.hash_salt, keys.trusted_former_salts(self.hash_salt))
+        return self
 
     def platform(self) -> HyperliftSettings:
         """The shared platform settings (home folder, MLflow store)."""

@@ -37,10 +37,22 @@ def new_decision_id(salt: str) -> str:
     return nonce + _decision_check(nonce, salt)
 
 
+_FORMER_SALTS: dict[str, tuple[str, ...]] = {}
+"""Retired trace salts honoured next to a current one (`honour_former_salts`)."""
+
+
+def honour_former_salts(salt: str, former: tuple[str, ...]) -> None:
+    """Let `issued_decision_id(..., salt)` also accept ids checked under `former` salts: outcomes arrive days after
+    their decisions, so a rotation of the trace salt (infra/keys.py) must not refuse those decided just before it."""
+    _FORMER_SALTS[salt] = tuple(s for s in former if s != salt)
+
+
 def issued_decision_id(decision_id: str, salt: str) -> bool:
-    """Whether `decision_id` (32 hex characters) was made by `new_decision_id` under `salt`."""
+    """Whether `decision_id` (32 hex characters) was made by `new_decision_id` under `salt` or a salt it honours."""
     nonce, check = decision_id[: 2 * DECISION_NONCE_BYTES], decision_id[2 * DECISION_NONCE_BYTES:]
-    return hmac.compare_digest(check, _decision_check(nonce, salt))
+    if hmac.compare_digest(check, _decision_check(nonce, salt)):
+        return True
+    return any(hmac.compare_digest(check, _decision_check(nonce, s)) for s in _FORMER_SALTS.get(salt, ()))
 
 
 def _decision_check(nonce: str, salt: str) -> str:

@@ -87,4 +87,5 @@ def test_contracts_survive_the_feast_registry_and_keep_the_other_tags(settings, 
     assert {name: contract_of(view) for name, view in fetched.items()} == DECLARED
     assert fetched["user_activity_fv"].tags == {
         "owner": "hyperlift", "cadence": "daily", MAX_STALENESS_TAG: "172800", ON_STALE_TAG: "fallback",
+        "purpose": "measurement,personalization",
     }

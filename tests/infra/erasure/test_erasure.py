@@ -25,6 +25,7 @@ from dagster_project.assets import decisions, features, ingestion, online_store,
 from dagster_project.partitions import shop_days
 from dagster_project.resources import build_resources
 from dagster_project.resources.data_lake import QUARANTINE, TRAINING_SET, VALIDATED_EVENTS
+from infra import keys
 from infra.audit import AuditLog
 from infra.erasure.procedure import DRAINED, Target, erase, export
 from infra.erasure.subject import Subject
@@ -41,12 +42,16 @@ from training.pyfunc import UpliftModel
 from training.registry import CHAMPION_ALIAS, log_and_register
 
 SHOP = ShopConfig(n_users=150, n_items=40, n_days=6, seed=5)
-SALT = "hyperlift-dev-salt"  # the service's default (dev mode)
 PIPELINE = dg.load_assets_from_modules([ingestion, validation, features, online_store, stream_state, training])
 REBUILD = dg.load_assets_from_modules([validation, features, online_store, stream_state])  # from the erased raw lake
 DRAINS = [decisions.decision_trace, decisions.outcome_events, decisions.stream_quarantine, decisions.consent_events]
 FEATURE_TABLES = ("features/user_activity", "features/activity_tiles", "features/user_profile.parquet",
                   "validated/events")
+
+
+def salt() -> str:
+    """The home's trace salt (the world fixture makes it, as the service's first start in dev mode would)."""
+    return keys.trace_salt()
 
 
 # -- seeding -----------------------------------------------------------------------------------------------------
@@ -116,7 +121,7 @@ def write_service_log(settings: HyperliftSettings, subject: int) -> Path:
     logger = logging.getLogger("serving.decision.service")
     logger.addHandler(handler)
     try:
-        ukey = Subject.of(subject, SALT).user_key
+        ukey = Subject.of(subject, salt()).user_key
         logger.warning("user %s: online store read failed: %s", ukey, "timeout")  # the service's own line
         logger.warning("safe mode is off")
     finally:
@@ -224,7 +229,7 @@ def feature_state(settings: HyperliftSettings, client: redis.Redis, others: list
     frames = {t: pd.read_parquet(settings.data_dir / t) for t in FEATURE_TABLES}
     rows = {}
     for user in others:
-        subject = Subject.of(user, SALT)
+        subject = Subject.of(user, salt())
         rows[user] = (client.hgetall(subject.entity_key), client.hgetall(f"hyperlift:tiles:{{{user}}}"))
     return frames, rows
 
@@ -248,6 +253,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("HYPERLIFT_HOME", str(home))
     monkeypatch.delenv("HYPERLIFT_AUDIT_DIR", raising=False)
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    keys.trace_salt(create=True)  # the home's trace salt (infra/keys.py), as the service's first start makes it
     with EmbeddedRedis(home / "redis", persist=True) as server:
         # Uncompressed snapshots, so scanning their bytes sees every string, a stream entry only flagged deleted too.
         redis.Redis.from_url(server.url).config_set("rdbcompression", "no")
@@ -259,7 +265,7 @@ def test_an_erased_user_leaves_no_trace_and_everyone_else_is_unchanged(world, tm
     resources = build_resources(settings, url, SHOP)
     assert dg.materialize(PIPELINE, resources=resources, tags=shop_days(SHOP)).success
     user = pick_subject(settings)
-    subject = Subject.of(user, SALT)
+    subject = Subject.of(user, salt())
     others = sorted(set(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].astype(int)) - {user})[:25]
     register_champion(settings, user)
     serve(settings, url, user, others[:2], tmp_path, resources)
@@ -357,7 +363,7 @@ def test_export_holds_what_the_stores_hold_about_the_user(world, tmp_path):
     user = int(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].iloc[0])
     folder = export(user, Target.from_env(settings, url), tmp_path / "out")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["user_key"] == Subject.of(user, SALT).user_key == folder.name
+    assert manifest["user_key"] == Subject.of(user, salt()).user_key == folder.name
     exported = pd.read_json(folder / "lake" / "raw" / "customers.jsonl", lines=True)
     assert exported["user_id"].tolist() == [user]
     events = pd.concat([pd.read_json(p, lines=True) for p in sorted((folder / "lake" / "validated").rglob("*.jsonl"))])

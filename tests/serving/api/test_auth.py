@@ -209,7 +209,9 @@ def test_the_key_ring_remembers_only_valid_header_values_and_stays_bounded():
 
 
 def test_production_refuses_to_start_with_the_default_salt_or_without_keys(serving_settings, secrets_, tmp_path):
-    unsafe = serving_settings.model_copy(update={"mode": "production"})
+    # no salt configured nor in a key file: the public default (a dev-mode start made one in the served world's home)
+    unsafe = serving_settings.model_copy(
+        update={"mode": "production", "hash_salt": ServingSettings.model_fields["hash_salt"].default})
     with pytest.raises(UnsafeProduction) as refused:
         build_key_ring(unsafe)
     message = str(refused.value)
