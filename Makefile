@@ -52,6 +52,10 @@ serve: install  ## start the decision service on :8000 (after `make demo` has re
 	@$(BIN)/python -m infra.ports $${PORT:-8000} "the decision service"
 	$(DEV) $(LAUNCH) $(BIN)/python -m demo.serve --port $${PORT:-8000}
 
+.PHONY: redis-cluster
+redis-cluster: install  ## a local Redis Cluster (6 redis-server processes): prints its REDIS_URL, Ctrl-C stops it
+	$(BIN)/python -m infra.redis_cluster_server
+
 dagster: install  ## open the Dagster UI on :3000
 	@$(BIN)/python -m infra.ports $${PORT:-3000} "the Dagster UI"
 	$(LAUNCH) $(BIN)/dagster dev -m dagster_project.definitions -p $${PORT:-3000}

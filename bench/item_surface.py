@@ -143,7 +143,7 @@ def compact(client: redis.Redis) -> None:
 def clear_item_caps(client: redis.Redis) -> None:
     """Forget the shows and spend the bench's decisions recorded: item caps, and the fixed surface's caps and
     campaigns (named with BENCH_PREFIX)."""
-    patterns = ("hyperlift:item_caps:*", f"hyperlift:caps:*:{BENCH_PREFIX}*", f"hyperlift:budget:*:{BENCH_PREFIX}*")
+    patterns = ("hyperlift:item_caps:*", f"hyperlift:caps:*:{BENCH_PREFIX}*", f"hyperlift:budget:{{{BENCH_PREFIX}*")
     for pattern in patterns:
         for key in client.scan_iter(pattern, count=10_000):
             client.delete(key)

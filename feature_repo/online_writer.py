@@ -31,8 +31,12 @@ Modes:
 A write is not a transaction: when Redis refuses a command (`OnlineWriteError`, with Redis's message), the rows
 before it may be written. Writing the same frame again is idempotent.
 
-Only a standalone Redis (or a Sentinel master) is supported: a pipeline of raw commands to one connection cannot
-span a Redis Cluster's slots.
+On a Redis Cluster (`redis_type: redis_cluster`, REDIS_URL=redis+cluster://...) each chunk is split by the slot
+of every row's key (Feast's keys carry no hash tag: CRC16 of the whole key) and sent to each master over a
+connection of its own, all masters at once; a row's commands keep their frame order (rows of one entity share a
+key, so a slot, so a node). In `newer_or_equal` mode a script call takes rows of one slot only (Redis refuses a
+script whose keys span slots), up to ROWS_PER_SCRIPT_CALL of them. A failover or reshard during a write answers
+MOVED / CLUSTERDOWN (`OnlineWriteError`, which says so); writing the frame again is idempotent.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 Mode = Literal["bulk", "newer_or_equal"]
 EVENT_TIMESTAMP = "event_timestamp"
@@ -325,10 +331,13 @@ class OnlineWriter:
         config = store.config.online_store
         if not isinstance(online, RedisOnlineStore) or not isinstance(config, RedisOnlineStoreConfig):
             raise TypeError(f"OnlineWriter writes Feast's Redis online store; this repo uses {type(online).__name__}")
-        if config.redis_type == RedisType.redis_cluster:
-            raise TypeError("OnlineWriter pipelines raw commands on one connection; Redis Cluster is not supported")
         self.store = store
         self.client = client or online._get_client(config)
+        if (config.redis_type == RedisType.redis_cluster) != isinstance(self.client, RedisCluster):
+            raise TypeError(
+                f"the online store is redis_type={config.redis_type.value} but the client is a "
+                f"{type(self.client).__name__}: build both from the same REDIS_URL (infra/redis_cluster.py)"
+            )
         self.chunk_rows = chunk_rows
         self.key_ttl_seconds = int(config.key_ttl_seconds or 0)
         self._project = store.config.project.encode("utf-8")
@@ -368,7 +377,9 @@ class OnlineWriter:
         if timestamps.isna().any():
             raise ValueError(f"{EVENT_TIMESTAMP} has {int(timestamps.isna().sum())} null values; every row needs one")
         if mode == "newer_or_equal":
-            self._script_sha = self.client.script_load(NEWER_OR_EQUAL_LUA)
+            self._script_sha = self._load_script()
+        if isinstance(self.client, RedisCluster):
+            return self._write_cluster(layout, frame, mode)
         written = 0
         connection = self._connect()
         try:
@@ -425,9 +436,71 @@ class OnlineWriter:
         ]
         return _ragged_from_bytes(keys)
 
-    def _encode(self, layout: _Layout, frame: pd.DataFrame, mode: Mode) -> tuple[bytes, int]:
+    def _load_script(self) -> str:
+        """Load the newer_or_equal script (on every master of a cluster: each runs its own slots' calls)."""
+        if isinstance(self.client, RedisCluster):
+            shas = {node.redis_connection.script_load(NEWER_OR_EQUAL_LUA) for node in self.client.get_primaries()}
+            return shas.pop()
+        return self.client.script_load(NEWER_OR_EQUAL_LUA)
+
+    def _write_cluster(self, layout: _Layout, frame: pd.DataFrame, mode: Mode) -> int:
+        """`write` on a Redis Cluster: each chunk split per master by the slot of each row's key, sent to every
+        master at once, the next chunk built while they apply it."""
+        names, owner_of_slot = _slot_owners(self.client)
+        sockets: dict[int, socket.socket] = {}
+        written = 0
+        try:
+            pending: list[tuple[socket.socket, int, int]] = []
+            for start in range(0, len(frame), self.chunk_rows):
+                chunk = frame.iloc[start:start + self.chunk_rows]
+                slots = self._slots(layout, chunk)
+                order = np.argsort(slots, kind="stable")  # rows of one slot together, in frame order
+                owner = owner_of_slot[slots[order]]
+                sends = []
+                for node in np.unique(owner).tolist():
+                    rows = order[owner == node]
+                    calls = _script_calls(slots[rows]) if mode == "newer_or_equal" else None
+                    payload, replies = self._encode(layout, chunk.iloc[rows], mode, calls)
+                    if node not in sockets:
+                        sockets[node] = self._connect(self.client.nodes_manager.get_node(node_name=names[node])
+                                                      .redis_connection)
+                    sends.append((sockets[node], payload, len(rows), replies))
+                for sock, rows_, replies in pending:
+                    written += self._rows_written(sock, rows_, replies, mode)
+                for sock, payload, _, _ in sends:
+                    sock.sendall(payload)
+                pending = [(sock, n, replies) for sock, _, n, replies in sends]
+            for sock, rows_, replies in pending:
+                written += self._rows_written(sock, rows_, replies, mode)
+        finally:
+            for sock in sockets.values():
+                sock.close()
+        return written
+
+    def _slots(self, layout: _Layout, frame: pd.DataFrame) -> np.ndarray:
+        """The cluster slot of each row's key as Redis computes it: CRC16 of the whole key (Feast's keys carry no
+        hash tag), over the byte columns at once; a key that happens to hold a `{...}` (bytes of the id) goes
+        through redis-py's key_slot, which honours the tag."""
+        segment = self._key_segment(layout, frame)
+        data = segment.data
+        if segment.lengths is not None:  # ragged keys (string join keys): one at a time
+            return np.fromiter((key_slot(data[i, :length].tobytes()) for i, length in enumerate(segment.lengths)),
+                               dtype=np.int64, count=len(frame))
+        crc = np.zeros(len(frame), dtype=np.uint16)
+        for column in range(data.shape[1]):
+            crc = (crc << np.uint16(8)) ^ _CRC16_TABLE[(crc >> np.uint16(8)) ^ data[:, column]]
+        slots = (crc & np.uint16(SLOTS - 1)).astype(np.int64)
+        tagged = np.flatnonzero((data == ord("{")).any(axis=1))
+        for i in tagged.tolist():
+            slots[i] = key_slot(data[i].tobytes())
+        return slots
+
+    def _encode(
+        self, layout: _Layout, frame: pd.DataFrame, mode: Mode, calls: list[tuple[int, int]] | None = None
+    ) -> tuple[bytes, int]:
         """RESP bytes of the chunk's commands and how many replies they get: HSET (+ EXPIRE) per row in bulk mode,
-        one EVALSHA of the newer_or_equal script per ROWS_PER_SCRIPT_CALL rows otherwise."""
+        one EVALSHA of the newer_or_equal script per ROWS_PER_SCRIPT_CALL rows otherwise (or per `calls`, the
+        [first, last) rows of each call: one slot's rows on a cluster)."""
         n = len(frame)
         key = _bulk_string(self._key_segment(layout, frame))
         nanos = frame[EVENT_TIMESTAMP].dt.as_unit("ns").array.asi8  # UTC nanoseconds, whatever the zone
@@ -452,8 +525,9 @@ class OnlineWriter:
         fields = [field for _, _, field in layout.features]
         shared = b"".join(b"".join(_bulk_string(v)) for v in (layout.ts_field, ttl, b"%d" % len(fields), *fields))
         out: list[bytes] = []
-        for first in range(0, n, ROWS_PER_SCRIPT_CALL):
-            last = min(first + ROWS_PER_SCRIPT_CALL, n)
+        if calls is None:
+            calls = [(first, min(first + ROWS_PER_SCRIPT_CALL, n)) for first in range(0, n, ROWS_PER_SCRIPT_CALL)]
+        for first, last in calls:
             count = last - first
             n_args = 3 + count + 3 + len(fields) + count * (1 + len(fields))
             out += [
@@ -461,13 +535,14 @@ class OnlineWriter:
                 b"".join(_bulk_string(b"%d" % count)), keys[key_at[first]:key_at[last]], shared,
                 rows[row_at[first]:row_at[last]],
             ]
-        return b"".join(out), -(-n // ROWS_PER_SCRIPT_CALL)
+        return b"".join(out), len(calls)
 
     # -- transport ---------------------------------------------------------------------------------------------
 
-    def _connect(self) -> socket.socket:
-        """A dedicated, authenticated connection of the client's pool settings; raw commands never share one."""
-        pool = self.client.connection_pool
+    def _connect(self, client: redis.Redis | None = None) -> socket.socket:
+        """A dedicated, authenticated connection of the client's (or one cluster node's) pool settings; raw commands
+        never share one."""
+        pool = (client or self.client).connection_pool
         connection = pool.connection_class(**pool.connection_kwargs)
         connection.connect()  # AUTH and SELECT run here, through redis-py
         sock = connection._sock
@@ -489,7 +564,48 @@ class OnlineWriter:
         if replies.startswith(b"-") or b"\r\n-" in replies:
             start = 0 if replies.startswith(b"-") else replies.index(b"\r\n-") + 2
             message = replies[start:replies.index(b"\r\n", start)].decode(errors="replace")
+            if message.startswith(("-MOVED", "-ASK", "-CLUSTERDOWN", "-TRYAGAIN")):
+                raise OnlineWriteError(f"Redis refused a write: {message} (the cluster's slots moved: a failover or "
+                                       "a reshard; write the frame again, a write is idempotent)")
             raise OnlineWriteError(f"Redis refused a write: {message}")
         if mode == "bulk":
             return rows
         return sum(int(line[1:]) for line in replies.split(b"\r\n")[:expected])
+
+
+def _crc16_table() -> np.ndarray:
+    """CRC16-CCITT (XMODEM, polynomial 0x1021), the checksum of Redis Cluster's key slots, one entry per byte."""
+    table = np.zeros(256, dtype=np.uint16)
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table[byte] = crc & 0xFFFF
+    return table
+
+
+_CRC16_TABLE = _crc16_table()
+SLOTS = 16384
+
+
+def _slot_owners(client: RedisCluster) -> tuple[list[str], np.ndarray]:
+    """(node names, each slot's master as an index into them), from the client's slot map."""
+    names: list[str] = []
+    index: dict[str, int] = {}
+    owners = np.empty(SLOTS, dtype=np.int64)
+    for slot_number in range(SLOTS):
+        name = client.nodes_manager.slots_cache[slot_number][0].name
+        owners[slot_number] = index.setdefault(name, len(names))
+        if owners[slot_number] == len(names):
+            names.append(name)
+    return names, owners
+
+
+def _script_calls(slots: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last) rows of each newer_or_equal call over rows sorted by slot: one slot per call (a script's keys
+    must share one), at most ROWS_PER_SCRIPT_CALL rows."""
+    calls: list[tuple[int, int]] = []
+    starts = np.flatnonzero(np.diff(slots, prepend=-1)) if len(slots) else np.array([], dtype=np.int64)
+    for first, end in zip(starts.tolist(), [*starts[1:].tolist(), len(slots)]):
+        calls += [(f, min(f + ROWS_PER_SCRIPT_CALL, end)) for f in range(first, end, ROWS_PER_SCRIPT_CALL)]
+    return calls

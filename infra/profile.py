@@ -208,7 +208,23 @@ def describe(settings: HyperliftSettings) -> list[str]:
         f"mlflow tracking  {masked_url(settings.mlflow_uri)}",
         f"mlflow artifacts {settings.mlflow_artifacts_dir}",
         f"feast registry   {registry_type}: {masked_url(registry_path)}",
+        f"online store     {online_store(settings)}",
     ]
+
+
+def online_store(settings: HyperliftSettings) -> str:
+    """The Redis the online store is (REDIS_URL): a cluster's seeds, one server, or the embedded one."""
+    from infra.redis_cluster import ClusterUrlError, is_cluster_url, parse_cluster_url
+    from infra.settings import masked_url
+
+    if not settings.redis_url:
+        return "embedded redis-server (REDIS_URL unset)"
+    if not is_cluster_url(settings.redis_url):
+        return f"redis-server {masked_url(settings.redis_url)}"
+    try:
+        return f"Redis Cluster {parse_cluster_url(settings.redis_url).masked()} (Feast redis_type: redis_cluster)"
+    except ClusterUrlError as error:
+        raise ProfileError(f"REDIS_URL: {error}") from error
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import profile as backends
 from infra.home_location import ensure_relocated
+from infra.redis_cluster import feast_online_store, is_cluster_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,8 @@ class HyperliftSettings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias="REDIS_URL",
-        description="An existing Redis server; when unset the project starts an embedded redis-server.",
+        description="An existing Redis server, or a cluster as redis+cluster://host:port[,host:port...] "
+        "(infra/redis_cluster.py); when unset the project starts an embedded redis-server.",
     )
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     dagster_home: Path | None = Field(default=None, validation_alias="DAGSTER_HOME")
@@ -91,6 +93,8 @@ class HyperliftSettings(BaseSettings):
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "DAGSTER_HOME": str(self.resolved_dagster_home),
             "HYPERLIFT_FEAST_REDIS": feast_redis_connection_string(redis_url, redis_timeout_s),
+            # redis_cluster for a redis+cluster:// URL (infra/redis_cluster.py), else redis: feature_store.yaml
+            "HYPERLIFT_FEAST_REDIS_TYPE": "redis_cluster" if is_cluster_url(redis_url) else "redis",
             **backends.profile_environment(self),  # the Feast registry, and the cluster profile's stores
         }
 
@@ -115,11 +119,13 @@ def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None
     redis-py retries a timed-out call with backoff for about 9 s, which would stall a decision instead of letting
     it fall back.
     """
+    if is_cluster_url(redis_url):  # Feast's cluster form: host1:port1,host2:port2[,password=...]
+        return feast_online_store(redis_url, timeout_s)[1]
     parsed = urlparse(redis_url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
         raise ValueError(
             f"REDIS_URL={masked_url(redis_url)!r} is not a redis:// URL; set it like redis://127.0.0.1:6379/0 or unset it "
-            "to use the embedded server."
+            "to use the embedded server (a Redis Cluster: redis+cluster://host1:port1,host2:port2)."
         )
     parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
     db = parsed.path.lstrip("/")

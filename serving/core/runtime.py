@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import redis
 
 from feature_repo.event_time import Lateness
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
 from feature_repo.stream import StreamUpdater
 from feature_repo.transforms import REGIONS
+from infra.redis_cluster import redis_client, slot_client
 from serving.core.clock import Clock
 from serving.core.config import ServingSettings
 from serving.decision.champion import ChampionWatcher, load_champions, model_keys
@@ -32,7 +32,7 @@ from serving.store.consent import ConsentStore, ConsentWatcher
 from serving.store.events import EventIntake
 from serving.store.feature_cache import LastKnownGood
 from serving.store.outcomes import OutcomeLog
-from serving.store.redis_async import AsyncRedis
+from serving.store.redis_async import AsyncRedis, async_redis
 from serving.store.trace import TraceWriter
 from serving.store.wal import destination_dir
 from training.guards.config import load_guard_config
@@ -85,9 +85,8 @@ def build_trace_writer(settings: ServingSettings, metrics: ServiceMetrics) -> Tr
     """The decision log's writer: its own connection (a longer bound than the decisions': it is off the request
     path) and its write-ahead folder for this Redis destination; its counters exported with the service's metrics."""
     timeout_s = settings.trace_redis_timeout_ms / 1000.0
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
-    )
+    # On a Redis Cluster its connection follows the stream's master (a failover: the next connect finds the new one).
+    client = slot_client(settings.redis_url, settings.decision_stream, timeout_s)
     trace = TraceWriter(
         client, settings.decision_stream, settings.decision_stream_maxlen,
         destination_dir(settings.wal_root(), settings.redis_url, settings.decision_stream),
@@ -121,11 +120,11 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     store = feature_store(settings.redis_url, platform, redis_timeout_s=timeout_s)
     champions = load_champions(platform.mlflow_uri, config, store)
     # retry=None: redis-py's default retries would hold a decision for seconds when Redis hangs.
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
+    client = redis_client(settings.redis_url, timeout_s)  # a RedisCluster for redis+cluster:// (infra/redis_cluster.py)
     metrics = ServiceMetrics()
     clock = Clock(settings.now)  # the one clock: freshness, caps, budgets, trace, outcomes, events (core/clock.py)
     trace = build_trace_writer(settings, metrics)
-    async_client = AsyncRedis(settings.redis_url, timeout_s)  # the decisions' round trips on the event loop
+    async_client = async_redis(settings.redis_url, timeout_s)  # the decisions' round trips on the event loop
     items: dict[str, ItemSurface] = build_item_surfaces(
         config, store, client, metrics, clock, platform.data_dir, settings.seed
     )
@@ -158,16 +157,14 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     )
     # The event path has its own connections: a longer timeout than the decisions' (see the setting).
     events_timeout_s = settings.events_redis_timeout_ms / 1000.0
-    events_client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=events_timeout_s, socket_connect_timeout=events_timeout_s, retry=None
-    )
+    events_client = redis_client(settings.redis_url, events_timeout_s)
     events_store = feature_store(settings.redis_url, platform, redis_timeout_s=events_timeout_s)
     updater = StreamUpdater(
         OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
     )
     events = EventIntake(updater, metrics.registry)
     # Its own connection: XREAD blocks for a second at a time, longer than the decisions' timeout.
-    watcher_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=1.0, retry=None)
+    watcher_client = redis_client(settings.redis_url, 5.0, connect_timeout_s=1.0)
     consent_watcher = ConsentWatcher(watcher_client, consent.stream, service.feature_cache.revoke)
     return Runtime(
         service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys, consent, consent_watcher

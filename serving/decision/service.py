@@ -548,8 +548,8 @@ class DecisionService:
             kept = min(kept, slot)
             if reserved:
                 surface.caps.queue_release(undo, ukey, action, token)
-            if paid:
-                surface.budgets.queue_refund(undo, action)
+            if paid.charged:  # all of it, or part (a campaign on another slot refused): serving/policy/budgets.py
+                surface.budgets.queue_refund(undo, action, charge=paid)
             if not reserved:
                 self.metrics.cap_refusals.labels(surface.config.name).inc()
             elif not paid:

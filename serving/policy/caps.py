@@ -10,7 +10,8 @@ limit" and all record a show. `reserve` trims, checks every rule covering the ac
 one script, which Redis runs atomically, so the limit holds under any concurrency and a refusal records nothing in
 any rule. `blocked` is a read-only pipeline (one round trip); it is advisory, `reserve` is the authority.
 
-A user's keys share the hash tag `{user_key}` so one script's keys sit on one Redis Cluster slot.
+Keys: `hyperlift:caps:{<user_key>}:<rule>`. A user's keys share the hash tag `{user_key}`, so one script's keys
+sit on one Redis Cluster slot, and users spread over every slot.
 Redis failures propagate as `redis.exceptions.RedisError`; the caller decides the fallback.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import redis
 
 from serving.policy.scripts import hash_tag_free, script_reply
+from serving.store.round_trip import RoundTrip
 
 # KEYS: the rule sets covering the action. ARGV: now_ms, token, then per key: cutoff_ms, limit, window_ms.
 # A token already in a set is a retried call: it needs no room there and is not added twice (ZADD NX).
@@ -119,7 +121,7 @@ class FrequencyCaps:
         return rules
 
     def queue_blocked(
-        self, pipe: redis.client.Pipeline, user_key: str, actions: list[str], now: float | None = None
+        self, pipe: RoundTrip, user_key: str, actions: list[str], now: float | None = None
     ) -> Callable[[list], set[str]]:
         """Queue the reads of `blocked` on `pipe` (shared with other reads of the decision); the returned function
         turns the pipeline's replies into the set of blocked actions."""
@@ -141,9 +143,9 @@ class FrequencyCaps:
 
     def blocked(self, user_key: str, actions: list[str], now: float | None = None) -> set[str]:
         """Actions that would break a cap for this user now (read-only, one round trip; raises RedisError)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = RoundTrip(self.client)
         parse = self.queue_blocked(pipe, user_key, actions, now)
-        return parse(pipe.execute())  # an empty pipeline makes no round trip
+        return parse(pipe.execute())  # no commands: no round trip
 
     def _reserve_call(self, user_key: str, action: str, token: str, now: float | None) -> tuple[list[str], list]:
         if not token:
@@ -165,7 +167,7 @@ class FrequencyCaps:
         return True if not keys else bool(self._reserve(keys=keys, args=args))
 
     def queue_reserve(
-        self, pipe: redis.client.Pipeline, user_key: str, action: str, token: str, now: float | None = None
+        self, pipe: RoundTrip, user_key: str, action: str, token: str, now: float | None = None
     ) -> Callable[[list], bool]:
         """Queue `reserve` on `pipe` (run it with `execute(raise_on_error=False)`); the returned function reads
         its reply (loading the script and running it directly if Redis had flushed its script cache)."""
@@ -178,11 +180,11 @@ class FrequencyCaps:
 
     def release(self, user_key: str, action: str, token: str) -> None:
         """Undo a reservation whose show did not happen (e.g. its campaign refused the charge); one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = RoundTrip(self.client)
         self.queue_release(pipe, user_key, action, token)
-        pipe.execute()  # an empty pipeline makes no round trip
+        pipe.execute()  # no commands: no round trip
 
-    def queue_release(self, pipe: redis.client.Pipeline, user_key: str, action: str, token: str) -> None:
+    def queue_release(self, pipe: RoundTrip, user_key: str, action: str, token: str) -> None:
         """Queue `release` on `pipe`."""
         for rule in self.rules_for(action):
             pipe.zrem(self.key(user_key, rule), token)

@@ -11,6 +11,9 @@ errors: a refused or lost connection raises `redis.exceptions.ConnectionError` (
 fails at once, and the next one reconnects), a round trip that outlives `timeout_s` raises
 `redis.exceptions.TimeoutError` and closes the connection (replies still owed on it could not be matched to a later
 round trip). Redis's error replies (NOSCRIPT, ...) come back in place as redis-py's exception classes.
+
+On a Redis Cluster (REDIS_URL=redis+cluster://...) `async_redis` returns `AsyncRedisCluster`, which holds one of
+these per master and splits each round trip per node (serving/store/redis_cluster_async.py).
 """
 
 from __future__ import annotations
@@ -191,3 +194,15 @@ class AsyncRedis:
                 self._protocol = None
                 raise redis.exceptions.ConnectionError(f"Redis refused the connection set-up: {exc}") from exc
         return protocol
+
+
+def async_redis(url: str, timeout_s: float) -> "AsyncRedis":
+    """The decision path's client for REDIS_URL: `AsyncRedis` for one server, `AsyncRedisCluster` (same interface,
+    serving/store/redis_cluster_async.py) for redis+cluster://."""
+    from infra.redis_cluster import is_cluster_url
+
+    if is_cluster_url(url):
+        from serving.store.redis_cluster_async import AsyncRedisCluster
+
+        return AsyncRedisCluster(url, timeout_s)  # type: ignore[return-value]
+    return AsyncRedis(url, timeout_s)

@@ -7,7 +7,7 @@ high-water mark, because a Redis that restarted from an older snapshot drops a r
 the stream while later ones arrive; a maximum would tell the writer to delete records the lake never got.
 
 The receipts are kept in the lake (`<root>/_wal_acks.<group>.json`, written atomically after each batch: they are
-about the lake, and survive what Redis forgets) and published to Redis (`<stream>:wal_acks:<group>`, one hash field
+about the lake, and survive what Redis forgets) and published to Redis (`{<stream>}:wal_acks:<group>`, one hash field
 per writer: {"acked", "seen", "gen"}), which the writers read about once a second:
 
 - a writer deletes its segments up to `acked`;
@@ -35,13 +35,24 @@ RETENTION_S = 30 * 86_400.0  # receipts of writers silent this long are pruned (
 
 
 def acks_key(stream: str, group: str) -> str:
-    """Redis hash of the receipts of the drain group `group` for `stream`."""
-    return f"{stream}:wal_acks:{group}"
+    """Redis hash of the receipts of the drain group `group` for `stream` (on the stream's Redis Cluster slot)."""
+    return f"{_slot_of(stream)}:wal_acks:{group}"
 
 
 def writers_key(stream: str) -> str:
-    """Redis hash where each trace writer publishes its counters (the reconciliation reads it)."""
-    return f"{stream}:wal_writers"
+    """Redis hash where each trace writer publishes its counters (the reconciliation reads it); the stream's slot."""
+    return f"{_slot_of(stream)}:wal_writers"
+
+
+def _slot_of(stream: str) -> str:
+    """A key prefix on `stream`'s Redis Cluster slot: the stream's own hash tag if it has one, else the whole name as
+    the tag (`{hyperlift:decisions}` hashes like `hyperlift:decisions`). The writer sends its XADDs, receipt reads
+    and counters over one connection to the stream's master, so the three keys must share its slot."""
+    opened = stream.find("{")
+    closed = stream.find("}", opened + 1) if opened >= 0 else -1
+    if closed > opened + 1 or "}" in stream:  # tagged already (or braces that no tag of ours could wrap)
+        return stream
+    return f"{{{stream}}}"
 
 
 def wal_field(writer_id: bytes, seq: int, floor: int) -> bytes:

@@ -51,6 +51,7 @@ def test_local_profile_is_todays_setup(tmp_path, online_redis_url):
         "HYPERLIFT_FEAST_REGISTRY": str(tmp_path / "feast" / "registry.db"),
         "HYPERLIFT_FEAST_REGISTRY_TYPE": "file",  # the one new variable: feature_store.yaml names the type
         "HYPERLIFT_FEAST_REDIS": "127.0.0.1:7001,db=0",
+        "HYPERLIFT_FEAST_REDIS_TYPE": "redis",  # redis_cluster for a redis+cluster:// URL
     }
     # The registry Feast builds is the file registry it built from today's `registry: <path>`.
     store = feature_store(online_redis_url, settings)

@@ -82,8 +82,8 @@ def test_a_new_utc_day_starts_a_new_counter(client):
     assert budgets.spend("pct10", now=MAY_1 + 24 * HOUR)
     assert budgets.spent("flash", date(2024, 5, 1)) == 5.0
     assert budgets.spent("flash", date(2024, 5, 2)) == 1.0
-    assert sorted(client.keys("*")) == [b"hyperlift:budget:{2024-05-01}:flash", b"hyperlift:budget:{2024-05-02}:flash"]
-    assert COUNTER_TTL_S - 60 < client.ttl(b"hyperlift:budget:{2024-05-02}:flash") <= COUNTER_TTL_S
+    assert sorted(client.keys("*")) == [b"hyperlift:budget:{flash:2024-05-01}", b"hyperlift:budget:{flash:2024-05-02}"]
+    assert COUNTER_TTL_S - 60 < client.ttl(b"hyperlift:budget:{flash:2024-05-02}") <= COUNTER_TTL_S
 
 
 def test_actions_in_no_campaign_are_free_and_touch_nothing(client):
@@ -206,7 +206,7 @@ def test_pipelined_spend_and_refund_keep_exact_totals(redis_databases):
     pipe = client.pipeline(transaction=False)
     spends = [budgets.queue_spend(pipe, "a") for _ in range(4)]
     replies = pipe.execute(raise_on_error=False)
-    assert [spend(replies) for spend in spends] == [True, True, True, False]
+    assert [bool(spend(replies)) for spend in spends] == [True, True, True, False]
     assert budgets.spent("c") == pytest.approx(0.9, abs=1e-12)
     budgets.refund("a")
     assert budgets.spent("c") == pytest.approx(0.6, abs=1e-12)
@@ -216,7 +216,7 @@ def test_pipelined_spend_and_refund_keep_exact_totals(redis_databases):
     client.script_flush()
     pipe = client.pipeline(transaction=False)
     spend = budgets.queue_spend(pipe, "a")
-    assert spend(pipe.execute(raise_on_error=False)) is True and budgets.spent("c") == pytest.approx(0.9, abs=1e-12)
+    assert spend(pipe.execute(raise_on_error=False)).paid is True and budgets.spent("c") == pytest.approx(0.9, abs=1e-12)
 
 
 def test_utc_day_and_midnight_agree_with_datetime():
@@ -232,3 +232,21 @@ def test_utc_day_and_midnight_agree_with_datetime():
         assert _utc_day(now) == expected.date(), now
         midnight = datetime(expected.year, expected.month, expected.day, tzinfo=UTC).timestamp()
         assert _midnight(now) == midnight, now
+
+
+def test_counters_of_the_day_tagged_layout_are_adopted_once(client):
+    """A deployment upgraded mid-day keeps the day's spend: the `{day}`-tagged counters of today and yesterday are
+    added to the `{campaign:day}` keys once, and the old keys are gone."""
+    budgets = CampaignBudgets(client, [Budget("flash", {"pct10": 1.0}, 5.0, "none"), Budget("summer", {"x": 1.0}, 9.0)])
+    client.set("hyperlift:budget:{2024-05-01}:flash", 3_000_000)
+    client.set("hyperlift:budget:{2024-04-30}:summer", 7_000_000)
+    client.set("hyperlift:budget:{2024-04-29}:flash", 1)  # older than yesterday: left to expire
+    assert budgets.spend("pct10", now=MAY_1)  # 1.0 spent under the new key before the adoption
+    assert budgets.adopt_day_tagged_counters(now=MAY_1 + HOUR) == 2
+    assert budgets.spent("flash", date(2024, 5, 1)) == 4.0 and budgets.spent("summer", date(2024, 4, 30)) == 7.0
+    assert budgets.adopt_day_tagged_counters(now=MAY_1 + HOUR) == 0  # taken once
+    assert sorted(client.keys("*")) == [
+        b"hyperlift:budget:{2024-04-29}:flash", b"hyperlift:budget:{flash:2024-05-01}", b"hyperlift:budget:{summer:2024-04-30}"
+    ]
+    assert COUNTER_TTL_S - 60 < client.ttl(b"hyperlift:budget:{summer:2024-04-30}") <= COUNTER_TTL_S
+    assert [budgets.spend("pct10", now=MAY_1 + HOUR) for _ in range(2)] == [True, False]  # 4 + 1 = 5 of 5

@@ -1,0 +1,168 @@
+"""Redis Cluster as the online store: the `redis+cluster://` URL, the clients built from it, Feast's cluster config.
+
+One variable selects the mode: REDIS_URL. `redis://host:port/db` (or unset: the embedded server) is one standalone
+server, as before; `redis+cluster://[user:password@]host1:port1[,host2:port2,...]` is a Redis Cluster reached through
+any of the listed nodes (one is enough, more survive a seed node being down; the client discovers the others and the
+slot map from CLUSTER SLOTS). Every process gets the same URL (infra.launch, the settings' child environment), so
+the code above never asks which mode is on: it builds its clients here (`redis_client`), and Feast's online store
+config follows from the URL (`feast_online_store`: `redis_type: redis_cluster` and the node list).
+
+A cluster has no databases: `/0` (or no path) only. TLS (`rediss+cluster://`) is not supported: the decision path's
+async client speaks plain TCP (serving/store/redis_async.py). Key layout and failover: docs/profiles.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.retry import Retry
+
+CLUSTER_SCHEME = "redis+cluster"
+SLOTS = REDIS_CLUSTER_HASH_SLOTS  # 16384
+EXAMPLE = "redis+cluster://10.0.0.5:7000,10.0.0.6:7000"
+
+RedisClient = redis.Redis | RedisCluster
+
+
+class ClusterUrlError(ValueError):
+    """A redis+cluster:// URL that cannot be used; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """The seed nodes and credentials of a `redis+cluster://` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+    def node_url(self, host: str, port: int) -> str:
+        """redis:// URL of one node with the cluster's credentials (what the per-node connections use)."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return f"redis://{auth}{host}:{port}/0"
+
+    def masked(self) -> str:
+        """The URL fit to print (password replaced by ***)."""
+        auth = f"{self.username or ''}:***@" if self.password is not None else ""
+        return f"{CLUSTER_SCHEME}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}"
+
+
+def is_cluster_url(url: str | None) -> bool:
+    """Whether `url` names a Redis Cluster (redis+cluster://) rather than one server."""
+    return bool(url) and url.split("://", 1)[0].lower() in (CLUSTER_SCHEME, "rediss+cluster")
+
+
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """The seed nodes and credentials of `redis+cluster://[user:password@]host:port[,host:port...][/0]`."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "rediss+cluster":
+        raise ClusterUrlError(
+            "rediss+cluster:// (TLS) is not supported: the decision path's client speaks plain TCP; reach the cluster "
+            f"over a private network with {EXAMPLE}"
+        )
+    if scheme.lower() != CLUSTER_SCHEME or not rest:
+        raise ClusterUrlError(f"not a Redis Cluster URL: write it like {EXAMPLE}")
+    netloc, _, path = rest.partition("/")
+    path = path.split("?", 1)[0]
+    if path not in ("", "0"):
+        raise ClusterUrlError(
+            f"a Redis Cluster has no database {path!r} (only 0): drop the path, e.g. {EXAMPLE}"
+        )
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) if has_password else None
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            shown = ClusterAddress((), username, password).masked().split("://", 1)[1]
+            raise ClusterUrlError(
+                f"{CLUSTER_SCHEME}://{shown}{hosts}: every node needs host:port (got {item.strip()!r}); "
+                f"write it like {EXAMPLE}"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    return ClusterAddress(tuple(nodes), username, password)
+
+
+def redis_client(url: str, timeout_s: float | None = None, connect_timeout_s: float | None = None) -> RedisClient:
+    """A client of the server or cluster `url` names: redis.Redis for redis:// and unix://, RedisCluster for
+    redis+cluster://. With `timeout_s` every call is bounded and never retried (the serving path: redis-py's default
+    retries would hold a decision for seconds); without it, redis-py's defaults (batch jobs and tools)."""
+    connect = connect_timeout_s if connect_timeout_s is not None else timeout_s
+    if not is_cluster_url(url):
+        if timeout_s is None and connect_timeout_s is None:
+            return redis.Redis.from_url(url)
+        return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect, retry=None)
+    address = parse_cluster_url(url)
+    options: dict = {"username": address.username, "password": address.password}
+    if timeout_s is not None or connect_timeout_s is not None:
+        # No retries, and the slot map refreshed after every connection error (a failover moves slots).
+        options |= {"socket_timeout": timeout_s, "socket_connect_timeout": connect,
+                    "retry": Retry(NoBackoff(), 0), "reinitialize_steps": 1}
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in address.nodes], **options)
+
+
+def feast_online_store(url: str, timeout_s: float | None = None) -> tuple[str, str]:
+    """(redis_type, connection_string) of Feast's Redis online store for a cluster URL: `redis_cluster` and
+    "host1:port1,host2:port2[,password=...][,socket_timeout=...]" (Feast 0.67 builds a RedisCluster from them)."""
+    address = parse_cluster_url(url)
+    parts = [f"{host}:{port}" for host, port in address.nodes]
+    if address.username:
+        parts.append(f"username={address.username}")
+    if address.password is not None:
+        parts.append(f"password={address.password}")
+    if timeout_s is not None:
+        # Feast passes these to RedisCluster; a cluster client takes no `retry` keyword (it refuses one in kwargs).
+        parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
+    return "redis_cluster", ",".join(parts)
+
+
+def slot(key: bytes | str) -> int:
+    """The cluster slot of `key` (CRC16 of its hash tag, or of the whole key, mod 16384), as Redis computes it."""
+    return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+class SlotOwnerConnection(redis.connection.Connection):
+    """A connection to whichever master serves one slot *when it connects*: after a failover its next connect (the
+    old master refused or lost it) asks the cluster again and reaches the new master."""
+
+    def __init__(self, *, locate, **kwargs):
+        super().__init__(**kwargs)
+        self._locate = locate
+
+    def _connect(self):
+        self.host, self.port = self._locate()
+        return super()._connect()
+
+
+def slot_client(url: str, key: str, timeout_s: float) -> redis.Redis:
+    """A plain redis.Redis whose connections reach the master of `key`'s slot, for code that sends raw pipelined
+    commands over one connection (the decision log's writer: its stream and its receipt keys share one slot,
+    serving/store/wal_acks.py). One server: `redis_client(url, timeout_s)`. Every key it is used for must be on
+    `key`'s slot (a command on another slot is answered MOVED)."""
+    if not is_cluster_url(url):
+        return redis_client(url, timeout_s)  # type: ignore[return-value]
+    address = parse_cluster_url(url)
+    cluster = redis_client(url, timeout_s)
+    wanted = slot(key)
+
+    def locate() -> tuple[str, int]:
+        cluster.nodes_manager.initialize()  # (re)connecting: maybe after a failover, so read the slot map again
+        node = cluster.nodes_manager.get_node_from_slot(wanted)
+        return node.host, node.port
+
+    host, port = address.nodes[0]
+    pool = redis.ConnectionPool(
+        connection_class=SlotOwnerConnection, locate=locate, host=host, port=port, username=address.username,
+        password=address.password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None,
+    )
+    return redis.Redis(connection_pool=pool)
