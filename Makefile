@@ -48,9 +48,9 @@ bench: install  ## benchmarks of docs/benchmarks.md (run `make demo` first: they
 	@echo "[7/7] streaming freshness"
 	$(BIN)/python -m bench.stream_freshness
 
-serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion)
+serve: install  ## start the decision service on :8000 (after `make demo` has registered a champion; WORKERS=n for n processes)
 	@$(BIN)/python -m infra.ports $${PORT:-8000} "the decision service"
-	$(DEV) $(LAUNCH) $(BIN)/python -m demo.serve --port $${PORT:-8000}
+	$(DEV) $(LAUNCH) $(BIN)/python -m demo.serve --port $${PORT:-8000} --workers $${WORKERS:-1}
 
 .PHONY: redis-cluster
 redis-cluster: install  ## a local Redis Cluster (6 redis-server processes): prints its REDIS_URL, Ctrl-C stops it

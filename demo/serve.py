@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from infra.settings import HyperliftSettings
 from serving.api.connection_limits import UVICORN_OPTIONS
 
 NOW_VARIABLE = "HYPERLIFT_SERVING_NOW"
+METRICS_VARIABLE = "HYPERLIFT_SERVING_METRICS_DIR"
 
 
 def demo_clock(settings: HyperliftSettings, environ: dict[str, str]) -> tuple[str | None, str]:
@@ -44,12 +46,28 @@ def missing_state(settings: HyperliftSettings) -> str | None:
     return None
 
 
+def shared_metrics(settings: HyperliftSettings, workers: int) -> None:
+    """Several workers publish their metrics to one folder so a scrape of any of them covers all
+    (serving/ops/metrics_shared.py): HYPERLIFT_SERVING_METRICS_DIR, under the home unless set, emptied of an earlier
+    run's files."""
+    folder = os.environ.get(METRICS_VARIABLE) or str(settings.home / "serving" / "metrics")
+    os.environ[METRICS_VARIABLE] = folder
+    for stale in Path(folder).glob("*.prom"):
+        stale.unlink(missing_ok=True)
+    print(f"[hyperlift] {workers} workers: /metrics sums them all ({METRICS_VARIABLE}={folder}); the simulated "
+          "clock, when on, is each worker's own (POST /v1/admin/clock moves the one that answers)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the state, pick the clock, then replace this process with uvicorn."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 1),
+                        help="uvicorn worker processes; with more than one, /metrics sums every worker's counters")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be 1 or more; got {args.workers}")
     settings = HyperliftSettings()
     problem = missing_state(settings)
     if problem:
@@ -59,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if instant:
         os.environ[NOW_VARIABLE] = instant
     print(f"[hyperlift] decision service on http://{args.host}:{args.port}, {said}", file=sys.stderr)
+    if args.workers > 1:
+        shared_metrics(settings, args.workers)
     command = [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", args.host, "--port", str(args.port),
-               *UVICORN_OPTIONS]
+               "--workers", str(args.workers), *UVICORN_OPTIONS]
     os.execv(sys.executable, command)  # uvicorn owns the process: Ctrl-C and SIGTERM reach it directly
     return 0  # not reached
 

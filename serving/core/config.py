@@ -132,6 +132,16 @@ class ServingSettings(ClockSettings):
         "it; unset: $HYPERLIFT_HOME/serving/safe_mode.json.",
     )
     log_decisions: bool = Field(default=True, description="One JSON log line per decision (keyed by decision_id).")
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="With several uvicorn workers: a folder every worker publishes its metrics to, so that one "
+        "scrape of /metrics covers them all (serving/ops/metrics_shared.py; `make serve WORKERS=n` sets it). Unset: "
+        "each worker's /metrics is its own.",
+    )
+    metrics_publish_s: float = Field(
+        default=1.0, gt=0, description="With metrics_dir: how often a worker publishes (the most a sibling's figures "
+        "in a scrape are behind)."
+    )
     events_redis_timeout_ms: float = Field(
         default=1000.0, gt=0,
         description="Bound on the Redis calls of /v1/events (a call of a hundred events is one pipeline; it is not on "

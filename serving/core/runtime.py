@@ -26,6 +26,7 @@ from serving.ops.breaker import CircuitBreaker
 from serving.ops.cautious import CautiousSwitch
 from serving.ops.parity import ParityCaps
 from serving.ops.metrics import ServiceMetrics
+from serving.ops.metrics_shared import SharedExposition
 from serving.ops.safe_mode import SafeMode
 from serving.policy.consent import consent_purposes
 from serving.store.consent import ConsentStore, ConsentWatcher
@@ -51,9 +52,17 @@ class Runtime:
     keys: KeyRing  # who may call what (serving.api.auth checks it)
     consent: ConsentStore  # consent events: POST /v1/consent writes, every decision reads (serving/store/consent.py)
     consent_watcher: ConsentWatcher  # revocations → the last-known-good cache of this worker
+    shared_metrics: SharedExposition | None = None  # every worker's metrics in one scrape (settings.metrics_dir)
+
+    def refresh_gauges(self) -> None:
+        """The gauges of state read at scrape time: the online-store breaker and safe mode."""
+        self.service.metrics.breaker_state.set(1 if self.service.breaker.state == "open" else 0)
+        self.service.metrics.safe_mode.set(1 if self.service.safe_mode.enabled else 0)
 
     def start(self) -> None:
-        """Start the background threads (safe-mode poll, champion watcher, item index watchers)."""
+        """Start the background threads (safe-mode poll, champion watcher, item index watchers, metrics publisher)."""
+        if self.shared_metrics is not None:
+            self.shared_metrics.start()
         self.service.safe_mode.start()
         if self.service.cautious is not None:
             self.service.cautious.start()
@@ -79,6 +88,8 @@ class Runtime:
         self.service.breaker.close()
         if self.service.async_client is not None:
             self.service.async_client.close()
+        if self.shared_metrics is not None:
+            self.shared_metrics.stop()
 
 
 def build_trace_writer(settings: ServingSettings, metrics: ServiceMetrics) -> TraceWriter:
@@ -166,6 +177,13 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     # Its own connection: XREAD blocks for a second at a time, longer than the decisions' timeout.
     watcher_client = redis_client(settings.redis_url, 5.0, connect_timeout_s=1.0)
     consent_watcher = ConsentWatcher(watcher_client, consent.stream, service.feature_cache.revoke)
-    return Runtime(
-        service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys, consent, consent_watcher
+    shared = None if settings.metrics_dir is None else SharedExposition(
+        settings.metrics_dir, metrics.registry, settings.metrics_publish_s
     )
+    runtime = Runtime(
+        service, outcomes, events, watcher, Admission(settings.max_in_flight), settings, keys, consent, consent_watcher,
+        shared,
+    )
+    if shared is not None:
+        shared.refresh = runtime.refresh_gauges
+    return runtime

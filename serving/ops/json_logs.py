@@ -59,8 +59,27 @@ class JsonLinesHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class AccessFields(logging.Filter):
+    """uvicorn's access line as fields: its record's args are (client, method, path, HTTP version, status)."""
+
+    FIELDS = ("client", "method", "path", "http_version", "status")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == len(self.FIELDS):
+            for name, value in zip(self.FIELDS, args):
+                setattr(record, name, value)
+        return True
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure(decisions: bool) -> None:
-    """JSON lines on stderr for the service's loggers; per-decision lines only when `decisions`."""
+    """JSON lines on stderr for the service's loggers and uvicorn's (its start-up, errors and access lines, the
+    access line with client, method, path, http_version and status as fields), one format for every line a worker
+    writes once the app has started; per-decision lines only when `decisions`. uvicorn's levels stay as its
+    --log-level set them (and --no-access-log still silences the access lines)."""
     handler = JsonLinesHandler()
     handler.setFormatter(JsonFormatter())
     for name in ("serving", "hyperlift.decisions"):
@@ -68,5 +87,11 @@ def configure(decisions: bool) -> None:
         logger.handlers[:] = [handler]
         logger.propagate = False
         logger.setLevel(logging.INFO)
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [f for f in access.filters if not isinstance(f, AccessFields)] + [AccessFields()]
     logging.getLogger("hyperlift.decisions").disabled = not decisions
     logging.Formatter.converter = time.gmtime

@@ -6,7 +6,7 @@ view and policy. The decision log's counters (written, sent, spilled, replayed, 
 are read from the trace writer at scrape time, as are the online-store breaker's openings, probes and failures (by
 whether they counted) and what the HTTP protocol did to slow or surplus clients (refused connections, read timeouts:
 process-wide, see ConnectionStats); rate-limit refusals are counted by route family. With several uvicorn workers
-each worker exposes its own series (scrape each worker, or sum in Prometheus).
+and HYPERLIFT_SERVING_METRICS_DIR set, one scrape covers every worker (serving/ops/metrics_shared.py).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from demo.serve import NOW_VARIABLE, demo_clock, missing_state
+from demo.serve import NOW_VARIABLE, demo_clock, missing_state, shared_metrics
 from infra.settings import HyperliftSettings
 
 
@@ -53,3 +54,24 @@ def test_the_entry_point_stops_with_the_instruction_and_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Run `make demo` first" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_several_workers_share_one_metrics_folder_emptied_of_an_earlier_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERLIFT_SERVING_METRICS_DIR", "")  # recorded: the variable goes back as it was after the test
+    monkeypatch.delenv("HYPERLIFT_SERVING_METRICS_DIR")
+    settings = _settings(tmp_path)
+    folder = settings.home / "serving" / "metrics"
+    folder.mkdir(parents=True)
+    (folder / "4242.prom").write_text("hyperlift_decisions_total 9\n")
+    shared_metrics(settings, 2)
+    assert os.environ["HYPERLIFT_SERVING_METRICS_DIR"] == str(folder)
+    assert list(folder.iterdir()) == []
+
+
+def test_workers_below_one_are_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "demo.serve", "--workers", "0"],
+        env={"HYPERLIFT_HOME": str(tmp_path / "empty"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "--workers must be 1 or more; got 0" in result.stderr

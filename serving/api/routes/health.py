@@ -75,10 +75,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 )
 def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition: latency per segment, fallbacks by reason, exploration, budget spend, ..."""
-    service = runtime.service
-    service.metrics.breaker_state.set(1 if service.breaker.state == "open" else 0)
-    service.metrics.safe_mode.set(1 if service.safe_mode.enabled else 0)
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if runtime.shared_metrics is not None:  # several workers: every one's counters in this scrape
+        return Response(runtime.shared_metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+    runtime.refresh_gauges()
+    return Response(generate_latest(runtime.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/stats", dependencies=OPS_ONLY, responses=AUTH_ERRORS)
