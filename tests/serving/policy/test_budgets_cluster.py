@@ -13,7 +13,7 @@ from serving.policy.budgets import Budget, CampaignBudgets
 from serving.policy.caps import CapRule, FrequencyCaps
 from serving.store.round_trip import RoundTrip
 from tests.infra.redis_cluster import cluster_url, redis_cluster  # noqa: F401
-from tests.serving.policy.test_budgets import HOUR, MAY_1
+from tests.serving.policy.test_budgets import HOUR, MAY_1, sixteen_threads_spend_exactly_what_the_budget_affords
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -85,29 +85,7 @@ def test_a_partial_charge_in_a_round_trip_is_reported_and_handed_back_exactly(cl
 
 
 def test_sixteen_threads_on_a_cluster_spend_exactly_what_the_budget_affords(cluster_client):
-    budgets = CampaignBudgets(
-        cluster_client,
-        [Budget("tight", {"pct10": 0.1}, daily_budget=3.7, pacing="none"),
-         Budget("loose", {"pct10": 0.3}, daily_budget=1000.0, pacing="none")],
-    )
-    start = threading.Barrier(16)
-    results: list[bool] = []
-    lock = threading.Lock()
-
-    def hammer() -> None:
-        start.wait()
-        mine = [budgets.spend("pct10", now=MAY_1) for _ in range(20)]
-        with lock:
-            results.extend(mine)
-
-    threads = [threading.Thread(target=hammer) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == 320 and results.count(True) == 37
-    assert budgets.spent("tight", date(2024, 5, 1)) == 3.7
-    assert budgets.spent("loose", date(2024, 5, 1)) == pytest.approx(11.1, abs=1e-12)
+    sixteen_threads_spend_exactly_what_the_budget_affords(cluster_client)
 
 
 def test_caps_on_a_cluster_hold_their_limit_per_user(cluster_client):
