@@ -3,7 +3,6 @@ of several campaigns charged to all or none across slots, and the exact totals u
 
 from __future__ import annotations
 
-import threading
 from datetime import date
 
 import pytest
