@@ -65,6 +65,12 @@ def main(argv: list[str]) -> int:
     with project_environment(announce=lambda line: print(f"[hyperlift] {line}", file=sys.stderr)) as env:
         print(f"[hyperlift] REDIS_URL={masked_url(env['REDIS_URL'])} HYPERLIFT_HOME={env['HYPERLIFT_HOME']}",
               file=sys.stderr)
+        # The child starts with SIGINT and SIGTERM deliverable and at their default action, whatever this process
+        # inherited (a parent that blocked or ignored them, e.g. a test runner after a library's spawn): both the
+        # mask and ignored dispositions survive exec, and a blocked SIGTERM would never stop the child or reach us.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         child = subprocess.Popen(argv, env={**os.environ, **env})
         # Ctrl-C reaches the child from the terminal; a SIGTERM sent to us is passed on. Either way we wait for the
         # child, then leave the context, which stops the home's redis-server unless another process still uses it.

@@ -60,3 +60,21 @@ def test_the_launcher_prints_redis_url_without_its_password(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "REDIS_URL=redis://:***@127.0.0.1:1/0" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+def _blocked_and_ignored() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def test_sigterm_works_even_when_the_launcher_inherited_it_blocked_and_ignored(tmp_path):
+    """A parent that blocked and ignored SIGTERM (both survive exec; a test runner after some library's spawn was
+    one): the launcher still passes SIGTERM on, and its child still dies of its own."""
+    ended = launch(tmp_path, sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+                   preexec_fn=_blocked_and_ignored)
+    assert ended.wait(timeout=20) == 128 + signal.SIGTERM
+    script = "import os, time; print(os.environ['REDIS_URL'], flush=True); time.sleep(60)"
+    process = launch(tmp_path, sys.executable, "-c", script, preexec_fn=_blocked_and_ignored)
+    assert process.stdout.readline().strip().startswith("redis://")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
