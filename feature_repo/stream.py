@@ -22,13 +22,15 @@ call would have left: the same tiles, rows, quarantine, seen markers and answer.
    attempt of it) has its row recomputed from all its tiles as of `max(now, latest event + 1 µs)` and written with
    `OnlineWriter` in `newer_or_equal` mode, so a late event (which does not move the latest time) still rewrites
    the row, and an older row never replaces a newer one.
-3. **Quarantine and finish**, one MULTI/EXEC: rejected events go to the stream `hyperlift:quarantine` as received,
-   with rule and reason (drained into the lake by the `stream_quarantine` asset), and the accepted events' markers
-   become `1` ("applied and answered"). Until then a repeat is the same call, after it a replay.
+3. **Quarantine and finish**, in that order: rejected events go to the stream `hyperlift:quarantine` as received,
+   with rule and reason (drained into the lake by the `stream_quarantine` asset), then the accepted events' markers
+   become `1` ("applied and answered"). Until then a repeat is the same call, after it a replay. A refused event's
+   `quarantine_id` is a digest of the call, its position and its rule, so a repeat after a failure between the two
+   writes (or a whole resend) appends the same records again, and the lake keeps each once.
 
 So `in = accepted + quarantined` holds for every answered call, however many attempts it took. The one fault this
-cannot tell apart is a lost reply to step 3's EXEC: the call was finished, and its repeat is answered as a resend
-(replays), as a deliberate resend must be.
+cannot tell apart is a lost reply to step 3's marker write: the call was finished, and its repeat is answered as a
+resend (replays), as a deliberate resend must be.
 
 - **Watermark.** The arrival day is the day of `now`; events older than its start − allowed lateness are
   `ts.beyond_watermark`, events later than `now` + 5 minutes `ts.not_future` — the batch rules, per arrival day.
@@ -45,8 +47,8 @@ cannot tell apart is a lost reply to step 3's EXEC: the call was finished, and i
 
 Concurrency: the tiles are updated atomically per event; two calls for one user may write their rows in either
 order when their stamps are equal, and the next event of that user rewrites the row from the complete tiles.
-Within one process, calls are serialised per user to avoid that window. Step 3 spans keys of many users: a
-standalone Redis (as `OnlineWriter`), not a Cluster.
+Within one process, calls are serialised per user to avoid that window. On a Redis Cluster every script keeps to
+one user's slot, and step 3's two writes are pipelines that redis-py splits by slot.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +75,7 @@ from feature_repo.transforms import (
     FOLD_DAY, MICROS, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY, empty_folds, event_contributions, fold_tiles,
     snapshots_from_tiles,
 )
+from infra.redis_cluster import run_scripts
 
 TILES_PREFIX = "hyperlift:tiles:"
 SEEN_PREFIX = "hyperlift:seen:"
@@ -342,20 +344,19 @@ class StreamUpdater:
         return sum(self._write_rows(users[i:i + chunk], now) for i in range(0, len(users), chunk))
 
     def _apply_tiles(self, accepted: pd.DataFrame, token: str) -> np.ndarray:
-        """Run the apply script per accepted event, in one pipeline; its reply per event (`APPLIED`, ...)."""
+        """Run the apply script per accepted event, pipelined (per master on a cluster); its reply per event
+        (`APPLIED`, ...)."""
         if accepted.empty:
             return np.zeros(0, dtype=np.int64)
         parts = event_contributions(accepted)
         ts_us = pd.to_datetime(accepted["ts"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
         sums, maxes = parts[list(TILE_SUMS)].to_numpy(), parts[list(TILE_MAXES)].to_numpy()
-        pipe = self.client.pipeline(transaction=False)
-        for i, (user, day, event_id) in enumerate(zip(parts["user_id"], parts["day"], accepted["event_id"])):
-            self._script(
-                keys=[seen_key(user, event_id), tiles_key(user)],
-                args=[self.seen_ttl_s, int(day), int(ts_us[i]), token, *sums[i].tolist(), *maxes[i].tolist()],
-                client=pipe,
-            )
-        return np.array(pipe.execute(), dtype=np.int64)
+        calls = [
+            ([seen_key(user, event_id), tiles_key(user)],
+             [self.seen_ttl_s, int(day), int(ts_us[i]), token, *sums[i].tolist(), *maxes[i].tolist()])
+            for i, (user, day, event_id) in enumerate(zip(parts["user_id"], parts["day"], accepted["event_id"]))
+        ]
+        return np.array(run_scripts(self.client, self._script, calls), dtype=np.int64)
 
     def _write_rows(self, users: list[int], now: pd.Timestamp) -> int:
         """Recompute each touched user's row from all its tiles and write them, newer-or-equal, in one write; then
@@ -413,21 +414,33 @@ class StreamUpdater:
             return lock
 
     def _finish(self, rejected: list[dict], events: Sequence[dict], now: pd.Timestamp, ours: pd.DataFrame) -> None:
-        """Step 3, one MULTI/EXEC: keep every rejected event, as received, with its rule and reason (never lost), and
-        mark this call's accepted events answered. Both or neither: a repeat after a failure here writes each once."""
-        if not rejected and ours.empty:
-            return
-        pipe = self.client.pipeline(transaction=True)
-        received = now.timestamp()
-        for row in rejected:
-            # serving.store.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
-            record = {"quarantine_id": uuid.uuid4().hex, "ts": received, "event_id": row["event_id"],
-                      "rule": row["rule"], "reason": row["reason"], "event": events[row["index"]]}
-            pipe.xadd(QUARANTINE_STREAM, {"record": json.dumps(record, default=str)},
-                      maxlen=self.quarantine_maxlen, approximate=True)
-        for user, event_id in zip(ours["user_id"].astype(int), ours["event_id"].astype(str)):
-            pipe.set(seen_key(user, event_id), DONE, xx=True, keepttl=True)
-        pipe.execute()
+        """Step 3: keep every rejected event, as received, with its rule and reason (never lost), then mark this
+        call's accepted events answered. Two writes, in that order, so that it runs on a Redis Cluster too (the
+        quarantine stream and the users' markers live on different slots, which no transaction spans): a failure
+        between them leaves the markers unset, and the repeat quarantines the same events again under the same
+        `quarantine_id` (a digest of the call, the event's position and the rule), which the lake keeps once."""
+        if rejected:
+            token = call_token(events)
+            received = now.timestamp()
+            pipe = self.client.pipeline(transaction=False)
+            for row in rejected:
+                # serving.store.decision_log.QUARANTINE_FORMAT: the stream drain writes it to the lake, then acknowledges.
+                record = {"quarantine_id": quarantine_id(token, row["index"], row["rule"]), "ts": received,
+                          "event_id": row["event_id"], "rule": row["rule"], "reason": row["reason"],
+                          "event": events[row["index"]]}
+                pipe.xadd(QUARANTINE_STREAM, {"record": json.dumps(record, default=str)},
+                          maxlen=self.quarantine_maxlen, approximate=True)
+            pipe.execute()
+        if not ours.empty:
+            pipe = self.client.pipeline(transaction=False)  # on a cluster, split by slot
+            for user, event_id in zip(ours["user_id"].astype(int), ours["event_id"].astype(str)):
+                pipe.set(seen_key(user, event_id), DONE, xx=True, keepttl=True)
+            pipe.execute()
+
+
+def quarantine_id(token: str, index: int, rule: str) -> str:
+    """The id of one refused event of one call: the same for a repeat of the call (see `_finish`)."""
+    return hashlib.blake2b(f"{token}:{index}:{rule}".encode(), digest_size=16).hexdigest()
 
 
 def call_token(events: Sequence[dict]) -> str:

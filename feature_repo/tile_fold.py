@@ -35,6 +35,7 @@ import pandas as pd
 from feature_repo.transforms import (
     FOLD_DAY, FOLD_DECAYED, FOLD_DTYPES, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY, empty_folds, fold_tiles,
 )
+from infra.redis_cluster import run_scripts
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +191,11 @@ return 1
 
 
 def run_folds(client, script, plans: dict[str, list], stats: FoldStats) -> int:
-    """Run the planned folds (tiles key → `plan_folds` arguments) in one pipeline; count them; the users folded."""
+    """Run the planned folds (tiles key → `plan_folds` arguments), pipelined (per master on a cluster); count them;
+    the users folded."""
     if not plans:
         return 0
-    pipe = client.pipeline(transaction=False)
-    for key, args in plans.items():
-        script(keys=[key], args=args, client=pipe)
-    replies = pipe.execute()
+    replies = run_scripts(client, script, [([key], args) for key, args in plans.items()])
     folded = sum(1 for r in replies if r == 1)
     days = sum(_days_in(args) for args, r in zip(plans.values(), replies) if r == 1)
     conflicts = len(replies) - folded

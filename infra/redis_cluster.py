@@ -126,6 +126,31 @@ def feast_online_store(url: str, timeout_s: float | None = None) -> tuple[str, s
     return "redis_cluster", ",".join(parts)
 
 
+def run_scripts(client: RedisClient, script, calls: list[tuple[list, list]]) -> list:
+    """Run `script` once per (keys, args) call, pipelined; the replies in call order. One server: one pipeline. A
+    cluster: redis-py's cluster pipeline refuses scripts, so the calls are grouped by the master of their first key's
+    slot (a script's keys must share a slot) and each group goes down a pipeline of that master's own client. A call
+    whose slot moved meanwhile is answered MOVED: the error is raised (the callers' calls are safe to repeat)."""
+    if not isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+    groups: dict[str, tuple[object, list[int]]] = {}
+    for index, (keys, _) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
+        groups.setdefault(node.name, (node, []))[1].append(index)
+    replies: list = [None] * len(calls)
+    for node, indices in groups.values():
+        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+        for index in indices:
+            keys, args = calls[index]
+            script(keys=keys, args=args, client=pipe)
+        for index, reply in zip(indices, pipe.execute()):
+            replies[index] = reply
+    return replies
+
+
 def slot(key: bytes | str) -> int:
     """The cluster slot of `key` (CRC16 of its hash tag, or of the whole key, mod 16384), as Redis computes it."""
     return key_slot(key.encode() if isinstance(key, str) else key)

@@ -6,6 +6,7 @@ import dagster as dg
 import redis
 
 from feature_repo.stream import QUARANTINE_STREAM
+from infra.redis_cluster import is_cluster_url, redis_client
 from serving.store.consent import CONSENT_STREAM
 from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM
 
@@ -21,8 +22,9 @@ class RedisResource(dg.ConfigurableResource):
     drain_group: str = DRAIN_GROUP  # consumer group of the drain into the lake
 
     def client(self) -> redis.Redis:
-        """A client that fails fast with a clear message when the server is not reachable."""
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=10)
+        """A client that fails fast with a clear message when the server (or cluster) is not reachable."""
+        client = (redis_client(self.url, timeout_s=10, connect_timeout_s=2) if is_cluster_url(self.url)
+                  else redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=10))
         try:
             client.ping()
         except redis.exceptions.ConnectionError as exc:

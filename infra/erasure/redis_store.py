@@ -4,8 +4,8 @@ Keys, by what names them:
 - the raw id: Feast's online row (one hash per entity: every `user` feature view, the embedding included), the
   stream tiles `hyperlift:tiles:{id}`, seen-event markers `hyperlift:seen:{id}:*`, consent `hyperlift:consent:{id}`;
 - the pseudonym: frequency caps `hyperlift:caps:{user_key}:*` and item caps `hyperlift:item_caps:{user_key}:*`;
-- the user's outcome ids: idempotency claims `hyperlift:outcomes:idempotency:<outcome_id>` (a hash of the outcome
-  as sent, user id included).
+- the user's outcome ids: idempotency claims `{hyperlift:outcomes}:idempotency:<outcome_id>` (a hash of the outcome
+  as sent, user id included; `hyperlift:outcomes:idempotency:<outcome_id>` for claims made before 2026-12-07).
 
 Streams cannot be edited, and XDEL only flags an entry inside its node: the bytes stay in memory and in every RDB
 and append-only file written afterwards. So a stream holding the user is rebuilt: its entries are copied to a new
@@ -30,6 +30,7 @@ import redis
 from infra.erasure.anonymise import Anonymiser
 from infra.erasure.receipt import StoreReport
 from infra.erasure.subject import Subject
+from serving.store.outcomes import claim_key
 
 TILES_PREFIX = "hyperlift:tiles:"  # feature_repo/stream.py
 SEEN_PREFIX = "hyperlift:seen:"  # feature_repo/stream.py
@@ -153,7 +154,7 @@ def rebuild_stream(client: redis.Redis, stream: str, subject: Subject, anonymise
     if not client.exists(stream) or not any(subject.owns_record(r) for _, r in stream_records(client, stream)):
         return
     rewrite = rewrite_for(stream, anonymiser)
-    copy = f"{stream}:erasure-copy"
+    copy = f"{{{stream}}}:erasure-copy"  # on the stream's slot: the swap renames it over the stream
     client.delete(copy)
     removed = anonymised = 0
     copied = "-"
@@ -262,7 +263,8 @@ def erase_redis(client: redis.Redis, subject: Subject, anonymiser: Anonymiser, r
     """Delete the user's keys (and the idempotency claims of their outcomes: those in the outcome stream and
     `known_outcomes`, from the lake), then rebuild the streams that hold them. `persist` rewrites the files after."""
     outcomes = sorted(outcome_ids(client, subject) | set(known_outcomes))
-    claims = [f"{OUTCOME_STREAM}:idempotency:{oid}" for oid in outcomes]
+    claims = [name for oid in outcomes
+              for name in (claim_key(OUTCOME_STREAM, oid), f"{OUTCOME_STREAM}:idempotency:{oid}")]  # new, earlier
     keys = user_keys(client, subject) + [c.encode() for c in claims if client.exists(c)]
     if keys:
         report.keys_deleted += int(client.delete(*keys))

@@ -1,8 +1,10 @@
 """Delayed outcomes (purchases, conversions) appended to a Redis Stream; the Dagster drain joins them to decisions.
 
 An outcome sent with an idempotency key is stored once: its outcome_id is a keyed hash of the client and the key,
-and one Lua call claims `<stream>:idempotency:<outcome_id>` (for `ttl_s`) and appends the record, or finds the claim
-of an earlier call and answers it as a duplicate. A retry after the claim expired is stored again, with the same
+and one Lua call claims `{<stream>}:idempotency:<outcome_id>` (`claim_key`, for `ttl_s`) and appends the record, or
+finds the claim of an earlier call and answers it as a duplicate. The claim's hash tag is the stream's name, so claim
+and stream share a slot and the call runs on a Redis Cluster too (claims written before 2026-12-07 were named
+`<stream>:idempotency:<outcome_id>`: a retry of one of those is stored again, and the lake still keeps it once). A retry after the claim expired is stored again, with the same
 outcome_id, and the lake keeps one row per outcome_id: it is never counted twice. Without a key every call is a
 new outcome (a client that retries must send one).
 """
@@ -36,6 +38,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
 end
 return redis.call('GET', KEYS[1])
 """
+
+
+def claim_key(stream: str, outcome_id: str) -> str:
+    """The idempotency claim of one outcome id, on the stream's slot (the stream's name as hash tag)."""
+    return f"{{{stream}}}:idempotency:{outcome_id}"
 
 
 class OutcomeRejected(ValueError):
@@ -92,7 +99,7 @@ class OutcomeLog:
 
     def _append_once(self, record: dict[str, object], fingerprint: str) -> bool:
         """Append `record` unless its outcome_id is claimed; True when it was (a duplicate of the same outcome)."""
-        claim = f"{self.stream}:idempotency:{record['outcome_id']}"
+        claim = claim_key(self.stream, str(record["outcome_id"]))
         stored = self._claim_and_append(keys=[claim, self.stream], args=[fingerprint, self.ttl_s, json.dumps(record)])
         if stored == 1:
             return False

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import redis
 
+from infra.redis_cluster import redis_client
 from serving.core.config import ServingSettings
 from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP
 from serving.store.wal import RECORD, SEGMENT_PREFIX, SEGMENT_SUFFIX, Entry, destination_dir, parse
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--wal-dir", type=Path,
                         default=destination_dir(settings.wal_root(), settings.redis_url, settings.decision_stream))
     args = parser.parse_args()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)  # one server, or a cluster (the stream's keys share one slot)
     result = reconcile(client, args.lake, settings.decision_stream,
                        wal_dir=args.wal_dir if args.wal_dir.is_dir() else None)
     print(json.dumps(result.as_dict(), indent=2))

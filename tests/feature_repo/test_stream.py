@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from feature_repo.stream import (
 from feature_repo.transforms import (
     ACTIVITY_FEATURES, TILE_COLUMNS, US_PER_DAY, event_tiles, merge_tiles, snapshots_from_tiles,
 )
+from serving.store.decision_log import QUARANTINE_FORMAT, StreamDrain, read_partitions
 from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
 from simulator.arrival import arrival_days
@@ -197,7 +199,7 @@ def _call(now: pd.Timestamp) -> list[dict]:
 
 def _state(client: redis.Redis) -> dict:
     """Everything the call left in Redis: tiles, seen markers (value, and whether they expire), the online rows, and
-    the quarantine's records without their random ids."""
+    the quarantine's records (their ids included: a digest of the call, the event's position and rule)."""
     state = {}
     for key in sorted(client.keys("*")):
         kind = client.type(key)
@@ -207,7 +209,7 @@ def _state(client: redis.Redis) -> dict:
             state[key] = (client.get(key), client.ttl(key) > 0)
         elif kind == b"stream":
             records = [json.loads(fields[b"record"]) for _, fields in client.xrange(key)]
-            state[key] = [{k: v for k, v in r.items() if k != "quarantine_id"} for r in records]
+            state[key] = records
         else:
             raise AssertionError(f"unexpected key {key!r} of type {kind!r}")
     return state
@@ -257,6 +259,15 @@ def _inject(updater: StreamUpdater, monkeypatch, where: str) -> None:
             raise Fault("connection lost before the finish")
 
         monkeypatch.setattr(updater, "_finish", no_finish)
+    elif where == "finish part-way":  # the quarantine appended, the markers' write lost
+        original_finish = updater._finish
+
+        def quarantine_only(rejected, events, now, ours):
+            original_finish(rejected, events, now, ours.iloc[:0])
+            monkeypatch.setattr(updater, "_finish", original_finish)
+            raise Fault("connection lost before the markers")
+
+        monkeypatch.setattr(updater, "_finish", quarantine_only)
     else:
         raise ValueError(where)
 
@@ -297,6 +308,39 @@ def test_a_call_that_fails_at_any_step_and_is_sent_again_ends_as_one_clean_call(
     assert _state(client) == clean_state  # tiles, markers, rows and quarantine, byte for byte
     again = updater.apply(events)  # after an answered call, the same events are replays
     assert again.accepted == 0 and {r["rule"] for r in again.rejected} == {"event_id.unique", "price.range"}
+
+
+def test_a_call_that_fails_between_quarantine_and_markers_is_repeated_and_the_lake_keeps_each_refusal_once(
+    streaming, monkeypatch, tmp_path,
+):
+    updater, clock, _, client = streaming
+    clock.value = START + pd.Timedelta(days=1, hours=12)
+    events = _call(clock.value)
+    clean = _summary(updater.apply(events))
+    clean_state = _state(client)
+    clean_lake = _drained_quarantine(client, tmp_path / "clean")
+    client.flushdb()
+
+    _inject(updater, monkeypatch, "finish part-way")
+    with pytest.raises(Fault):
+        updater.apply(events)
+    assert client.xlen(QUARANTINE_STREAM) == 2  # the refusals are kept; the markers still hold the call's token
+    repeat = updater.apply(events)
+    assert _summary(repeat) == clean
+    state = _state(client)
+    quarantine = state.pop(QUARANTINE_STREAM.encode())
+    assert quarantine == clean_state.pop(QUARANTINE_STREAM.encode()) * 2  # the same two records, appended twice
+    assert state == clean_state  # tiles, markers and rows as one clean call left them
+    lake = _drained_quarantine(client, tmp_path / "repeat")
+    assert len(lake) == 2 and lake.equals(clean_lake)  # the lake keeps each refused event once
+
+
+def _drained_quarantine(client: redis.Redis, lake: Path) -> pd.DataFrame:
+    """The quarantine stream drained into a lake folder and read back as the pipeline reads it (without the Redis
+    entry ids, which differ between runs)."""
+    StreamDrain(client, QUARANTINE_STREAM, "test", "test", lake, QUARANTINE_FORMAT).drain()
+    frame = read_partitions(lake, record_format=QUARANTINE_FORMAT).drop(columns="stream_id")
+    return frame.sort_values("quarantine_id", ignore_index=True)
 
 
 def test_an_unfinished_call_that_is_never_repeated_leaves_replays_that_still_rewrite_the_row(streaming, monkeypatch):

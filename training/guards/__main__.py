@@ -12,9 +12,9 @@ import json
 import os
 import sys
 
-import redis
 
 from infra.audit import cli_actor, default_log
+from infra.redis_cluster import redis_client
 from serving.ops.cautious import CAUTIOUS_KEY, CautiousSwitch
 from training.guards.config import load_guard_config
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if not url:
         print("error: set REDIS_URL to the serving Redis (e.g. redis://127.0.0.1:6379/0)", file=sys.stderr)
         return 2
-    switch = CautiousSwitch(redis.Redis.from_url(url), load_guard_config().cautious, CAUTIOUS_KEY, poll_s=0)
+    switch = CautiousSwitch(redis_client(url), load_guard_config().cautious, CAUTIOUS_KEY, poll_s=0)
     if args.command == "cautious":
         actor = cli_actor()
         switch.set(args.surface, args.state == "on", args.reason, actor)

@@ -18,7 +18,11 @@ from serving.core.schemas import DecisionRequest
 from serving.decision.identity import user_key
 from serving.main import create_app
 from serving.policy.budgets import MICROS
-from serving.store.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
+from feature_repo.stream import QUARANTINE_STREAM, seen_key
+from serving.store.decision_log import (
+    DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, StreamDrain, read_partitions,
+)
+from serving.store.outcomes import claim_key
 from serving.store.redis_cluster_async import AsyncRedisCluster
 from serving.store.wal_acks import acks_key, writers_key
 from tests.feature_repo.factories import materialize_shop
@@ -131,6 +135,35 @@ def test_caps_budgets_and_the_decision_log_on_the_cluster(cluster_world, monkeyp
     StreamDrain(client, DECISION_STREAM, DRAIN_GROUP, "test", lake, DECISION_FORMAT).drain()
     logged = read_partitions(lake, record_format=DECISION_FORMAT)
     assert len(logged) == served and logged["decision_id"].nunique() == served
+
+
+def test_outcomes_once_per_key_and_refused_events_on_the_cluster(cluster_world, monkeypatch, tmp_path):
+    """The two writes that span keys beyond one user: an outcome's idempotency claim with its stream (one slot), and
+    an events call's quarantine entries with its users' seen markers (two writes, split by slot)."""
+    settings, _, cluster, users = cluster_world
+    monkeypatch.setenv("HYPERLIFT_HOME", str(settings.home))
+    end = pd.Timestamp(SHOP.end)
+    if end.tzinfo is None:
+        end = end.tz_localize("UTC")
+    user = users[0]
+    good = {"event_id": "cl-1", "event_type": "page_view", "event_version": 1,
+            "ts": (end - pd.Timedelta(hours=1)).isoformat(), "user_id": user, "session_id": "s-cl", "item_id": 3,
+            "category_id": 4, "price": 12.5, "device": "mobile", "region": "south"}
+    bad = {**good, "event_id": "cl-2", "price": 9.3e12}
+    with TestClient(create_app(serving(cluster.url, tmp_path, "writes"))) as api:
+        sent = [api.post("/v1/outcomes", json={"user_id": user, "revenue": 12.5}, headers={"Idempotency-Key": "k-1"})
+                for _ in range(2)]
+        answered = api.post("/v1/events", json={"events": [good, bad]})
+    assert [r.status_code for r in sent] == [202, 200], [r.text for r in sent]  # 200: a duplicate, stored once
+    assert [r.json()["duplicate"] for r in sent] == [False, True]
+    assert answered.status_code == 202, answered.text
+    body = answered.json()
+    assert body["accepted"] == 1 and [r["rule"] for r in body["rejected"]] == ["price.range"]
+    client = redis_client(cluster.url)
+    assert client.xlen(OUTCOME_STREAM) == 1
+    assert client.exists(claim_key(OUTCOME_STREAM, sent[0].json()["outcome_id"])) == 1
+    assert client.xlen(QUARANTINE_STREAM) == 1
+    assert client.get(seen_key(user, "cl-1")) == b"1"  # answered: a resend is a replay
 
 
 class Traffic:

@@ -8,13 +8,14 @@ import uuid
 
 import pytest
 import redis
+from redis.crc import key_slot
 from fastapi.testclient import TestClient
 
 from serving.core.schemas import OutcomeRequest
 from serving.decision.identity import issued_decision_id, new_decision_id
 from serving.main import create_app
 from serving.store.decision_log import OUTCOME_FORMAT, StreamDrain, read_partitions
-from serving.store.outcomes import OutcomeLog, OutcomeRejected
+from serving.store.outcomes import OutcomeLog, OutcomeRejected, claim_key
 
 SALT = "outcome-test-salt"
 NOW = 1_790_000_000.0
@@ -54,7 +55,7 @@ def test_a_retry_with_the_same_key_is_a_duplicate_stored_once(store):
     again = log.record(outcome, idempotency_key="order-1", client="shop")
     assert not first.duplicate and again.duplicate and again.outcome_id == first.outcome_id
     assert [r["outcome_id"] for r in records(client)] == [first.outcome_id]
-    assert 3590 <= client.ttl(f"{STREAM}:idempotency:{first.outcome_id}") <= 3600
+    assert 3590 <= client.ttl(claim_key(STREAM, first.outcome_id)) <= 3600
     # the key is the client's: another client's same key is another outcome
     other = log.record(outcome, idempotency_key="order-1", client="shop-b")
     assert not other.duplicate and other.outcome_id != first.outcome_id and len(records(client)) == 2
@@ -83,7 +84,7 @@ def test_a_retry_after_the_claim_expired_is_still_counted_once_in_the_lake(store
     log, client = store
     outcome = OutcomeRequest(user_id=3, revenue=5.0, ts=NOW - 60)
     first = log.record(outcome, idempotency_key="late")
-    client.delete(f"{STREAM}:idempotency:{first.outcome_id}")  # what the TTL does
+    client.delete(claim_key(STREAM, first.outcome_id))  # what the TTL does
     assert not log.record(outcome, idempotency_key="late").duplicate
     assert len(records(client)) == 2
     StreamDrain(client, STREAM, "lake", "c1", tmp_path, OUTCOME_FORMAT).drain()
@@ -97,7 +98,7 @@ def test_a_refused_append_leaves_no_claim_so_the_retry_is_stored(store):
     outcome = OutcomeRequest(user_id=1, revenue=1.0)
     with pytest.raises(redis.exceptions.ResponseError):
         log.record(outcome, idempotency_key="k")
-    assert client.keys(f"{STREAM}:idempotency:*") == []
+    assert client.keys(claim_key(STREAM, "*")) == []
     client.delete(STREAM)
     assert not log.record(outcome, idempotency_key="k").duplicate and len(records(client)) == 1
 
@@ -126,3 +127,9 @@ def test_the_http_answers_202_then_200_for_a_retry_and_422_for_a_decision_never_
         stored = [r for r in records(client, serving_settings.outcome_stream)
                   if r["decision_id"] == body["decision_id"]]
     assert [r["outcome_id"] for r in stored] == [first.json()["outcome_id"]]
+
+
+def test_an_idempotency_claim_shares_its_stream_s_slot():
+    """The claim-and-append script touches both keys: on a Redis Cluster they must hash to one slot."""
+    for stream in (STREAM, "hyperlift:outcomes"):
+        assert key_slot(claim_key(stream, "a1b2").encode()) == key_slot(stream.encode())
