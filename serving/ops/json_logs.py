@@ -95,3 +95,7 @@ def configure(decisions: bool) -> None:
     access.filters[:] = [f for f in access.filters if not isinstance(f, AccessFields)] + [AccessFields()]
     logging.getLogger("hyperlift.decisions").disabled = not decisions
     logging.Formatter.converter = time.gmtime
+    # No line of this format shows where it was logged from, or by which thread or process: skip collecting them for
+    # every record (the logging HOWTO's "Optimization" switches; findCaller walks the stack for each decision line).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

@@ -26,9 +26,10 @@ SLACK_S = 5.0  # generous: 2 shared cores; what is asserted is "closed", not how
 
 
 @contextlib.contextmanager
-def serving(app, limits: ConnectionLimits, lifespan: str = "on", keep_alive_s: int = 5) -> Iterator[int]:
-    """`app` served by uvicorn with the bounded protocol in a thread of this process; yields its port."""
-    protocol = type("TestProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})
+def serving(app, limits: ConnectionLimits, lifespan: str = "on", keep_alive_s: int = 5,
+            protocol: type[BoundedHttpToolsProtocol] = BoundedHttpToolsProtocol) -> Iterator[int]:
+    """`app` served by uvicorn with the bounded protocol (or a subclass) in a thread of this process; yields its port."""
+    protocol = type("TestProtocol", (protocol,), {"limits": limits})
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, lifespan=lifespan, log_level="warning",
                             timeout_keep_alive=keep_alive_s)
@@ -162,6 +163,74 @@ def test_a_connection_over_the_cap_gets_503_and_the_open_ones_are_still_served()
     assert body == {"detail": "too many connections to this server (at most 3); retry later"}
     assert still_served.startswith(b"HTTP/1.1 200")
     assert CONNECTION_STATS.refused == before + 1
+
+
+class RecordingTransport:
+    """A connection's transport that keeps what each write call handed it."""
+
+    def __init__(self, transport, writes: list[bytes]) -> None:
+        self.transport, self.writes = transport, writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+
+async def three_kinds(scope, receive, send) -> None:
+    """/length: 200 with a Content-Length (start, then the body in two parts); /chunked: no length, two chunks;
+    /empty: a length of 0 and an empty body; any request with `expect: 100-continue` reads its body first."""
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    path = scope["path"]
+    if path == "/length":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hel", "more_body": True})
+        await send({"type": "http.response.body", "body": b"lo"})
+    elif path == "/chunked":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+    else:
+        await send({"type": "http.response.start", "status": 204, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_response_with_a_length_leaves_in_one_write_with_its_first_body_part():
+    writes: list[bytes] = []
+
+    class Recording(BoundedHttpToolsProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(RecordingTransport(transport, writes))
+
+    with serving(three_kinds, QUICK, lifespan="off", protocol=Recording) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            answers = [(r.status_code, r.content) for r in (client.get("/length"), client.get("/chunked"),
+                                                            client.get("/empty"))]
+        sock = connect(port)  # a client that waits for 100 Continue before it sends the body
+        sock.sendall(b"POST /length HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n")
+        interim = sock.recv(65536)
+        sock.sendall(b"abc")
+        final = sock.recv(65536)
+        while not final.endswith(b"lo"):
+            final += sock.recv(65536)
+    assert answers == [(200, b"hello"), (200, b"onetwo"), (204, b"")]
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # not held back waiting for a body write
+    assert final.startswith(b"HTTP/1.1 200") and final.endswith(b"\r\n\r\nhello")
+    heads = [w for w in writes if w.startswith(b"HTTP/1.1 ")]
+    assert [h[:12] for h in heads] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 204", b"HTTP/1.1 100",
+                                       b"HTTP/1.1 200"]
+    # /length: the head and the first part in one write, then the rest (twice); /chunked: the head alone, then each
+    # chunk; /empty: head and (empty) body in one write
+    for head in (heads[0], heads[4]):
+        assert head.endswith(b"\r\n\r\nhel") and writes[writes.index(head) + 1] == b"lo"
+    assert heads[1].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    assert writes[writes.index(heads[1]) + 1] == b"3\r\none\r\n"
+    assert heads[2].endswith(b"content-length: 0\r\n\r\n")
 
 
 def test_the_bounds_come_from_the_settings(monkeypatch):
