@@ -15,6 +15,7 @@ Measures N sequential single-user requests of each kind, one warm-up pass first:
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import subprocess
@@ -191,10 +192,22 @@ def main(n: int = 2000) -> None:
         print(f"| {name} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {ms.mean():.3f} |")
 
 
+def cli(argv: list[str] | None = None) -> argparse.Namespace:
+    """`[N]` sequential requests per path, or `--segments [N]` for the CPU of each segment of a decision."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--segments", action="store_true", help="CPU per decision by segment instead of latencies")
+    parser.add_argument("n", nargs="?", type=int, default=2000, help="requests (or decisions) per path (2000)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"N must be at least 1, got {args.n}")
+    return args
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--segments"]:
-        rows = segment_cpu(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    options = cli()
+    if options.segments:
+        rows = segment_cpu(options.n)
         print(f"CPU ms per decision (time.process_time), {os.cpu_count()} cores")
         print("| segment | 1 candidate (`one`) | 50 candidates (`fifty`) |\n|---|---|---|\n" + "\n".join(rows))
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+        main(options.n)
