@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
-from dagster_project.assets.decisions import DECISION_DAYS
+from dagster_project.partitions import DECISION_DAYS
 
 # The training pipeline's asset groups; the decision log (group "decision_log") runs on its own schedule.
 PIPELINE_GROUPS = ("ingestion", "validation", "features", "online_store", "embeddings", "training", "models")
@@ -40,9 +42,19 @@ decision_readout_job = dg.define_asset_job(
     description="Join a day's outcomes to its decisions, then read out the experiments of that day.",
 )
 
+
 # Each day's partition runs once the day is over; outcomes arriving within the attribution window after that are
-# picked up by re-running the partition (metadata `window_closed` says whether the window had closed).
-decision_readout_schedule = dg.build_schedule_from_partitioned_job(decision_readout_job, hour_of_day=1)
+# picked up by re-running the partition (metadata `window_closed` says whether the window had closed; the
+# readout_final_sensor re-runs it then). A day without decisions is no partition and has nothing to read out.
+@dg.schedule(job=decision_readout_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def decision_readout_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """Daily at 01:00 UTC: outcomes joined and experiments read out for the day before, if it holds decisions."""
+    tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    day = (tick.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    if not context.instance.has_dynamic_partition(DECISION_DAYS.name, day):
+        return dg.SkipReason(f"{day} is not a decision_days partition: no decision of that day was drained")
+    return dg.RunRequest(partition_key=day, run_key=f"daily-{day}")
 
 # Retraining from the decision log (dagster_project/assets/retraining.py): started by `retrain_sensor` when enough new
 # outcomes arrived, or by `make loop` each simulated round; the blocking gate on the log decides the promotion.

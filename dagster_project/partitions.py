@@ -1,17 +1,19 @@
-"""Partitions of the data plane: events by the UTC day they arrived."""
+"""Partitions of the data plane: events by the UTC day they arrived, decisions by the UTC day they were made."""
 
 from __future__ import annotations
 
 import warnings
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from dagster_project.resources.landing import LandingResource, span_of_files
 from dagster_project.resources.shop import ShopResource
 from infra.settings import HyperliftSettings
+from serving.store.decision_log import partition_dates
 from simulator import ShopConfig
-
 
 
 def data_span(settings: HyperliftSettings | None = None) -> tuple[datetime, datetime]:
@@ -53,3 +55,26 @@ def shop_days(config: ShopConfig) -> dict[str, str]:
     """Run tags for every arrival day of a simulated shop's period."""
     last = config.end - timedelta(days=1)
     return partition_range_tags(config.start.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d"))
+
+
+DECISION_DAYS = dg.DynamicPartitionsDefinition(name="decision_days")
+"""One partition per UTC date that holds drained decisions and is over (today's decisions are still arriving):
+registered by the drain (`decision_trace`) and by `decision_log_sensor` (`complete_decision_days`), so the UI lists
+no day without decisions. decision_outcomes → experiment_readout use it."""
+
+
+def complete_decision_days(root: Path, now: float) -> list[str]:
+    """UTC dates (YYYY-MM-DD, ascending) of the decision partitions under `root` that hold a parquet file and have
+    ended by `now` (epoch seconds; the run's clock, simulated or wall)."""
+    days = []
+    for day in partition_dates(root):
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC).timestamp()
+        if end <= now and any((root / f"date={day.isoformat()}").glob("part-*.parquet")):
+            days.append(day.isoformat())
+    return days
+
+
+def unregistered_decision_days(instance: dg.DagsterInstance, days: Iterable[str]) -> list[str]:
+    """The days not yet partitions of DECISION_DAYS on this instance, in the order given."""
+    known = set(instance.get_dynamic_partitions(DECISION_DAYS.name))
+    return [day for day in days if day not in known]

@@ -1,5 +1,6 @@
-"""Sensors: drain the decision and outcome streams whenever they hold entries the lake does not have yet; retrain
-from the log when enough new outcomes have arrived since the last model."""
+"""Sensors: drain the decision and outcome streams whenever they hold entries the lake does not have yet (and add the
+days of decisions that are over to the decision_days partitions); retrain from the log when enough new outcomes have
+arrived since the last model; re-run a day's readout once its attribution windows have closed."""
 
 import os
 import time
@@ -8,9 +9,10 @@ import dagster as dg
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dagster_project.assets.decisions import DECISION_DAYS, OUTCOME_EVENTS
+from dagster_project.assets.decisions import DECISION_TRACE, OUTCOME_EVENTS
 from dagster_project.assets.retraining import LOG_CUTOFF_TAG
 from dagster_project.jobs import decision_log_job, decision_readout_job, retrain_job
+from dagster_project.partitions import DECISION_DAYS, complete_decision_days, unregistered_decision_days
 from dagster_project.resources import DataLakeResource, MlflowResource, RedisResource
 from serving.store.decision_log import OUTCOME_FORMAT, read_partitions, stream_backlog
 from training.retrain import retrain_due
@@ -29,20 +31,28 @@ IN_FLIGHT = [
 @dg.sensor(
     job=decision_log_job, minimum_interval_seconds=DRAIN_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING
 )
-def decision_log_sensor(context: dg.SensorEvaluationContext, redis: RedisResource) -> dg.RunRequest | dg.SkipReason:
-    """Request a decision_log_job run when a stream has unacknowledged entries and no drain is in flight."""
+def decision_log_sensor(
+    context: dg.SensorEvaluationContext, redis: RedisResource, lake: DataLakeResource
+) -> dg.SensorResult:
+    """Request a decision_log_job run when a stream has unacknowledged entries and no drain is in flight; add the
+    days of drained decisions that are over (by the wall clock) to the decision_days partitions, so the last day
+    before traffic stops becomes a partition without waiting for another drain."""
+    added = unregistered_decision_days(context.instance, complete_decision_days(lake.path(DECISION_TRACE), time.time()))
+    partitions = [DECISION_DAYS.build_add_request(added)] if added else []
     client = redis.client()
     streams = (redis.decision_stream, redis.outcome_stream, redis.quarantine_stream, redis.consent_stream)
     backlog = {s: stream_backlog(client, s, redis.drain_group) for s in streams}
     if not any(backlog.values()):
-        return dg.SkipReason(f"nothing to drain: {backlog}")
+        return dg.SensorResult(skip_reason=f"nothing to drain: {backlog}", dynamic_partitions_requests=partitions)
     running = context.instance.get_runs(
         filters=dg.RunsFilter(job_name=decision_log_job.name, statuses=IN_FLIGHT), limit=1
     )
     if running:
-        return dg.SkipReason(f"run {running[0].run_id} is still draining; backlog {backlog}")
+        return dg.SensorResult(skip_reason=f"run {running[0].run_id} is still draining; backlog {backlog}",
+                               dynamic_partitions_requests=partitions)
     context.log.info("backlog %s: requesting a drain", backlog)
-    return dg.RunRequest(tags={f"backlog/{stream}": str(n) for stream, n in backlog.items()})
+    request = dg.RunRequest(tags={f"backlog/{stream}": str(n) for stream, n in backlog.items()})
+    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=partitions)
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=RETRAIN_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)

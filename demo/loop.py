@@ -311,7 +311,9 @@ def _run(args: argparse.Namespace) -> int:
                 rolled = nightly.refresh(shop.users["user_id"])
                 print(f"  served {len(log.decisions)} decisions {log.summary()}; {rolled} online rows rolled to "
                       f"{now.isoformat()}", flush=True)
-                drained = _job(defs, "decision_log_job")
+                # On the round's clock the day just served is over: the drain adds it to the decision_days partitions.
+                drain_clock = {"ops": {"decision_trace": {"config": {"now": now.isoformat()}}}}
+                drained = _job(defs, "decision_log_job", drain_clock)
                 if not drained.success:
                     raise RuntimeError("decision_log_job failed; see the Dagster log above")
                 retrain = _job(defs, "retrain_job", {"ops": {

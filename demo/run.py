@@ -1,4 +1,5 @@
-"""The demo: run the whole Dagster graph, start the decision service, send traffic, score it, write a summary."""
+"""The demo: run the whole Dagster graph, start the decision service, send traffic and the shop's purchases, read the
+decision log out in Dagster, score the decisions against the ground truth, write a summary."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -20,12 +22,15 @@ from dagster_project.definitions import build_definitions
 from dagster_project.partitions import shop_days
 from dagster_project.resources import build_resources
 from demo.evaluate import incremental_value
+from demo.readout import (
+    DayReadout, clear_days, post_outcomes, read_out_days, sampled_outcomes, served_days, window_end,
+)
 from demo.traffic import Served, send_decisions, wait_healthy
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
 from serving.api.connection_limits import UVICORN_OPTIONS
-from serving.store.decision_log import DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, StreamDrain, read_partitions
+from serving.store.decision_log import DECISION_FORMAT, read_partitions
 from simulator import ShopConfig, build_shop
 
 # The ground truth is scored on the same attribution window the training labels use.
@@ -82,8 +87,13 @@ def run_pipeline(
     return _materializations(result), {"promoted": gate.passed, "reasons": reasons}
 
 
-def serve_and_query(env: dict[str, str], user_ids: np.ndarray, day: datetime) -> Served:
-    """Start uvicorn with the champion, send one decision per user id through the simulated `day`, stop it."""
+def serve_and_query(
+    env: dict[str, str], user_ids: np.ndarray, day: datetime, outcomes: Callable[[Served], pd.DataFrame] | None = None,
+    clock_after: datetime | None = None,
+) -> tuple[Served, int]:
+    """Start uvicorn with the champion, send one decision per user id through the simulated `day`, then (given
+    `outcomes`) move its clock to `clock_after` and POST the outcomes of the served decisions; stop it. Returns what
+    was served and the number of outcomes posted."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -98,7 +108,14 @@ def serve_and_query(env: dict[str, str], user_ids: np.ndarray, day: datetime) ->
     try:
         health = wait_healthy(base_url)
         print(f"  service up at {base_url}: {health}", flush=True)
-        return send_decisions(base_url, user_ids, day=day)
+        served = send_decisions(base_url, user_ids, day=day)
+        if outcomes is None or clock_after is None:
+            return served, 0
+        started = time.perf_counter()
+        posted = post_outcomes(base_url, outcomes(served), clock_after)
+        print(f"  outcomes: {posted} purchases posted to /v1/outcomes, clock moved to {clock_after.isoformat()} "
+              f"({time.perf_counter() - started:.1f} s)", flush=True)
+        return served, posted
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -120,11 +137,11 @@ def main() -> int:
         os.environ.update(env)  # this process is the top-level program: dagster/mlflow read these
         print(f"Hyperlift demo: {shop_config.n_users} users × {shop_config.n_days} days, REDIS_URL={env['REDIS_URL']}")
 
-        started = _stage("1/3 Dagster: hyperlift_job (ingest → validate → features → Feast/Redis → train → register)")
+        started = _stage("1/4 Dagster: hyperlift_job (ingest → validate → features → Feast/Redis → train → register)")
         assets, promotion = run_pipeline(settings, env["REDIS_URL"], shop_config)
         timings["pipeline_s"] = time.perf_counter() - started
 
-        started = _stage(f"2/3 Decision service: {n_decisions} requests")
+        started = _stage(f"2/4 Decision service: {n_decisions} requests, then the shop's purchases as outcomes")
         rng = np.random.default_rng(shop_config.seed + 1)
         known = rng.choice(shop_config.n_users, size=n_decisions, replace=True)
         unknown = np.arange(10**9, 10**9 + max(1, n_decisions // 100))  # a few never-seen users: cold start
@@ -133,17 +150,29 @@ def main() -> int:
         # The service runs on a simulated clock: the day after the shop's period, when its features are fresh.
         clock = {"HYPERLIFT_SERVING_NOW": shop_config.end.isoformat()}
         settings.demo_clock_path.write_text(shop_config.end.isoformat() + "\n")  # `make serve` starts there too
-        served = serve_and_query({**env, **clock}, np.concatenate([known, unknown]), shop_config.end)
-        timings["serving_s"] = time.perf_counter() - started
-
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        log_path = settings.data_dir / "decisions"  # the lake folder the decision_trace asset drains into
-        StreamDrain(client, DECISION_STREAM, DRAIN_GROUP, "demo", log_path, DECISION_FORMAT).drain()
-        decisions = read_partitions(log_path, record_format=DECISION_FORMAT).tail(len(served.actions))
-
-        started = _stage("3/3 Ground truth: expected incremental value of the served decisions")
+        day = [shop_config.end.date().isoformat()]  # the requests are spread over this one simulated day
+        cleared = clear_days(settings.data_dir, day, ATTRIBUTION_WINDOW_HOURS)
+        if cleared:
+            print(f"  cleared {cleared} decision-log folders of {day[0]} and its outcome days left by earlier demo "
+                  "runs (each run reads out its own decisions)")
         shop = build_shop(shop_config)
         n_known = len(known)
+        closes = window_end(day, ATTRIBUTION_WINDOW_HOURS)  # every attribution window of the day has closed
+        served, _ = serve_and_query({**env, **clock}, np.concatenate([known, unknown]), shop_config.end,
+                                    lambda s: sampled_outcomes(shop, s, n_known, closes), closes)
+        timings["serving_s"] = time.perf_counter() - started
+
+        started = _stage("3/4 Dagster: decision_log_job (drain) → decision_outcomes → experiment_readout per day")
+        readouts = read_out_days(build_definitions(build_resources(settings, env["REDIS_URL"], shop_config)),
+                                 dg.DagsterInstance.get(), served_days(served), closes)
+        for readout in readouts:
+            print(f"  {readout.line()}", flush=True)
+        timings["readout_s"] = time.perf_counter() - started
+        log_path = settings.data_dir / "decisions"  # the lake folder the decision_trace asset drains into
+        decisions = read_partitions(log_path, served_days(served), DECISION_FORMAT)
+        decisions = decisions[decisions["decision_id"].isin(set(served.decision_ids))]
+
+        started = _stage("4/4 Ground truth: expected incremental value of the served decisions")
         # The policy_holdout experiment serves the neutral action to its holdout arm on purpose: the policy's
         # value is measured on everyone else, the holdout's separately.
         in_holdout = np.array([arms.get(HOLDOUT_EXPERIMENT) == HOLDOUT_ARM for arms in served.arms[:n_known]])
@@ -151,7 +180,7 @@ def main() -> int:
         value = incremental_value(shop, known[~in_holdout], list(actions[~in_holdout]), ATTRIBUTION_WINDOW_HOURS)
         timings["evaluation_s"] = time.perf_counter() - started
 
-    summary = _summary(shop_config, assets, promotion, served, decisions, value, timings, log_path)
+    summary = _summary(shop_config, assets, promotion, served, decisions, value, timings, log_path, readouts)
     report = settings.reports_dir / "demo_summary.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(summary, indent=2))
@@ -169,6 +198,7 @@ def _summary(
     value: dict[str, dict[str, float]],
     timings: dict[str, float],
     log_path: Path,
+    readouts: list[DayReadout],
 ) -> dict:
     """The demo summary: events, materialization, model, decisions and their value against the ground truth."""
     validated = assets["validated_events"]
@@ -208,6 +238,9 @@ def _summary(
             },
             "log": str(log_path),
         },
+        "readout": [{"day": r.day, "decisions": r.decisions, "outcomes_joined": r.outcomes_joined,
+                     "unmatched_outcomes": r.unmatched, "status": r.status, "headline": r.headline}
+                    for r in readouts],
         "expected_incremental_revenue_per_user": {k: round(v, 4) for k, v in value["revenue"].items()},
         "expected_incremental_net_value_per_user": {k: round(v, 4) for k, v in value["net_value"].items()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

@@ -23,6 +23,8 @@ class Served:
     arms: list[dict[str, str]]
     model: dict | None
     feature_service: str | None
+    decision_ids: list[str]
+    served_at: np.ndarray  # epoch seconds of each decision on the service's clock (simulated, or the wall clock)
 
 
 def wait_healthy(base_url: str, timeout_s: float = 60.0) -> dict:
@@ -54,7 +56,8 @@ def send_decisions(
     forward `clock_steps` times (POST /v1/admin/clock), so caps count and budgets pace as users arriving through
     the day would see them, and the trace is stamped in that day.
     """
-    actions, fallbacks, propensities, rtt, arms = [], [], [], [], []
+    actions, fallbacks, propensities, rtt, arms, decision_ids, served_at = [], [], [], [], [], [], []
+    instant: datetime | None = None
     model, feature_service = None, None
     n = len(user_ids)
     token = os.environ.get("HYPERLIFT_SERVING_ADMIN_TOKEN")  # moving the clock is an admin call
@@ -64,6 +67,7 @@ def send_decisions(
             if day is not None and ((i - 1) * clock_steps) // n != ((i - 2) * clock_steps) // n:
                 instant = day + timedelta(days=1) * (((i - 1) * clock_steps) // n) / clock_steps
                 client.post("/v1/admin/clock", json={"now": instant.isoformat()}, headers=admin).raise_for_status()
+            served_at.append(instant.timestamp() if instant is not None else time.time())
             started = time.perf_counter()
             response = client.post("/v1/decisions", json={"user_id": int(user_id), "surface": surface})
             rtt.append((time.perf_counter() - started) * 1000.0)
@@ -73,8 +77,10 @@ def send_decisions(
             propensities.append(body["actions"][0]["propensity"])
             fallbacks.append(body["fallback"])
             arms.append(body["experiments"])
+            decision_ids.append(body["decision_id"])
             model = model or body["model"]
             feature_service = feature_service or body["feature_service"]
             if i % report_every == 0 or i == len(user_ids):
                 print(f"  decisions: {i}/{len(user_ids)}  p50 {np.percentile(rtt, 50):.2f} ms", flush=True)
-    return Served(np.asarray(user_ids), actions, np.asarray(propensities), fallbacks, np.asarray(rtt), arms, model, feature_service)
+    return Served(np.asarray(user_ids), actions, np.asarray(propensities), fallbacks, np.asarray(rtt), arms, model,
+                  feature_service, decision_ids, np.asarray(served_at, dtype=float))

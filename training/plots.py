@@ -62,50 +62,79 @@ def uplift_curve_figure(
     )
 
 
-def calibration_figure(
-    table_or_tables: pd.DataFrame | Mapping[str, pd.DataFrame], outcome: str = "revenue"
-) -> Figure:
-    """Predicted vs observed uplift per bin with interval error bars and the y = x line; one panel per action.
+POOLED_PANEL = "all actions pooled (the promotion gate's figure)"
+"""Title of the calibration figure's first panel: the bins of every action together, as the gate judges them."""
 
-    Takes one `uplift_calibration` table or a dict action → table. Each panel's title carries the summary
-    (mean absolute error, coverage, slope).
+
+def calibration_figure(
+    table_or_tables: pd.DataFrame | Mapping[str, pd.DataFrame], outcome: str = "revenue",
+    pooled: pd.DataFrame | None = None,
+) -> Figure:
+    """Predicted vs observed uplift per bin with interval error bars, the fitted line and the y = x line.
+
+    Takes one `uplift_calibration` table or a dict action → table (one panel each). `pooled` is the table the
+    promotion gate judges (every action's bins together; `training.train.evaluate_uplift`): drawn first, its title's
+    slope is the gate's `holdout_calibration_slope`. A single action's few bins give a much noisier slope, so each
+    title shows the slope with its standard error. Axes fit the bin points (intervals may run past the edge).
     """
     tables = {"": table_or_tables} if isinstance(table_or_tables, pd.DataFrame) else dict(table_or_tables)
     if not tables:
         raise ValueError("calibration_figure needs at least one table")
-    n = len(tables)
+    panels = ({POOLED_PANEL: pooled} if pooled is not None else {}) | tables
+    n = len(panels)
     columns = min(n, 3)
     rows = math.ceil(n / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.2 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         figure.delaxes(ax)
-    for ax, (action, table) in zip(axes.flat, tables.items()):
-        alpha = table.attrs.get("alpha", 0.05)
-        predicted, observed = table["predicted"].to_numpy(float), table["observed"].to_numpy(float)
-        errors = np.vstack([observed - table["lower"].to_numpy(float), table["upper"].to_numpy(float) - observed])
-        ax.errorbar(
-            predicted, observed, yerr=errors, fmt="o", markersize=4, capsize=3, linewidth=1,
-            label=f"observed ± {1 - alpha:.0%} interval",
-        )
-        limits = np.concatenate([predicted, table["lower"].to_numpy(float), table["upper"].to_numpy(float)])
-        limits = limits[np.isfinite(limits)]
-        low, high = (limits.min(), limits.max()) if limits.size else (0.0, 1.0)
-        pad = 0.05 * (high - low or 1.0)
-        ax.plot([low - pad, high + pad], [low - pad, high + pad], linestyle="--", color="grey", linewidth=1,
-                label="perfect calibration (y = x)")
-        s = calibration_summary(table)
-        name = f"{action}: " if action else ""
-        ax.set_title(
-            f"{name}MAE {s['mean_abs_error']:.3g}, coverage {s['coverage']:.0%}, slope {s['slope']:.2f}",
-            fontsize=9,
-        )
-        ax.set_xlabel("predicted uplift (bin mean)")
-        ax.set_ylabel(f"observed uplift in {outcome} (treated − control)")
-        ax.legend(fontsize=7, loc="upper left")
-        ax.grid(alpha=0.3)
+    for ax, (name, table) in zip(axes.flat, panels.items()):
+        _calibration_panel(ax, table, name if name == POOLED_PANEL or not name else f"{name} alone", outcome)
     figure.suptitle("Uplift calibration by predicted-uplift bin")
     figure.tight_layout()
     return figure
+
+
+def _calibration_panel(ax: plt.Axes, table: pd.DataFrame, name: str, outcome: str) -> None:
+    alpha = table.attrs.get("alpha", 0.05)
+    groups = table.groupby("action", sort=False) if name == POOLED_PANEL and "action" in table else [("", table)]
+    for action, group in groups:
+        observed = group["observed"].to_numpy(float)
+        errors = np.vstack([observed - group["lower"].to_numpy(float), group["upper"].to_numpy(float) - observed])
+        ax.errorbar(group["predicted"].to_numpy(float), observed, yerr=errors, fmt="o", markersize=4, capsize=3,
+                    linewidth=1, label=f"{action or 'observed'} ± {1 - alpha:.0%} interval")
+    predicted, observed = table["predicted"].to_numpy(float), table["observed"].to_numpy(float)
+    (x_low, x_high), (y_low, y_high) = _span(predicted), _span(np.concatenate([observed, predicted]))
+    ax.set_xlim(x_low, x_high)
+    ax.set_ylim(y_low, y_high)
+    ax.plot([x_low, x_high], [x_low, x_high], linestyle="--", color="grey", linewidth=1,
+            label="perfect calibration (y = x)")
+    s = calibration_summary(table)
+    if np.isfinite(s["slope"]):
+        ax.plot([x_low, x_high], [s["intercept"] + s["slope"] * x_low, s["intercept"] + s["slope"] * x_high],
+                color="black", linewidth=1, label=f"fitted (1/se² weights): slope {s['slope']:.2f}")
+        figures = [f"slope {s['slope']:.2f} ± {s['slope_se']:.2f}"]
+    elif s["n_bins_usable"] < 2:  # a line needs 2 bins with an interval in both arms
+        figures = [f"slope n/a ({s['n_bins_usable']:.0f} usable bins)"]
+    else:  # e.g. an action whose recalibrated uplift is one constant
+        figures = ["slope n/a (every bin predicts the same uplift)"]
+    if np.isfinite(s["coverage"]):
+        figures += [f"coverage {s['coverage']:.0%}", f"MAE {s['mean_abs_error']:.3g}"]
+    ax.set_title((f"{name}\n" if name else "") + ", ".join(figures), fontsize=9)
+    ax.set_xlabel("predicted uplift (bin mean)")
+    ax.set_ylabel(f"observed uplift in {outcome} (treated − control)")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+
+
+def _span(values: np.ndarray, pad: float = 0.1) -> tuple[float, float]:
+    """Axis limits around the finite values with `pad` of their range on each side (±0.5 around a single value)."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return -1.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    flat = high - low <= 1e-9 * max(1.0, abs(low), abs(high))  # as training.calibration: one value, up to rounding
+    margin = 0.5 if flat else pad * (high - low)
+    return low - margin, high + margin
 
 
 def _curves_figure(

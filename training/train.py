@@ -101,7 +101,7 @@ class Evaluation:
             "holdout_uplift_curves": uplift_curve_figure(
                 y, actions, uplift, self.treatments, self.control, auuc, weight
             ),
-            "holdout_uplift_calibration": calibration_figure(self.tables),
+            "holdout_uplift_calibration": calibration_figure(self.tables, pooled=self.calibration),
         }
 
 

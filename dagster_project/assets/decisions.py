@@ -4,7 +4,8 @@ Lake layout: `decisions/date=YYYY-MM-DD/part-*.parquet`, `outcomes/date=.../part
 `consent/date=.../part-*.parquet` (one file per drained batch and UTC date of the record's `ts`, read back
 deduplicated with `serving.store.decision_log.read_partitions`), and
 `decision_outcomes/date=YYYY-MM-DD.parquet` (one file per partition: the day's decisions + converted, revenue,
-n_outcomes).
+n_outcomes). The partitions of decision_outcomes are the days that hold decisions and are over
+(`dagster_project.partitions.DECISION_DAYS`, a dynamic set the drain adds to), never an open-ended calendar.
 """
 
 import datetime as dt
@@ -15,6 +16,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from dagster_project.partitions import DECISION_DAYS, complete_decision_days, unregistered_decision_days
 from dagster_project.resources import DataLakeResource, RedisResource
 from dagster_project.resources.event_time import clock_ts
 from serving.store.decision_log import (
@@ -25,6 +27,7 @@ from serving.store.decision_log import (
     DrainResult,
     RecordFormat,
     StreamDrain,
+    partition_dates,
     read_partitions,
     stream_backlog,
 )
@@ -38,8 +41,7 @@ STREAM_QUARANTINE = "quarantine/stream"  # events refused by POST /v1/events, by
 CONSENT_EVENTS = "consent"  # consent calls (POST /v1/consent), by the date of the event
 DECISION_OUTCOMES = "decision_outcomes"
 GROUP = "decision_log"
-# Partition = UTC date of the decision; only complete days are offered (today's decisions are still arriving).
-DECISION_DAYS = dg.DailyPartitionsDefinition(start_date="2026-10-01")
+# decision_outcomes' partitions (DECISION_DAYS, imported above): the UTC dates that hold decisions and are over.
 
 
 def revoked_in_lake(lake: DataLakeResource) -> pd.DataFrame:
@@ -75,6 +77,12 @@ class AttributionConfig(dg.Config):
     now: str | None = None  # ISO-8601 instant (simulated time); unset: the wall clock
 
 
+class DecisionDrainConfig(DrainConfig):
+    """A drain of the decision stream, and the clock that says which days are over (their partitions are added)."""
+
+    now: str | None = None  # ISO-8601 instant (simulated time, e.g. the demo's shop clock); unset: the wall clock
+
+
 def _drain(
     context: dg.AssetExecutionContext, config: DrainConfig, redis: RedisResource, stream: str, root: Path,
     record_format: RecordFormat,
@@ -108,10 +116,25 @@ def _drain(
 
 @dg.asset(group_name=GROUP)
 def decision_trace(
-    context: dg.AssetExecutionContext, config: DrainConfig, lake: DataLakeResource, redis: RedisResource
+    context: dg.AssetExecutionContext, config: DecisionDrainConfig, lake: DataLakeResource, redis: RedisResource
 ) -> dg.MaterializeResult:
-    """Drain the decision stream into decisions/date=…/: written, then acknowledged, so nothing is lost."""
-    return _drain(context, config, redis, redis.decision_stream, lake.path(DECISION_TRACE), DECISION_FORMAT)
+    """Drain the decision stream into decisions/date=…/: written, then acknowledged, so nothing is lost; then add
+    every day of the lake that holds decisions and is over to the decision_days partitions."""
+    root = lake.path(DECISION_TRACE)
+    result = _drain(context, config, redis, redis.decision_stream, root, DECISION_FORMAT)
+    # Days of earlier drains count too: a day still open when it was drained is added by the first drain after it.
+    added = register_decision_days(context.instance, complete_decision_days(root, clock_ts(config.now)))
+    if added:
+        context.log.info("decision_days partitions added: %s", added)
+    return dg.MaterializeResult(metadata={**result.metadata, "partitions_added": dg.MetadataValue.json(added)})
+
+
+def register_decision_days(instance: dg.DagsterInstance, days: list[str]) -> list[str]:
+    """Add the given days to DECISION_DAYS on the instance (those it lacks); returns the days added."""
+    added = unregistered_decision_days(instance, days)
+    if added:
+        instance.add_dynamic_partitions(DECISION_DAYS.name, added)
+    return added
 
 
 @dg.asset(group_name=GROUP)
@@ -147,17 +170,22 @@ def decision_outcomes(
     day = dt.date.fromisoformat(context.partition_key)
     window = dt.timedelta(hours=config.attribution_window_hours)
     span = math.ceil(window / dt.timedelta(days=1))
+    # Each outcome is reported unmatched once: by the partition of its own date, or, on a date without decisions
+    # (no partition), by the latest decision day before it. This day reports the dates up to the next decision day.
+    later = sorted(d for d in context.instance.get_dynamic_partitions(DECISION_DAYS.name) if d > context.partition_key)
+    until = dt.date.fromisoformat(later[0]) if later else dt.date.max
+    reported = [d for d in partition_dates(lake.path(OUTCOME_EVENTS)) if day <= d < until]
     # Outcomes of this day's decisions happen up to `window` after the day; the decisions competing with them for
     # last touch happen up to `window` before those outcomes, so both reads reach past the day itself.
     decisions = read_partitions(lake.path(DECISION_TRACE), _days(day - dt.timedelta(span), span * 2 + 1),
                                 DECISION_FORMAT)
-    outcomes = read_partitions(lake.path(OUTCOME_EVENTS), _days(day, span + 1), OUTCOME_FORMAT)
+    outcomes = read_partitions(lake.path(OUTCOME_EVENTS), sorted({*_days(day, span + 1), *reported}), OUTCOME_FORMAT)
     join = join_outcomes(decisions, outcomes, window)
     start = dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
     end = start + 86_400.0
     rows = join.decisions[(join.decisions["ts"] >= start) & (join.decisions["ts"] < end)].reset_index(drop=True)
-    # Each outcome is reported unmatched once: in the partition of its own date.
-    unmatched = join.unmatched_counts((join.outcomes["ts"] >= start) & (join.outcomes["ts"] < end))
+    report_end = dt.datetime.combine(until, dt.time(), dt.UTC).timestamp() if later else float("inf")
+    unmatched = join.unmatched_counts((join.outcomes["ts"] >= start) & (join.outcomes["ts"] < report_end))
     path = lake.write(decision_outcomes_table(day), rows)
     now = clock_ts(config.now)
     window_closed = now >= end + window.total_seconds()

@@ -3,14 +3,15 @@
 import dagster as dg
 import pandas as pd
 
-from dagster_project.assets.decisions import DECISION_DAYS, decision_outcomes_table
+from dagster_project.assets.decisions import decision_outcomes_table
+from dagster_project.partitions import DECISION_DAYS
 from dagster_project.plots import save_plot
 from dagster_project.resources import DataLakeResource
 from serving.decision.experiments import DEFAULT_EXPERIMENTS_PATH, load_experiments
 from training.experiment_readout import experiment_readout as build_readout
 from training.experiment_readout import readout_figure
 
-EXPERIMENT_PARTITIONS = DECISION_DAYS  # one readout per day of decisions
+EXPERIMENT_PARTITIONS = DECISION_DAYS  # one readout per day that holds decisions (added by the drain)
 # Lake tables of one day; the decision_outcomes asset writes the first, this module the other two.
 EXPERIMENT_READOUT = "reports/experiment_readout/{day}.parquet"
 EXPERIMENT_READOUT_PLOT = "reports/experiment_readout/{day}.png"

@@ -1,4 +1,5 @@
-"""The decision-log assets drain real Redis streams into the lake and join outcomes; the sensor asks for drains."""
+"""The decision-log assets drain real Redis streams into the lake and join outcomes; the drain adds the days that hold
+decisions (and are over) as decision_days partitions; the sensor asks for drains; the schedule reads out yesterday."""
 
 import datetime as dt
 import json
@@ -17,7 +18,8 @@ from dagster_project.assets.decisions import (
     outcome_events,
 )
 from dagster_project.definitions import defs
-from dagster_project.jobs import decision_log_job
+from dagster_project.jobs import decision_log_job, decision_readout_schedule
+from dagster_project.partitions import DECISION_DAYS
 from dagster_project.resources import DataLakeResource, RedisResource
 from dagster_project.sensors import decision_log_sensor, readout_final_sensor
 from serving.store.decision_log import DECISION_STREAM, DRAIN_GROUP, OUTCOME_STREAM, read_partition
@@ -55,11 +57,21 @@ def world(redis_databases, settings):
     return redis.Redis.from_url(url), resources
 
 
+@pytest.fixture
+def instance():
+    """One Dagster instance per test: the drain adds decision_days partitions to it, the join's runs read them."""
+    return dg.DagsterInstance.ephemeral()
+
+
+def days(instance: dg.DagsterInstance) -> list[str]:
+    return DECISION_DAYS.get_partition_keys(dynamic_partitions_store=instance)
+
+
 def did(n: int) -> str:
     return uuid.UUID(int=n).hex
 
 
-def test_drain_assets_then_the_days_join(world):
+def test_drain_assets_then_the_days_join(world, instance):
     client, resources = world
     push(client, DECISION_STREAM, [
         decision(1, "u1", D0 + 1 * H, {"policy_holdout": "policy"}),
@@ -78,20 +90,20 @@ def test_drain_assets_then_the_days_join(world):
         outcome("prev_day", "u3", D0 + 3 * H, 1.0, did(4)),  # names d4 of the day before: counted there
     ])
 
-    drained = dg.materialize([decision_trace, outcome_events], resources=resources)
+    drained = dg.materialize([decision_trace, outcome_events], resources=resources, instance=instance)
     assert drained.success
     meta = {e.asset_key.to_user_string(): e.metadata for e in drained.get_asset_materialization_events()
             for e in [e.event_specific_data.materialization]}
     assert meta["decision_trace"]["written"].value == 5 and meta["decision_trace"]["backlog_after"].value == 0
     assert meta["decision_trace"]["dates"].value == ["2026-10-01", "2026-10-02", "2026-10-03"]
+    assert meta["decision_trace"]["partitions_added"].value == ["2026-10-01", "2026-10-02", "2026-10-03"]
+    assert days(instance) == ["2026-10-01", "2026-10-02", "2026-10-03"]  # 10-05 holds an outcome, no decision
     assert meta["outcome_events"]["written"].value == 7 and meta["outcome_events"]["rejected"].value == 0
     lake = resources["lake"]
     assert read_partition(lake.path(DECISION_TRACE), DAY)["decision_id"].tolist() == [did(1), did(2), did(3)]
     assert len(read_partition(lake.path(OUTCOME_EVENTS), DAY)) == 4
 
-    joined = dg.materialize(
-        [decision_outcomes], resources={"lake": lake}, partition_key=DAY,
-    )
+    joined = dg.materialize([decision_outcomes], resources={"lake": lake}, partition_key=DAY, instance=instance)
     (event,) = joined.asset_materializations_for_node("decision_outcomes")
     rows = lake.read(decision_outcomes_table(DAY))
     got = {r.decision_id: (r.converted, r.revenue, r.n_outcomes) for r in rows.itertuples()}
@@ -103,20 +115,25 @@ def test_drain_assets_then_the_days_join(world):
     assert event.metadata["unmatched_by_reason"].value == {NO_DECISION_IN_WINDOW: 1}
     assert event.metadata["window_closed"].value is True
 
-    late_day = dg.materialize([decision_outcomes], resources={"lake": lake}, partition_key="2026-10-05")
-    (late,) = late_day.asset_materializations_for_node("decision_outcomes")
-    assert late.metadata["decisions"].value == 0 and late.metadata["unmatched_by_reason"].value == {
+    # 10-05 is no partition (no decision that day): its unmatched outcome is reported by the latest decision day
+    last_day = dg.materialize([decision_outcomes], resources={"lake": lake}, partition_key="2026-10-03",
+                              instance=instance)
+    (last,) = last_day.asset_materializations_for_node("decision_outcomes")
+    assert last.metadata["decisions"].value == 1 and last.metadata["unmatched_by_reason"].value == {
         NO_DECISION_IN_WINDOW: 1
     }
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        dg.materialize([decision_outcomes], resources={"lake": lake}, partition_key="2026-10-05", instance=instance)
 
 
-def test_a_shorter_window_from_config_leaves_outcomes_unmatched(world):
+def test_a_shorter_window_from_config_leaves_outcomes_unmatched(world, instance):
     client, resources = world
     push(client, DECISION_STREAM, [decision(1, "u1", D0 + H)])
     push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0 + 4 * H, 3.0), outcome("o2", "u1", D0 + 4 * H, 2.0, did(1))])
-    dg.materialize([decision_trace, outcome_events], resources=resources)
+    dg.materialize([decision_trace, outcome_events], resources=resources, instance=instance)
     config = {"ops": {"decision_outcomes": {"config": {"attribution_window_hours": 2.0}}}}
-    result = dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, run_config=config)
+    result = dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, run_config=config,
+                            instance=instance)
     (event,) = result.asset_materializations_for_node("decision_outcomes")
     assert event.metadata["converted"].value == 0
     assert event.metadata["unmatched_by_reason"].value == {DECISION_OUTSIDE_WINDOW: 1, NO_DECISION_IN_WINDOW: 1}
@@ -136,22 +153,22 @@ def test_a_second_drain_run_picks_up_only_new_entries(world):
 
 def test_sensor_requests_a_drain_only_when_entries_are_undrained(world):
     client, resources = world
-    redis_resource = resources["redis"]
     with dg.instance_for_test() as instance:
-        def tick():
-            return decision_log_sensor(dg.build_sensor_context(instance=instance, resources={"redis": redis_resource}))
+        def tick() -> dg.SensorResult:
+            return decision_log_sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
-        assert isinstance(tick(), dg.SkipReason)  # no stream yet
+        first = tick()
+        assert not first.run_requests and "nothing to drain" in first.skip_reason.skip_message  # no stream yet
         push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0, 1.0)])
-        request = tick()
-        assert isinstance(request, dg.RunRequest) and request.tags[f"backlog/{OUTCOME_STREAM}"] == "1"
+        (request,) = tick().run_requests
+        assert request.tags[f"backlog/{OUTCOME_STREAM}"] == "1"
         dg.materialize([decision_trace, outcome_events], resources=resources)
         skip = tick()
-        assert isinstance(skip, dg.SkipReason) and "nothing to drain" in skip.skip_message
+        assert not skip.run_requests and "nothing to drain" in skip.skip_reason.skip_message
         # entries delivered to a consumer that died before acknowledging them are still undrained
         push(client, DECISION_STREAM, [decision(1, "u1", D0)])
         client.xreadgroup(DRAIN_GROUP, "dead", {DECISION_STREAM: ">"})
-        assert isinstance(tick(), dg.RunRequest)
+        assert len(tick().run_requests) == 1
 
 
 def test_sensor_skips_while_a_drain_run_is_in_flight(world):
@@ -159,8 +176,8 @@ def test_sensor_skips_while_a_drain_run_is_in_flight(world):
     push(client, DECISION_STREAM, [decision(1, "u1", D0)])
     with dg.instance_for_test() as instance:
         instance.add_run(dg.DagsterRun(job_name=decision_log_job.name, run_id="r1", status=dg.DagsterRunStatus.STARTED))
-        skip = decision_log_sensor(dg.build_sensor_context(instance=instance, resources={"redis": resources["redis"]}))
-        assert isinstance(skip, dg.SkipReason) and "r1 is still draining" in skip.skip_message
+        result = decision_log_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert not result.run_requests and "r1 is still draining" in result.skip_reason.skip_message
 
 
 def test_the_training_job_leaves_the_decision_log_to_its_own_job():
@@ -203,9 +220,9 @@ def test_a_day_read_out_while_its_windows_are_open_is_interim_then_the_sensor_as
     push(client, DECISION_STREAM, [decision(1, "u1", D0 + H), decision(2, "u2", D0 + 2 * H),
                                    decision(3, "u3", D0 + 20 * H)])
     push(client, OUTCOME_STREAM, [outcome("o1", "u1", D0 + 3 * H, 10.0, did(1))])
-    dg.materialize([decision_trace, outcome_events], resources=resources)
     now = dt.datetime.fromtimestamp(D0 + 30 * H, dt.UTC).isoformat()  # the loop's clock: the day's windows are open
     with dg.instance_for_test() as instance:
+        dg.materialize([decision_trace, outcome_events], resources=resources, instance=instance)
         result = dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, instance=instance,
                                 run_config={"ops": {"decision_outcomes": {"config": {"now": now}}}})
         (event,) = result.asset_materializations_for_node("decision_outcomes")
@@ -218,3 +235,64 @@ def test_a_day_read_out_while_its_windows_are_open_is_interim_then_the_sensor_as
         assert [(r.partition_key, r.run_key) for r in requests] == [(DAY, f"final-{DAY}")]
         dg.materialize([decision_outcomes], resources=resources, partition_key=DAY, instance=instance)
         assert isinstance(readout_final_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+
+
+def drain(resources: dict, instance: dg.DagsterInstance, now: float | None = None) -> list[str]:
+    """Run the decision drain (on the given clock) and return the partitions it added."""
+    config = {} if now is None else {
+        "ops": {"decision_trace": {"config": {"now": dt.datetime.fromtimestamp(now, dt.UTC).isoformat()}}}}
+    result = dg.materialize([decision_trace], resources=resources, instance=instance, run_config=config)
+    (event,) = result.asset_materializations_for_node("decision_trace")
+    return event.metadata["partitions_added"].value
+
+
+def test_a_drain_of_decisions_on_two_dates_adds_exactly_those_two_partitions(world, instance):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0 + H), decision(2, "u2", D0 + 23 * H),
+                                   decision(3, "u3", D0 + 50 * H)])  # 10-02 twice, 10-04 once; nothing on 10-03
+    assert drain(resources, instance) == ["2026-10-02", "2026-10-04"]
+    assert days(instance) == ["2026-10-02", "2026-10-04"]
+    assert drain(resources, instance) == []  # an empty drain adds none, and keeps those it has
+    assert days(instance) == ["2026-10-02", "2026-10-04"]
+    result = dg.materialize([decision_outcomes], resources=resources, partition_key="2026-10-04", instance=instance)
+    (event,) = result.asset_materializations_for_node("decision_outcomes")
+    assert event.partition == "2026-10-04" and event.metadata["decisions"].value == 1
+    assert resources["lake"].read(decision_outcomes_table("2026-10-04"))["decision_id"].tolist() == [did(3)]
+
+
+def test_an_empty_drain_adds_no_partition(world, instance):
+    _, resources = world
+    assert drain(resources, instance) == [] and days(instance) == []
+
+
+def test_a_day_becomes_a_partition_only_once_it_is_over(world, instance):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0 - H), decision(2, "u1", D0 + H)])
+    assert drain(resources, instance, now=D0 + 12 * H) == ["2026-10-01"]  # 10-02's decisions are still arriving
+    push(client, DECISION_STREAM, [decision(3, "u2", D0 + 13 * H)])
+    assert drain(resources, instance, now=D0 + 24 * H) == ["2026-10-02"]  # over: added by the next drain
+    assert days(instance) == ["2026-10-01", "2026-10-02"]
+
+
+def test_the_sensor_adds_a_day_that_ended_after_the_last_drain(world, instance):
+    client, resources = world
+    push(client, DECISION_STREAM, [decision(1, "u1", D0 + H)])
+    assert drain(resources, instance, now=D0 + 2 * H) == []  # traffic stopped during the day
+    result = decision_log_sensor(dg.build_sensor_context(instance=instance, resources=resources))  # wall clock: over
+    assert not result.run_requests  # nothing left to drain
+    (request,) = result.dynamic_partitions_requests
+    assert (request.partitions_def_name, list(request.partition_keys)) == ("decision_days", [DAY])
+
+
+def test_the_daily_schedule_reads_out_the_day_before_only_when_it_holds_decisions():
+    with dg.instance_for_test() as instance:  # a schedule's context needs an instance with a reference
+        def tick(at: str) -> dg.RunRequest | dg.SkipReason:
+            context = dg.build_schedule_context(instance=instance,
+                                                scheduled_execution_time=dt.datetime.fromisoformat(at))
+            return decision_readout_schedule(context)
+
+        instance.add_dynamic_partitions("decision_days", [DAY])
+        request = tick("2026-10-03T01:00:00+00:00")
+        assert isinstance(request, dg.RunRequest) and request.partition_key == DAY
+        skip = tick("2026-10-04T01:00:00+00:00")
+        assert isinstance(skip, dg.SkipReason) and "2026-10-03 is not a decision_days partition" in skip.skip_message

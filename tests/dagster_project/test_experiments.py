@@ -48,8 +48,25 @@ def lake(tmp_path) -> DataLakeResource:
     return DataLakeResource(root=str(tmp_path / "data"))
 
 
-def test_readout_of_one_day_writes_table_plot_and_metadata(lake):
-    result = dg.materialize([decision_outcomes, experiment_readout], resources={"lake": lake}, partition_key=DAY)
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    """An instance on which DAY holds decisions: the drain added it to the decision_days partitions."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(EXPERIMENT_PARTITIONS.name, [DAY])
+    return instance
+
+
+def test_readout_partitions_are_the_days_that_hold_decisions(instance):
+    assert EXPERIMENT_PARTITIONS.name == "decision_days"
+    assert EXPERIMENT_PARTITIONS.get_partition_keys(dynamic_partitions_store=instance) == [DAY]
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        dg.materialize([decision_outcomes, experiment_readout], resources={"lake": DataLakeResource(root="/nonexistent")},
+                       partition_key="2026-10-03", instance=instance)
+
+
+def test_readout_of_one_day_writes_table_plot_and_metadata(lake, instance):
+    result = dg.materialize([decision_outcomes, experiment_readout], resources={"lake": lake}, partition_key=DAY,
+                            instance=instance)
     assert result.success
     (event,) = result.asset_materializations_for_node("experiment_readout")
     assert event.partition == DAY
@@ -66,16 +83,17 @@ def test_readout_of_one_day_writes_table_plot_and_metadata(lake):
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_readout_fails_naming_the_missing_upstream_partition(lake):
+def test_readout_fails_naming_the_missing_upstream_partition(lake, instance):
     with pytest.raises(FileNotFoundError, match=r"decision_outcomes/date=2026-10-02\.parquet does not exist; materialize the asset"):
-        dg.materialize([experiment_readout], resources={"lake": lake}, partition_key=DAY)
+        dg.materialize([experiment_readout], resources={"lake": lake}, partition_key=DAY, instance=instance)
 
 
-def test_readout_refuses_an_invalid_experiments_file(lake, tmp_path):
+def test_readout_refuses_an_invalid_experiments_file(lake, tmp_path, instance):
     bad = tmp_path / "experiments.yaml"
     bad.write_text("layers: [{name: l, experiments: [{name: e, buckets: [0, 10], arms: []}]}]\n")
     config = {"ops": {"experiment_readout": {"config": {"experiments_path": str(bad)}}}}
     with pytest.raises(ValueError, match=r"experiments\.yaml: invalid experiments config"):
         dg.materialize(
-            [decision_outcomes, experiment_readout], resources={"lake": lake}, partition_key=DAY, run_config=config
+            [decision_outcomes, experiment_readout], resources={"lake": lake}, partition_key=DAY, run_config=config,
+            instance=instance,
         )

@@ -1,5 +1,6 @@
 """Daily arrival partitions: a backfill over a range, day-by-day runs and a re-run of one day write the same lake;
-every day's events are accounted for; the snapshots in the end equal a one-shot computation."""
+every day's events are accounted for; the snapshots in the end equal a one-shot computation. Decision partitions:
+only the days that hold decisions and are over."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from dagster_project.assets import features, ingestion, validation
-from dagster_project.partitions import partition_range_tags, shop_days
+from dagster_project.partitions import (
+    DECISION_DAYS, complete_decision_days, partition_range_tags, shop_days, unregistered_decision_days,
+)
 from dagster_project.resources import build_resources
 from dagster_project.resources.data_lake import (
     ACTIVITY_TILES, CUSTOMERS, QUARANTINE, RAW_EVENTS, USER_ACTIVITY, VALIDATED_EVENTS, DataLakeResource,
@@ -94,3 +97,29 @@ def test_final_snapshots_equal_a_one_shot_computation_over_the_accepted_events(b
     expected = expected.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(snapshots, expected, check_exact=True)
     assert np.array_equal(sorted(snapshots["event_timestamp"].unique()), stamps.to_numpy())
+
+
+def _decision_files(root: Path, days: dict[str, int]) -> None:
+    """A drained decision lake: `n` part files per day (0: an empty date folder, as a crashed write may leave)."""
+    for day, n in days.items():
+        folder = root / f"date={day}"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            (folder / f"part-{i}.parquet").write_bytes(b"")
+
+
+def test_decision_days_are_the_dates_with_decisions_that_are_over(tmp_path):
+    root = tmp_path / "decisions"
+    assert complete_decision_days(root, 0.0) == []  # nothing drained yet
+    _decision_files(root, {"2026-10-31": 2, "2026-11-02": 1, "2026-11-03": 0, "2026-11-04": 1})
+    end_of_11_02 = pd.Timestamp("2026-11-03", tz="UTC").timestamp()
+    assert complete_decision_days(root, end_of_11_02) == ["2026-10-31", "2026-11-02"]  # 11-01: no folder
+    assert complete_decision_days(root, end_of_11_02 - 1) == ["2026-10-31"]  # 11-02 is still arriving
+    assert complete_decision_days(root, end_of_11_02 + 2 * 86_400) == ["2026-10-31", "2026-11-02", "2026-11-04"]
+
+
+def test_only_days_the_instance_lacks_are_registered():
+    instance = dg.DagsterInstance.ephemeral()
+    assert DECISION_DAYS.get_partition_keys(dynamic_partitions_store=instance) == []
+    instance.add_dynamic_partitions(DECISION_DAYS.name, ["2026-10-31"])
+    assert unregistered_decision_days(instance, ["2026-10-31", "2026-11-02"]) == ["2026-11-02"]
