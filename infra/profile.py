@@ -159,6 +159,8 @@ def profile_environment(settings: HyperliftSettings) -> dict[str, str]:
             env["HYPERLIFT_MLFLOW_ARTIFACTS_ROOT"] = str(settings.mlflow_artifacts_root)
         if settings.postgres_url:  # so a child knows the exported MLFLOW_TRACKING_URI is the derived database
             env["HYPERLIFT_POSTGRES_URL"] = settings.postgres_url
+    if settings.offline_engine != "pandas":  # a Dagster code location launched by infra.launch runs the same engine
+        env |= {"HYPERLIFT_OFFLINE_ENGINE": settings.offline_engine, "HYPERLIFT_SPARK_MASTER": settings.spark_master}
     return env
 
 
@@ -209,7 +211,15 @@ def describe(settings: HyperliftSettings) -> list[str]:
         f"mlflow artifacts {settings.mlflow_artifacts_dir}",
         f"feast registry   {registry_type}: {masked_url(registry_path)}",
         f"online store     {online_store(settings)}",
+        f"offline engine   {offline_engine(settings)}",
     ]
+
+
+def offline_engine(settings: HyperliftSettings) -> str:
+    """The engine of the training-set join and materialization's read (HYPERLIFT_OFFLINE_ENGINE)."""
+    if settings.offline_engine == "spark":
+        return f"spark, master {settings.spark_master} (HYPERLIFT_SPARK_MASTER)"
+    return "pandas, single process"
 
 
 def online_store(settings: HyperliftSettings) -> str:

@@ -110,6 +110,16 @@ class HyperliftSettings(BaseSettings):
     mlflow_artifacts_root: Path | None = Field(
         default=None, description="Artifact root shared by every machine (cluster); default under the home folder."
     )
+    # The offline engine (docs/profiles.md "Offline engine"): independent of the profile, like REDIS_URL.
+    offline_engine: Literal["pandas", "spark"] = Field(
+        default="pandas",
+        description="HYPERLIFT_OFFLINE_ENGINE: pandas (single process, no extra dependency) or spark (the `spark` "
+        "extra and Java 17) for the training-set join and materialization's read.",
+    )
+    spark_master: str = Field(
+        default="local[*]", description="HYPERLIFT_SPARK_MASTER: the Spark master of the spark engine (local[*], "
+        "spark://host:7077, yarn, k8s://...)."
+    )
 
 
 def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None) -> str:

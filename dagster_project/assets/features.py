@@ -8,8 +8,9 @@ import pandas as pd
 from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
 from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import ACTIVITY_TILES, CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
-from feature_repo.event_time import partition_snapshots
+from feature_repo.offline_engine import partition_snapshots
 from feature_repo.transforms import event_tiles, merge_tiles, user_profile_rows
+from infra.settings import HyperliftSettings
 
 FIRST_STAMP = pd.Timestamp(ARRIVAL_DAYS.start)
 
@@ -26,6 +27,7 @@ def user_activity_features(
     lateness = event_time.lateness()
     keys = sorted(context.partition_keys)
     users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
+    engine = HyperliftSettings()  # HYPERLIFT_OFFLINE_ENGINE: snapshots single-process (pandas) or on Spark
     others = [k for k in lake.partition_keys(ACTIVITY_TILES) if k not in set(keys)]
     tiles = merge_tiles(lake.read_partitions(ACTIVITY_TILES, others)) if others else merge_tiles()
     written, revised = 0, 0
@@ -33,7 +35,7 @@ def user_activity_features(
         day_tiles = event_tiles(lake.read_partitions(VALIDATED_EVENTS, [key]))
         lake.write_partition(ACTIVITY_TILES, key, day_tiles)
         tiles = merge_tiles(tiles, day_tiles)
-        for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness).items():
+        for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness, engine).items():
             if stamp <= FIRST_STAMP:  # covers nothing: no event arrives before the first arrival day
                 continue
             stamp_key = stamp.strftime("%Y-%m-%d")

@@ -9,7 +9,7 @@ from feast import FeatureStore
 from dagster_project.resources import DataLakeResource, FeastResource, MlflowResource, RedisResource
 from dagster_project.resources.data_lake import USER_ACTIVITY, USER_PROFILE
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
-from feature_repo.materialize import fast_materialize
+from feature_repo.offline_engine import materialize
 from feature_repo.versions import OnlineWritePlan, online_write_plan
 from training.lifecycle import view_users
 
@@ -50,7 +50,8 @@ def online_features(
     context: dg.AssetExecutionContext, feast: FeastResource, redis: RedisResource, lake: DataLakeResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    """`feast materialize` of the uplift views in use through `fast_materialize`: latest value per user into Redis."""
+    """`feast materialize` of the uplift views in use through `fast_materialize` (its read on the configured offline
+    engine): latest value per user into Redis."""
     client = redis.client()  # fail fast with a clear message before Feast's own retries
     store = feast.store()
     # Only uplift views: other views (user_embedding_fv) have their own tables, windows and assets.
@@ -64,10 +65,11 @@ def online_features(
     # `end` would pick. newer_or_equal, like `store.materialize`, never replaces a row the streaming updater wrote
     # with a newer event time (and, unlike it, rewrites an equal one: same data, same bytes).
     began = time.perf_counter()
-    written = fast_materialize(
-        store, views, start.to_pydatetime(), (end + pd.Timedelta(seconds=1)).to_pydatetime(),
+    done = materialize(
+        store, views, start.to_pydatetime(), (end + pd.Timedelta(seconds=1)).to_pydatetime(), feast.settings(),
         mode="newer_or_equal", log=context.log.info,
     )
+    written = {m.view: m.rows for m in done}
     seconds = time.perf_counter() - began
     users = int(pd.concat([activity_ts["user_id"], profile_ts["user_id"]]).nunique())
     rows = sum(written.values())

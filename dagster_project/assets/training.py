@@ -7,7 +7,8 @@ from dagster_project.assets.decisions import revoked_in_lake
 from dagster_project.resources import DataLakeResource, FeastResource, LandingResource
 from dagster_project.resources.data_lake import TRAINING_SET, VALIDATED_EVENTS
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
-from feature_repo.point_in_time import point_in_time_join, service_views
+from feature_repo.offline_engine import training_set_join
+from feature_repo.point_in_time import service_views
 from training.consent import without_revoked
 from training.labels import attributed_revenue, mature_exposures
 
@@ -44,9 +45,10 @@ def training_set(
     store = feast.store()
     # Feast's semantics through our join (bench/training_set_build.py: 6-13x faster, 5-9x less memory than Feast's
     # file offline store at 1M rows, equal value for value). It keeps the file store's rows for now: exposures
-    # with no feature row in the window (the first day, before sign-up) are dropped, as before.
-    joined = point_in_time_join(
-        entity_df.reset_index(drop=True), service_views(store, UPLIFT_FEATURE_SERVICE), store,
+    # with no feature row in the window (the first day, before sign-up) are dropped, as before. The engine (pandas,
+    # or Spark: HYPERLIFT_OFFLINE_ENGINE) gives the same rows and values (tests/feature_repo/test_spark_*.py).
+    joined = training_set_join(
+        entity_df.reset_index(drop=True), service_views(store, UPLIFT_FEATURE_SERVICE), store, feast.settings(),
         drop_like_file_store=True,
     )
     revoked = revoked_in_lake(lake)  # users who revoked consent (POST /v1/consent): none of their rows trains
