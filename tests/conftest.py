@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +79,84 @@ def home(tmp_path: Path) -> Path:
 def settings(home: Path) -> HyperliftSettings:
     """Settings whose state (data, registry, MLflow SQLite store) lives in the test's own folder."""
     return HyperliftSettings(home=home, reports_dir=home / "reports")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_schema_from_a_template() -> Iterator[None]:
+    """A new MLflow SQLite store gets its tables by a copy of one store built once per session by MLflow's own
+    create-and-migrate (3-6 s of alembic migrations per store otherwise, for a hundred-odd stores in a full run).
+    Only an empty SQLite file is filled this way; any other database goes through MLflow's code unchanged."""
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+    import sqlalchemy
+
+    original = db_utils._initialize_tables
+    template = _SESSION_HOME / "mlflow-schema-template.db"
+
+    def initialize(engine: sqlalchemy.engine.Engine) -> None:
+        database = engine.url.database
+        if (engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:")
+                or sqlalchemy.inspect(engine).get_table_names()):
+            original(engine)
+            return
+        if not template.exists():
+            building = template.with_suffix(".building")
+            scratch = sqlalchemy.create_engine(f"sqlite:///{building}")
+            original(scratch)
+            scratch.dispose()
+            building.rename(template)
+        source = sqlite3.connect(template)
+        try:
+            with engine.connect() as connection:
+                source.backup(connection.connection.dbapi_connection)
+        finally:
+            source.close()
+
+    db_utils._initialize_tables = registry_store._initialize_tables = initialize
+    yield
+    db_utils._initialize_tables = registry_store._initialize_tables = original
+
+
+def _pickled_modules(model_dir: Path) -> frozenset[str] | None:
+    """The modules the pickles of a saved model name (what loading it imports), or None when it is not a folder."""
+    import pickletools
+
+    if not model_dir.is_dir():
+        return None
+    names: set[str] = set()
+    for path in model_dir.rglob("*.pkl"):
+        for _, arg, _ in pickletools.genops(path.read_bytes()):
+            if isinstance(arg, str):
+                names.update(part for part in arg.split() if part in sys.modules)
+    return frozenset(names)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_requirements_inferred_once_per_kind() -> Iterator[None]:
+    """MLflow infers a logged model's pip requirements by loading it in a new Python process (8-20 s a model, for
+    dozens of models a run). That answer depends on what loading imports: the flavor and the modules the model's
+    pickles name. It is computed by MLflow once per such kind per session and reused, so every model still gets the
+    requirements MLflow would write for it."""
+    import mlflow.utils.requirements_utils as requirements_utils
+    from mlflow.utils.uri import is_local_uri
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    original = requirements_utils._capture_imported_modules
+    answers: dict[tuple, list[str]] = {}
+
+    def capture(model_uri, flavor, record_full_module=False, extra_env_vars=None):  # noqa: ANN001, ANN202
+        modules = (_pickled_modules(Path(local_file_uri_to_path(str(model_uri)))) if is_local_uri(str(model_uri))
+                   else None)
+        if modules is None:
+            return original(model_uri, flavor, record_full_module, extra_env_vars)
+        key = (flavor, record_full_module, tuple(sorted((extra_env_vars or {}).items())), modules)
+        if key not in answers:
+            answers[key] = original(model_uri, flavor, record_full_module, extra_env_vars)
+        return list(answers[key])
+
+    requirements_utils._capture_imported_modules = capture
+    yield
+    requirements_utils._capture_imported_modules = original
 
 
 @pytest.fixture(autouse=True)

@@ -69,26 +69,29 @@ def _snapshot(home: Path, redis_dir: Path) -> dict[str, str]:
     return found
 
 
-@pytest.fixture
-def seeded(tmp_path, online_redis_url):
-    """A local-profile home with something in every store, and what reads back from it."""
-    home = tmp_path / "home"
-    settings = HyperliftSettings(home=home, reports_dir=tmp_path / "reports", redis_url=online_redis_url)
-    store, _, _, shop = materialize_shop(settings, online_redis_url, SHOP)
+@pytest.fixture(scope="module")
+def seeded_template(tmp_path_factory, redis_databases):
+    """A local-profile home with something in every store, seeded once per module: its files copied aside, its
+    Redis keys dumped, and what reads back from it. The home keeps one path (and its Redis database one URL) for
+    the module, because the stores record absolute paths and the write-ahead folder is named after the URL."""
+    root = tmp_path_factory.mktemp("backup-seed")
+    redis_url = redis_databases.fresh()
+    home = root / "home"
+    settings = HyperliftSettings(home=home, reports_dir=root / "reports", redis_url=redis_url)
+    store, _, _, shop = materialize_shop(settings, redis_url, SHOP)
     register_model(settings, "hyperlift_uplift", UPLIFT_FEATURE_SERVICE)
     ensure_dagster_home(settings.resolved_dagster_home, dagster_yaml(settings))
     with dg.DagsterInstance.from_config(str(settings.resolved_dagster_home)) as instance:
         run_id = dg.materialize([backup_probe], instance=instance).run_id
     wal_root = home / "serving" / "decision_wal"
-    trace = TraceWriter(redis.Redis.from_url(online_redis_url), STREAM, None,
-                        destination_dir(wal_root, online_redis_url, STREAM))
+    trace = TraceWriter(redis.Redis.from_url(redis_url), STREAM, None, destination_dir(wal_root, redis_url, STREAM))
     for n in range(5):
         trace.append({"decision_id": f"d{n}", "surface": "home", "action": "no_action"})
     assert trace.flush(10.0)
     trace.close(2.0)  # sent to Redis, kept on disk: no drain has put them in the lake
     AuditLog(audit_dir(settings)).record("cli:test", "model.promote", target="hyperlift_uplift/1", reason="seed")
     users = [int(u) for u in shop.users["user_id"].to_numpy()[:10]]
-    client = redis.Redis.from_url(online_redis_url)
+    client = redis.Redis.from_url(redis_url)
     expected = {
         "online": _online(store, users),
         "predictions": _champion_predictions(settings),
@@ -97,7 +100,25 @@ def seeded(tmp_path, online_redis_url):
         "files": _snapshot(home, settings.redis_dir),
         "run_id": run_id,
     }
+    ttls = {key: max(client.pttl(key), 0) for key in expected["keys"]}
     client.close()
+    shutil.copytree(home, root / "seeded-home", symlinks=True)
+    return settings, users, expected, root / "seeded-home", ttls
+
+
+@pytest.fixture
+def seeded(seeded_template):
+    """The module's seeded home, put back as it was seeded (files copied, Redis keys restored) for this test."""
+    settings, users, expected, copy, ttls = seeded_template
+    if settings.home.exists():
+        shutil.rmtree(settings.home)
+    shutil.copytree(copy, settings.home, symlinks=True)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    for key, dumped in expected["keys"].items():
+        client.restore(key, ttls[key], dumped)
+    client.close()
+    assert _snapshot(settings.home, settings.redis_dir) == expected["files"]
     return settings, users, expected
 
 
