@@ -78,3 +78,9 @@ def unregistered_decision_days(instance: dg.DagsterInstance, days: Iterable[str]
     """The days not yet partitions of DECISION_DAYS on this instance, in the order given."""
     known = set(instance.get_dynamic_partitions(DECISION_DAYS.name))
     return [day for day in days if day not in known]
+
+
+def decision_days_without_data(instance: dg.DagsterInstance, root: Path) -> list[str]:
+    """Partitions of DECISION_DAYS whose decisions are no longer in the lake under `root` (deleted by retention)."""
+    return [day for day in instance.get_dynamic_partitions(DECISION_DAYS.name)
+            if not any((root / f"date={day}").glob("part-*.parquet"))]

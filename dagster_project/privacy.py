@@ -12,6 +12,8 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
+from dagster_project.assets.decisions import DECISION_TRACE
+from dagster_project.partitions import DECISION_DAYS, decision_days_without_data
 from dagster_project.resources import FeastResource, RedisResource
 from feature_repo.contracts import MAX_ID
 from infra.erasure.procedure import Target, erase
@@ -54,11 +56,17 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, f
         if instant.tzinfo is None:
             raise ValueError(f"now must carry a UTC offset (e.g. 2026-11-03T00:00:00Z); got {config.now!r}")
         now = instant.timestamp()
-    report = enforce(Target.from_env(feast.settings(), redis.url), RetentionSettings(), now=now,
-                     dry_run=config.dry_run, actor="dagster")
+    target = Target.from_env(feast.settings(), redis.url)
+    report = enforce(target, RetentionSettings(), now=now, dry_run=config.dry_run, actor="dagster")
     counts = {store: len(v) if isinstance(v, list) else v for store, v in report.items()}
     context.log.info("retention %s: %s", "(dry run)" if config.dry_run else "", counts)
-    context.add_output_metadata({"deleted": dg.MetadataValue.json(counts), "dry_run": config.dry_run})
+    # A day whose decisions are gone is no longer a decision_days partition (the UI lists only days with data).
+    emptied = decision_days_without_data(context.instance, target.settings.data_dir / DECISION_TRACE)
+    if not config.dry_run:
+        for day in emptied:
+            context.instance.delete_dynamic_partition(DECISION_DAYS.name, day)
+    context.add_output_metadata({"deleted": dg.MetadataValue.json(counts), "dry_run": config.dry_run,
+                                 "decision_days_removed": dg.MetadataValue.json(emptied)})
     return report
 
 
