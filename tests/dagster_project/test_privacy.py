@@ -1,8 +1,6 @@
 """erasure_job and retention_job in-process: the job erases the configured user (a receipt, none of their rows left)
 and refuses a config without a valid user id; the retention job deletes an expired partition."""
 
-import shutil
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -17,6 +15,7 @@ from dagster_project.resources.data_lake import VALIDATED_EVENTS
 from infra.erasure.subject import Subject
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig
+from tests.seeded_stores import SeededStores
 
 SHOP = ShopConfig(n_users=80, n_items=30, n_days=4, seed=11)
 
@@ -31,25 +30,14 @@ def seeded_once(tmp_path_factory, redis_databases):
     resources = build_resources(settings, url, SHOP)
     assets = dg.load_assets_from_modules([ingestion, validation, features, online_store, stream_state])
     assert dg.materialize(assets, resources=resources, tags=shop_days(SHOP)).success
-    client = redis.Redis.from_url(url)
-    keys = {key: (client.dump(key), max(client.pttl(key), 0)) for key in client.scan_iter()}
-    client.close()
-    shutil.copytree(settings.home, root / "seeded", symlinks=True)
-    return settings, url, resources, root / "seeded", keys
+    return settings, url, resources, SeededStores.take(settings.home, url, root / "seeded")
 
 
 @pytest.fixture
 def seeded(seeded_once):
     """The module's seeded stores as the pipeline left them (each test erases or deletes from them)."""
-    settings, url, resources, copy, keys = seeded_once
-    if settings.home.exists():
-        shutil.rmtree(settings.home)
-    shutil.copytree(copy, settings.home, symlinks=True)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    for key, (dumped, ttl) in keys.items():
-        client.restore(key, ttl, dumped)
-    client.close()
+    settings, url, resources, stores = seeded_once
+    stores.restore()
     return settings, url, build_definitions(resources)
 
 

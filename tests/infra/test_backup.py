@@ -29,6 +29,7 @@ from serving.store.trace import TraceWriter
 from serving.store.wal import destination_dir
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
+from tests.seeded_stores import SeededStores
 from tests.serving.conftest import FEATURES, register_model
 
 SHOP = ShopConfig(n_users=60, n_items=20, n_days=3, seed=11)
@@ -100,24 +101,15 @@ def seeded_template(tmp_path_factory, redis_databases):
         "files": _snapshot(home, settings.redis_dir),
         "run_id": run_id,
     }
-    ttls = {key: max(client.pttl(key), 0) for key in expected["keys"]}
     client.close()
-    shutil.copytree(home, root / "seeded-home", symlinks=True)
-    return settings, users, expected, root / "seeded-home", ttls
+    return settings, users, expected, SeededStores.take(home, redis_url, root / "seeded-home")
 
 
 @pytest.fixture
 def seeded(seeded_template):
     """The module's seeded home, put back as it was seeded (files copied, Redis keys restored) for this test."""
-    settings, users, expected, copy, ttls = seeded_template
-    if settings.home.exists():
-        shutil.rmtree(settings.home)
-    shutil.copytree(copy, settings.home, symlinks=True)
-    client = redis.Redis.from_url(settings.redis_url)
-    client.flushdb()
-    for key, dumped in expected["keys"].items():
-        client.restore(key, ttls[key], dumped)
-    client.close()
+    settings, users, expected, stores = seeded_template
+    stores.restore()
     assert _snapshot(settings.home, settings.redis_dir) == expected["files"]
     return settings, users, expected
 
