@@ -15,7 +15,6 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are written to PNG, never shown
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -200,7 +199,8 @@ def readout_figure(readout: pd.DataFrame) -> Figure:
     compared = readout.loc[~readout["is_control"].astype(bool)].reset_index(drop=True)
     labels = [f"{row.experiment}: {row.arm} − {row.control_arm}" for row in compared.itertuples()]
     rows = max(len(compared), 1)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 1.8 + 0.6 * rows), sharey=True, squeeze=False)
+    figure = Figure(figsize=(11, 1.8 + 0.6 * rows))  # not pyplot's: nothing keeps it once dropped
+    axes = figure.subplots(1, 2, sharey=True, squeeze=False)
     y = np.arange(len(compared))
     for ax, (name, title) in zip(axes.flat, [("revenue", "revenue per user"), ("conversion", "conversion rate")]):
         diff = compared[f"{name}_diff"].to_numpy(float)

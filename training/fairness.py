@@ -182,11 +182,12 @@ def cap_fields(verdicts: Iterable[ParityVerdict]) -> dict[str, float]:
 def exposure_figure(report: pd.DataFrame, verdicts: Sequence[ParityVerdict] = ()):  # -> matplotlib Figure
     """Promotion rate (served, and the policy's own where caps cut it) and expected value per decision, one panel per
     dimension and surface; the rule's bound as a dashed line."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = list(report.groupby(["surface", "dimension"], sort=True)) or [(("", ""), report)]
     bounds = {(v.surface, v.dimension): v for v in verdicts}
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    figure = Figure(figsize=(3.6 * len(panels), 3.4))  # not pyplot's: nothing keeps it once dropped
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for ax, ((surface, dimension), groups) in zip(axes.flat, panels):
         x = np.arange(len(groups))
         ax.bar(x - 0.2, groups["policy_rate"], width=0.4, label="policy", color="#9bb7d4")

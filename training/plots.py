@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are written to PNG, never shown
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -84,7 +84,8 @@ def calibration_figure(
     n = len(panels)
     columns = min(n, 3)
     rows = math.ceil(n / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.2 * rows), squeeze=False)
+    figure = Figure(figsize=(4.6 * columns, 4.2 * rows))  # not pyplot's: nothing keeps it once the caller drops it
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[n:]:
         figure.delaxes(ax)
     for ax, (name, table) in zip(axes.flat, panels.items()):
@@ -94,7 +95,7 @@ def calibration_figure(
     return figure
 
 
-def _calibration_panel(ax: plt.Axes, table: pd.DataFrame, name: str, outcome: str) -> None:
+def _calibration_panel(ax: Axes, table: pd.DataFrame, name: str, outcome: str) -> None:
     alpha = table.attrs.get("alpha", 0.05)
     groups = table.groupby("action", sort=False) if name == POOLED_PANEL and "action" in table else [("", table)]
     for action, group in groups:
@@ -152,7 +153,8 @@ def _curves_figure(
 ) -> Figure:
     y, actions, uplift = np.asarray(y, dtype=float), np.asarray(actions).astype(str), np.asarray(uplift, dtype=float)
     weight = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
-    figure, ax = plt.subplots(figsize=(8, 5))
+    figure = Figure(figsize=(8, 5))  # not pyplot's: nothing keeps it once the caller drops it
+    ax = figure.subplots()
     for j, action in enumerate(treatments):
         rows = (actions == action) | (actions == control)
         w = None if weight is None else weight[rows]

@@ -153,3 +153,18 @@ def test_the_pooled_panel_shows_the_promotion_gates_slope_for_the_same_model_and
     assert _fitted_slope(logged.axes[0]) == pytest.approx(slope, rel=1e-9)
     for fig in (figure, *trained.figures.values()):
         plt.close(fig)
+
+
+def test_figures_are_not_kept_by_pyplot_so_a_long_running_process_does_not_accumulate_them(holdout):
+    """Training runs in long-lived processes (Dagster's code server, `make loop`'s rounds): a figure made through
+    pyplot stays in its registry until closed; ours are plain Figures, freed with their last reference."""
+    y, actions, uplift = holdout
+    scores = multi_action_qini(y, actions, uplift, TREATMENTS, "no_action")
+    rows = (actions == TREATMENTS[0]) | (actions == "no_action")
+    table = uplift_calibration(y[rows], (actions[rows] == TREATMENTS[0]).astype(int), 3 * uplift[rows, 0])
+    before = plt.get_fignums()
+    figures = [qini_figure(y, actions, uplift, TREATMENTS, "no_action", scores),
+               uplift_curve_figure(y, actions, uplift, TREATMENTS, "no_action", scores),
+               calibration_figure({TREATMENTS[0]: table})]
+    assert plt.get_fignums() == before
+    assert all(_png(figure).startswith(b"\x89PNG") for figure in figures)
