@@ -138,16 +138,18 @@ def materialize_views(
     start: datetime,
     end: datetime,
     mode: Mode = "bulk",
-    reader: Reader = "pyarrow",
+    reader: Reader | Callable[[FeatureStore, FeatureView, datetime, datetime], pd.DataFrame] = "pyarrow",
     writer: OnlineWriter | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[ViewMaterialization]:
-    """`fast_materialize` with read and write seconds per view (the asset and the bench report them)."""
+    """`fast_materialize` with read and write seconds per view (the asset and the bench report them); `reader` names
+    one of ours or is a function reading a view's latest rows (the Spark engine's)."""
     start, end = make_tzaware(start), make_tzaware(end)
     if start > end:
         raise ValueError(f"The given start_date {start} is greater than the given end_date {end}.")
-    if reader not in _READERS:
-        raise ValueError(f"reader must be one of {sorted(_READERS)}, got {reader!r}")
+    if not callable(reader) and reader not in _READERS:
+        raise ValueError(f"reader must be one of {sorted(_READERS)} or a function, got {reader!r}")
+    read = reader if callable(reader) else _READERS[reader]
     writer = writer or OnlineWriter(store)
     views = store._get_feature_views_to_materialize(feature_views)
     done: list[ViewMaterialization] = []
@@ -157,7 +159,7 @@ def materialize_views(
         previous = _enter_materializing(store, view)
         try:
             began = time.perf_counter()
-            frame = _READERS[reader](store, view, start, end)
+            frame = read(store, view, start, end)
             read_s = time.perf_counter() - began
             if log:
                 log(f"{view.name}: read {len(frame):,} latest rows in {read_s:.1f} s; writing")

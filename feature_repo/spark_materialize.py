@@ -30,8 +30,6 @@ from feature_repo.materialize import ViewMaterialization
 from feature_repo.online_writer import EVENT_TIMESTAMP, Mode, OnlineWriter
 from feature_repo.spark_point_in_time import LONG_MIN, nanos, source_path
 
-READER = "spark"
-
 
 def read_latest_spark(
     store: FeatureStore, view: FeatureView, start: datetime, end: datetime, spark: SparkSession | None = None
@@ -68,6 +66,6 @@ def spark_materialize_views(
     log: Callable[[str], None] | None = None,
 ) -> list[ViewMaterialization]:
     """`materialize_views` with the latest rows read by Spark: same bookkeeping, same writer, same Redis bytes."""
-    # materialize_views looks its reader up by name; registering ours keeps one copy of Feast's bookkeeping.
-    single._READERS[READER] = lambda s, v, a, b: read_latest_spark(s, v, a, b, spark)
-    return single.materialize_views(store, feature_views, start, end, mode, READER, writer, log)  # type: ignore[arg-type]
+    return single.materialize_views(
+        store, feature_views, start, end, mode, lambda s, v, a, b: read_latest_spark(s, v, a, b, spark), writer, log
+    )
