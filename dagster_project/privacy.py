@@ -14,7 +14,7 @@ from pydantic import Field
 
 from dagster_project.assets.decisions import DECISION_TRACE
 from dagster_project.partitions import DECISION_DAYS, decision_days_without_data
-from dagster_project.resources import FeastResource, RedisResource
+from dagster_project.resources import EventTimeResource, FeastResource, RedisResource
 from feature_repo.contracts import MAX_ID
 from infra.erasure.procedure import Target, erase
 from infra.erasure.retention import enforce
@@ -48,8 +48,9 @@ def erase_user(context: dg.OpExecutionContext, config: ErasureConfig, feast: Fea
 
 @dg.op
 def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, feast: FeastResource,
-                      redis: RedisResource) -> dict:
-    """Delete lake partitions, stream entries, write-ahead segments, logs and audit files older than their period."""
+                      redis: RedisResource, event_time: EventTimeResource) -> dict:
+    """Delete lake partitions, stream entries, write-ahead segments, logs and audit files older than their period
+    (activity tile partitions are folded into the lake fold first, at the pipeline's allowed lateness)."""
     now = None
     if config.now is not None:
         instant = dt.datetime.fromisoformat(config.now)
@@ -57,7 +58,8 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, f
             raise ValueError(f"now must carry a UTC offset (e.g. 2026-11-03T00:00:00Z); got {config.now!r}")
         now = instant.timestamp()
     target = Target.from_env(feast.settings(), redis.url)
-    report = enforce(target, RetentionSettings(), now=now, dry_run=config.dry_run, actor="dagster")
+    report = enforce(target, RetentionSettings(), now=now, dry_run=config.dry_run, actor="dagster",
+                     lateness=event_time.lateness())
     counts = {store: len(v) if isinstance(v, list) else v for store, v in report.items()}
     context.log.info("retention %s: %s", "(dry run)" if config.dry_run else "", counts)
     # A day whose decisions are gone is no longer a decision_days partition (the UI lists only days with data).

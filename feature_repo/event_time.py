@@ -63,14 +63,16 @@ def validate_arrivals(
 
 
 def partition_snapshots(
-    tiles: pd.DataFrame, user_ids: np.ndarray, arrival_day: pd.Timestamp, lateness: Lateness
+    tiles: pd.DataFrame, user_ids: np.ndarray, arrival_day: pd.Timestamp, lateness: Lateness,
+    folds: pd.DataFrame | None = None,
 ) -> dict[pd.Timestamp, pd.DataFrame]:
     """The snapshot files arrival partition P (re)writes, by stamp: P − lateness + 1 … P + 1, every user in each.
 
     `tiles` are the merged tiles of every accepted event known so far (partitions <= P at least). Including tiles
     of later partitions changes nothing that is final: an event accepted by partition Q is stamped on or after
-    Q − lateness, so it can only change stamps Q − lateness + 1 and later, which Q itself rewrites.
+    Q − lateness, so it can only change stamps Q − lateness + 1 and later, which Q itself rewrites. `folds` are the
+    running tiles of the days retention deleted (`feature_repo.lake_fold`), older than every stamp asked for.
     """
     stamps = lateness.revised_stamps(arrival_day)
-    rows = snapshots_from_tiles(tiles, user_ids, stamps)
+    rows = snapshots_from_tiles(tiles, user_ids, stamps, folds)
     return {stamp: part.reset_index(drop=True) for stamp, part in rows.groupby("event_timestamp", sort=True)}

@@ -73,11 +73,12 @@ def materialize(
 
 def partition_snapshots(
     tiles: pd.DataFrame, user_ids: np.ndarray, arrival_day: pd.Timestamp, lateness: Lateness,
-    settings: HyperliftSettings,
+    settings: HyperliftSettings, folds: pd.DataFrame | None = None,
 ) -> dict[pd.Timestamp, pd.DataFrame]:
-    """`event_time.partition_snapshots` (the snapshot files arrival day P rewrites) on the configured engine."""
+    """`event_time.partition_snapshots` (the snapshot files arrival day P rewrites) on the configured engine; `folds`
+    are the lake fold's running tiles (`feature_repo.lake_fold`)."""
     if settings.offline_engine == "spark":
         from feature_repo import spark_snapshots
 
-        return spark_snapshots.partition_snapshots(_spark(settings), tiles, user_ids, arrival_day, lateness)
-    return event_time.partition_snapshots(tiles, user_ids, arrival_day, lateness)
+        return spark_snapshots.partition_snapshots(_spark(settings), tiles, user_ids, arrival_day, lateness, folds)
+    return event_time.partition_snapshots(tiles, user_ids, arrival_day, lateness, folds)

@@ -210,42 +210,53 @@ def tiles_frame(rows: list[np.ndarray]) -> pd.DataFrame:
 
 def write_tiles(
     client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500, fold_through: int | None = None,
+    folds: pd.DataFrame | None = None,
 ) -> int:
-    """Replace the Redis tiles of every user in `tiles` (the batch's), so the stream continues from the batch state.
+    """Replace the Redis tiles of every user in `tiles` or `folds` (the batch's), so the stream continues from the
+    batch state.
 
     Only non-empty fields are stored (absent sums read as 0, absent maxima as none), with each user's lifetime money
     totals (`MONEY_TILES`, which the apply script bounds). The key is rewritten whole: with `fold_through` (a day,
     `TileFolding.through_day`) the days up to it are written as the user's running tile, else one field set per
-    day (the next call or refresh folds them). Returns the users written.
+    day (the next call or refresh folds them). `folds` are running tiles the batch already holds (the lake fold of
+    the days retention deleted, `feature_repo.lake_fold`): written as each user's running tile, counted in the
+    totals, and the days up to `fold_through` folded onto them. Returns the users written.
     """
-    if tiles.empty:
+    lake_folds = empty_folds() if folds is None else folds
+    if tiles.empty and lake_folds.empty:
         return 0
-    folds = {} if fold_through is None else {
-        int(f["user_id"]): f for f in fold_tiles(tiles, empty_folds(), fold_through)[1].to_dict("records")}
+    if fold_through is not None:
+        tiles, lake_folds = fold_tiles(tiles, lake_folds, fold_through)
+    fold_of = {int(f["user_id"]): f for f in lake_folds.to_dict("records")}
     sums, maxes = tiles[list(TILE_SUMS)].to_numpy(), tiles[list(TILE_MAXES)].to_numpy()
     users, days = tiles["user_id"].to_numpy(), tiles["day"].to_numpy()
     bounds = np.flatnonzero(np.diff(users)) + 1  # tiles are sorted by (user, day): one block per user
-    blocks = np.split(np.arange(len(tiles)), bounds)
-    for start in range(0, len(blocks), chunk_users):
+    blocks = {int(users[b[0]]): b for b in np.split(np.arange(len(tiles)), bounds) if len(b)}
+    everyone = sorted(set(blocks) | set(fold_of))
+    money = {column: tiles[column].to_numpy() for column in MONEY_TILES}
+    for start in range(0, len(everyone), chunk_users):
         pipe = client.pipeline(transaction=False)
-        for block in blocks[start:start + chunk_users]:
+        for user in everyone[start:start + chunk_users]:
+            block = blocks.get(user, np.empty(0, dtype=np.int64))
+            fold = fold_of.get(user)
             mapping: dict[str, int | str] = {}
             for i in block:
-                if fold_through is not None and days[i] <= fold_through:
-                    continue  # in the running tile
                 prefix = f"{int(days[i])}:"
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_SUMS, sums[i]) if v})
                 mapping.update({prefix + c: int(v) for c, v in zip(TILE_MAXES, maxes[i]) if v >= 0})
-            mapping[MAX_TS] = int(max(maxes[block].max(), -1))
+            latest = [int(maxes[block].max())] if len(block) else []
+            latest += [int(fold[c]) for c in TILE_MAXES] if fold is not None else []
+            mapping[MAX_TS] = max(latest, default=-1)
             for column in MONEY_TILES:
-                mapping[TOTAL_PREFIX + column] = int(tiles[column].to_numpy()[block].sum())
-            if int(users[block[0]]) in folds:
-                mapping.update(fold_fields(folds[int(users[block[0]])]))
-            key = tiles_key(int(users[block[0]]))
+                mapping[TOTAL_PREFIX + column] = int(money[column][block].sum()) + (
+                    int(fold[column]) if fold is not None else 0)
+            if fold is not None:
+                mapping.update(fold_fields(fold))
+            key = tiles_key(user)
             pipe.delete(key)
             pipe.hset(key, mapping=mapping)
         pipe.execute()
-    return len(blocks)
+    return len(everyone)
 
 
 def fold_user_tiles(

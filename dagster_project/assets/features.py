@@ -2,12 +2,15 @@
 sources of the Feast views."""
 
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
 from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
 from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import ACTIVITY_TILES, CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
+from feature_repo.lake_fold import read_lake_fold
 from feature_repo.offline_engine import partition_snapshots
 from feature_repo.transforms import event_tiles, merge_tiles, user_profile_rows
 from infra.settings import HyperliftSettings
@@ -28,14 +31,21 @@ def user_activity_features(
     keys = sorted(context.partition_keys)
     users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
     engine = HyperliftSettings()  # HYPERLIFT_OFFLINE_ENGINE: snapshots single-process (pandas) or on Spark
-    others = [k for k in lake.partition_keys(ACTIVITY_TILES) if k not in set(keys)]
-    tiles = merge_tiles(lake.read_partitions(ACTIVITY_TILES, others)) if others else merge_tiles()
+    fold = read_lake_fold(Path(lake.root))  # the running tiles of the days retention deleted
+    folded = [k for k in keys if fold.covers(k)]
+    if folded:
+        raise ValueError(f"arrival days {folded[:3]} are in the lake fold through {fold.through} (retention deleted "
+                         "their tiles after folding them): re-running them would count their events twice; run only "
+                         f"arrival days after {fold.through}")
+    others = [k for k in lake.partition_keys(ACTIVITY_TILES) if k not in set(keys) and not fold.covers(k)]
+    tiles = fold.tiles_with(lake.read_partitions(ACTIVITY_TILES, others)) if others else fold.tiles_with()
     written, revised = 0, 0
     for key in keys:
         day_tiles = event_tiles(lake.read_partitions(VALIDATED_EVENTS, [key]))
         lake.write_partition(ACTIVITY_TILES, key, day_tiles)
         tiles = merge_tiles(tiles, day_tiles)
-        for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness, engine).items():
+        for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness, engine,
+                                               fold.folds).items():
             if stamp <= FIRST_STAMP:  # covers nothing: no event arrives before the first arrival day
                 continue
             stamp_key = stamp.strftime("%Y-%m-%d")

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from feature_repo.event_time import Lateness
 from infra.audit import cli_actor
 from infra.erasure.procedure import Target, erase, export
 from infra.erasure.retention import enforce
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     retention_cmd = commands.add_parser("retention", help="delete what is older than each store's retention period")
     retention_cmd.add_argument("--now", help="ISO-8601 instant with offset (simulated time); default: the wall clock")
     retention_cmd.add_argument("--dry-run", action="store_true")
+    retention_cmd.add_argument("--allowed-lateness-days", type=int, default=Lateness().allowed_days,
+                               help="the pipeline's allowed lateness (EventTimeResource), for folding expiring "
+                                    "activity tiles; default %(default)s")
     args = parser.parse_args(argv)
     target = Target.from_env()
     if args.command == "erase":
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 now = datetime.fromisoformat(args.now.replace("Z", "+00:00")).timestamp()
             except ValueError:
                 parser.error(f"--now {args.now!r} is not an ISO-8601 instant (e.g. 2026-11-01T00:00:00Z)")
-        report = enforce(target, RetentionSettings(), now=now, dry_run=args.dry_run)
+        report = enforce(target, RetentionSettings(), now=now, dry_run=args.dry_run,
+                         lateness=Lateness(args.allowed_lateness_days))
         print(json.dumps(report, indent=2))
     return 0
 

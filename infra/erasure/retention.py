@@ -5,6 +5,10 @@
 - Redis stream entries are dated by their ids (the server's wall clock) and trimmed only up to what the drain's
   group has delivered and has no pending entry for (everything trimmed is in the lake);
 - write-ahead segments of finished writers, log files, the audit trail and receipts are dated by modification time.
+
+Activity tile partitions are folded into the lake's running tiles before they go (`feature_repo.lake_fold`): the
+activity features are cumulative, and the fold keeps every later snapshot and the Redis tiles bit-identical to
+what the deleted days gave.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import redis
 
+from feature_repo.event_time import Lateness
+from feature_repo.lake_fold import fold_expiring, read_lake_fold, write_lake_fold
 from infra.audit import default_log
 from infra.erasure import redis_store
 from infra.erasure.landing import landing_dir
@@ -118,9 +125,33 @@ def trim_streams(client: redis.Redis, days: int, wall: float, dry_run: bool) -> 
     return trimmed
 
 
+TILES_TABLE = "features/activity_tiles"
+
+
+def fold_expiring_tiles(data_dir: Path, expiring: list[Path], lateness: Lateness, dry_run: bool) -> dict[str, Any]:
+    """Fold the expiring activity tile partitions among `expiring` into the lake fold (written unless `dry_run`);
+    what was folded, for the report."""
+    root = data_dir / TILES_TABLE
+    parts = {p.stem: p for p in expiring if p.parent == root}
+    if not parts:
+        return {}
+    kept = {p.stem: pd.read_parquet(p, columns=["day"]) for p in sorted(root.glob("*.parquet"))
+            if p.stem not in parts}
+    current = read_lake_fold(data_dir)
+    fold = fold_expiring(current, {k: pd.read_parquet(p) for k, p in sorted(parts.items())}, kept, lateness)
+    if fold is not current and not dry_run:
+        write_lake_fold(data_dir, fold)
+    return {"through": fold.through, "fold_day": fold.fold_day, "users": len(fold.folds),
+            "carried_tiles": len(fold.carried),
+            "partitions_folded": sorted(k for k in parts if not current.covers(k))}
+
+
 def enforce(target: Target, retention: RetentionSettings, now: float | None = None, dry_run: bool = False,
-            actor: str = "retention") -> dict[str, Any]:
-    """Delete what each store holds beyond its period; returns what was (or, dry, would be) deleted per store."""
+            actor: str = "retention", lateness: Lateness | None = None) -> dict[str, Any]:
+    """Delete what each store holds beyond its period; returns what was (or, dry, would be) deleted per store.
+
+    `lateness` is the pipeline's allowed lateness (EventTimeResource; default `Lateness()`): expiring activity tiles
+    are folded through the last expiring arrival day minus it before they are deleted."""
     home, data_dir, wall = target.settings.home, target.settings.data_dir, time.time()
     now = wall if now is None else now
     spill_dirs = [d for d in target.spill_root.glob("*/*") if d.is_dir() and _writer_ended(d)] \
@@ -137,6 +168,8 @@ def enforce(target: Target, retention: RetentionSettings, now: float | None = No
     }
     report: dict[str, Any] = {store: [str(p.relative_to(home)) if p.is_relative_to(home) else str(p) for p in paths]
                               for store, paths in files.items()}
+    # Before any tile partition goes: its tiles into the lake fold (a failure here deletes nothing).
+    report["activity_fold"] = fold_expiring_tiles(data_dir, files["lake"], lateness or Lateness(), dry_run)
     if not dry_run:
         for paths in files.values():
             for path in paths:

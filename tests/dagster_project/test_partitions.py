@@ -123,3 +123,62 @@ def test_only_days_the_instance_lacks_are_registered():
     assert DECISION_DAYS.get_partition_keys(dynamic_partitions_store=instance) == []
     instance.add_dynamic_partitions(DECISION_DAYS.name, ["2026-10-31"])
     assert unregistered_decision_days(instance, ["2026-10-31", "2026-11-02"]) == ["2026-11-02"]
+
+
+def _redis_features(resources: dict, users: np.ndarray, stamps: pd.DatetimeIndex) -> np.ndarray:
+    """The activity features the Redis tiles `online_tiles` wrote give at `stamps` (running tiles included)."""
+    import redis
+
+    from feature_repo.stream import parse_tiles, tiles_frame, tiles_key
+    from feature_repo.tile_fold import folds_frame, parse_fold
+    from feature_repo.transforms import ACTIVITY_FEATURES
+
+    client = redis.Redis.from_url(resources["redis"].url)
+    tiles, folds = [], []
+    for user in users:
+        fields = client.hgetall(tiles_key(int(user)))
+        tiles.append(parse_tiles(int(user), fields)[0])
+        if (fold := parse_fold(int(user), fields)) is not None:
+            folds.append(fold)
+    rows = snapshots_from_tiles(tiles_frame(tiles), users, stamps, folds_frame(folds))
+    return rows[list(ACTIVITY_FEATURES)].to_numpy(np.float32)
+
+
+def test_retention_folds_old_tiles_and_later_days_write_the_same_features(tmp_path, redis_databases):
+    from dagster_project.assets.stream_state import online_tiles
+    from feature_repo.event_time import Lateness
+    from feature_repo.lake_fold import read_lake_fold
+    from infra.erasure.procedure import Target
+    from infra.erasure.retention import enforce
+    from infra.erasure.settings import RetentionSettings
+
+    home = tmp_path / "hl"
+    resources = _resources(home, redis_databases.fresh())
+    _run(resources, ASSETS, shop_days(SHOP))
+    lake: DataLakeResource = resources["lake"]
+    users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
+    stamps = pd.DatetimeIndex([pd.Timestamp("2026-10-07", tz="UTC"), pd.Timestamp("2026-10-07T13:00Z")])
+    online_tiles(dg.build_asset_context(), lake=lake, redis=resources["redis"], event_time=resources["event_time"])
+    online_before = _redis_features(resources, users, stamps)
+    kept = {f"{table}/{day}" for table in (ACTIVITY_TILES, USER_ACTIVITY) for day in ("2026-10-05", "2026-10-06")}
+    expected = {k: v for k, v in _lake_bytes(resources).items() if k in kept or k.endswith("2026-10-07")}
+
+    # One day of feature retention as of 10-06 00:00: the tile partitions of arrival days 10-01 … 10-04 go.
+    target = Target(HyperliftSettings(home=home, reports_dir=home / "reports"), resources["redis"].url, "salt",
+                    home / "serving" / "decision_wal")
+    report = enforce(target, RetentionSettings(features_days=1), now=pd.Timestamp("2026-10-06T00:00Z").timestamp(),
+                     lateness=Lateness(2))
+    assert report["activity_fold"]["partitions_folded"] == DAYS[:4]
+    assert lake.partition_keys(ACTIVITY_TILES) == DAYS[4:]
+    fold = read_lake_fold(Path(lake.root))
+    assert fold.through == "2026-10-04" and len(fold.folds) > 0 and len(fold.carried) > 0
+
+    # The days after the fold re-run to the same bytes; the Redis tiles give the same features.
+    _run(resources, PARTITIONED, partition_range_tags(DAYS[4], DAYS[5]))
+    after = _lake_bytes(resources)
+    assert {k: after[k] for k in expected} == expected
+    online_tiles(dg.build_asset_context(), lake=lake, redis=resources["redis"], event_time=resources["event_time"])
+    assert np.array_equal(_redis_features(resources, users, stamps), online_before)
+    # A folded day cannot run again: its events would count twice.
+    with pytest.raises(Exception, match=r"in the lake fold through 2026-10-04 .* count their events twice"):
+        _run(resources, PARTITIONED, partition_range_tags(DAYS[3], DAYS[4]))

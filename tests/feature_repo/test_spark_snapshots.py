@@ -63,3 +63,19 @@ def test_snapshots_at_any_stamps_and_without_tiles(spark):
     empty = merge_tiles()
     pd.testing.assert_frame_equal(snapshots(spark, empty, users, stamps), snapshots_from_tiles(empty, users, stamps),
                                   check_exact=True)
+
+
+def test_partition_snapshots_with_the_lake_fold_on_spark_equal_the_single_process_ones(spark):
+    from feature_repo.transforms import empty_folds, fold_tiles
+
+    tiles = random_tiles(3)
+    left, folds = fold_tiles(tiles, empty_folds(), DAY0 + 30)  # retention folded the first 31 days
+    assert len(folds) and left["day"].min() > DAY0 + 30
+    users = np.r_[np.random.default_rng(4).permutation(400)[:380], 10_000].astype(np.int64)
+    engines = [HyperliftSettings(offline_engine=name, spark_master=SPARK_TEST_MASTER) for name in ("pandas", "spark")]
+    lateness = Lateness(2)
+    expected, actual = (partition_snapshots(left, users, ARRIVAL, lateness, engine, folds) for engine in engines)
+    unfolded = partition_snapshots(tiles, users, ARRIVAL, lateness, engines[0])
+    for stamp in expected:
+        pd.testing.assert_frame_equal(actual[stamp], expected[stamp], check_exact=True, obj=str(stamp))
+        pd.testing.assert_frame_equal(expected[stamp], unfolded[stamp], check_exact=True, obj=str(stamp))

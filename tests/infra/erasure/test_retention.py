@@ -95,4 +95,41 @@ def test_a_period_of_zero_keeps_everything(home):
     keep = RetentionSettings(raw_events_days=0, quarantine_days=0, decision_log_days=0, spill_days=0, logs_days=0,
                              audit_days=0, stream_days=0)
     report = enforce(target(settings, url), keep, now=NOW)
-    assert report == {"lake": [], "landing": [], "decision_spill": [], "logs": [], "audit": [], "redis_streams": {}}
+    assert report == {"lake": [], "landing": [], "decision_spill": [], "logs": [], "audit": [], "activity_fold": {},
+                      "redis_streams": {}}
+
+
+def test_expiring_activity_tiles_are_folded_before_they_go(home):
+    from feature_repo.event_time import Lateness
+    from feature_repo.lake_fold import read_lake_fold
+    from feature_repo.transforms import merge_tiles
+    from tests.feature_repo.test_lake_fold import _partitions
+
+    settings, online_redis_url = home
+    parts = _partitions(9)  # arrival days 2025-01-01 … 2025-03-01, late by up to 2 days
+    root = settings.data_dir / "features/activity_tiles"
+    root.mkdir(parents=True)
+    for key, tiles in parts.items():
+        tiles.to_parquet(root / f"{key}.parquet", index=False)
+    now = pd.Timestamp("2025-02-21T00:00:00Z").timestamp()  # 30 days kept: arrival days up to 2025-01-21 expire
+    keep = RetentionSettings(features_days=30)
+    expired = sorted(k for k in parts if k <= "2025-01-21")
+
+    dry = enforce(target(settings, online_redis_url), keep, now=now, dry_run=True)
+    assert dry["activity_fold"]["partitions_folded"] == expired and dry["activity_fold"]["through"] == "2025-01-21"
+    assert read_lake_fold(settings.data_dir).through is None and len(list(root.iterdir())) == len(parts)
+
+    report = enforce(target(settings, online_redis_url), keep, now=now, lateness=Lateness(2))
+    assert [p for p in report["lake"] if "activity_tiles" in p] == [
+        f"data/features/activity_tiles/{k}.parquet" for k in expired]
+    fold = read_lake_fold(settings.data_dir)
+    assert (fold.through, report["activity_fold"]["through"]) == ("2025-01-21", "2025-01-21")
+    assert sorted(p.stem for p in root.iterdir()) == sorted(k for k in parts if k > "2025-01-21")
+    everything = merge_tiles(*parts.values())
+    left = fold.tiles_with(*(pd.read_parquet(p) for p in sorted(root.iterdir())))
+    for column in ("views", "purchases", "revenue_micros"):
+        assert int(fold.folds[column].sum() + left[column].sum()) == int(everything[column].sum())
+    # A second run a day later folds one more partition onto the fold.
+    again = enforce(target(settings, online_redis_url), keep, now=now + DAY)
+    assert again["activity_fold"]["partitions_folded"] == ["2025-01-22"]
+    assert read_lake_fold(settings.data_dir).through == "2025-01-22"
