@@ -22,6 +22,18 @@ its own, not all at one instant: stop the writers (Dagster runs, the decision se
 consistent across stores; a running service's write-ahead files are copied as they are and replayed after a restore
 (the drain keeps each decision once).
 
+A Redis Cluster (`REDIS_URL=redis+cluster://…`) is backed up the same way, as a logical dump: each master's own keys
+(SCAN on that master, DUMP + PTTL pipelined to it), into the same `redis.jsonl.gz`; the manifest records every
+master with the slot ranges it served and its key count. Restore sends each RESTORE to whichever master serves the
+key's slot *in the target*, so a backup goes back into the same cluster, a new one with another node count or slot
+layout, or a single server (and a single server's backup into a cluster). Why not each master's RDB file: a node
+loads an RDB only at start, from its own folder, and keeps only the keys of the slots it serves, so RDB files
+restore only into a cluster of the same shape, with its nodes stopped and the files placed by hand, which managed
+clusters do not allow; DUMP payloads go through the protocol, to any layout. Neither is one instant across masters
+(each node would fork at its own moment too): stop the writers for a consistent backup, as for the other stores.
+Replicas hold copies of their masters' keys and are not read. Do not reshard while a backup runs: a key moved
+between masters during the scans could be read on both or on neither.
+
 `restore` refuses a store that already holds data (a file in its folder, a key in the Redis database, a table in a
 database): wipe it, or pass --replace to delete what is there first. It checks every file's checksum before
 writing anything. A home restored to another path is rewritten to its new location the first time a process opens
@@ -47,10 +59,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 from infra.audit import audit_dir
 from infra.home_location import LOCATION_FILE
 from infra.profile import postgres_databases
+from infra.redis_cluster import is_cluster_url, master_connections, redis_client
 from infra.settings import HyperliftSettings
 
 FORMAT = 1
@@ -171,7 +185,10 @@ def sha256(path: Path) -> str:
 
 
 def backup_redis(url: str, target: Path) -> int:
-    """Every key of the URL's database (DUMP payload and remaining TTL) into a gzipped JSON-lines file; the count."""
+    """Every key of the URL's database (DUMP payload and remaining TTL) into a gzipped JSON-lines file; the count.
+    A cluster URL: every master's keys (`backup_redis_cluster`)."""
+    if is_cluster_url(url):
+        return sum(master["keys"] for master in backup_redis_cluster(url, target))
     client = redis.Redis.from_url(url, socket_timeout=30)
     n = 0
     with gzip.open(target, "wt") as out:
@@ -186,12 +203,23 @@ def backup_redis(url: str, target: Path) -> int:
     return n
 
 
-def _dump_keys(client: redis.Redis, keys: list[bytes], out) -> int:  # noqa: ANN001 - a text file
+def _dump_keys(client: redis.Redis, keys: list[bytes], out,  # noqa: ANN001 - a text file
+               cluster: RedisCluster | None = None) -> int:
+    """DUMP and PTTL of `keys`, pipelined on `client`, written as lines; the count. With `cluster`, `client` is one
+    master's own connection: a key whose slot moved away since the scan (answered MOVED or ASK) is read again
+    through the cluster client, which follows the redirection."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.dump(key)
         pipe.pttl(key)
-    replies = pipe.execute()
+    replies = pipe.execute(raise_on_error=cluster is None)
+    if cluster is not None:
+        for index, key in enumerate(keys):
+            errors = [r for r in replies[2 * index:2 * index + 2] if isinstance(r, Exception)]
+            if any(not isinstance(e, redis.exceptions.AskError) for e in errors):  # MovedError is an AskError
+                raise errors[0]
+            if errors:
+                replies[2 * index], replies[2 * index + 1] = cluster.dump(key), cluster.pttl(key)
     n = 0
     for key, payload, ttl in zip(keys, replies[0::2], replies[1::2]):
         if payload is None:  # expired or deleted since the scan
@@ -204,15 +232,56 @@ def _dump_keys(client: redis.Redis, keys: list[bytes], out) -> int:  # noqa: ANN
     return n
 
 
+def backup_redis_cluster(url: str, target: Path) -> list[dict]:
+    """Every master's keys (DUMP payload and remaining TTL) into a gzipped JSON-lines file, the same format as one
+    server's; per master, what the manifest records: {"node", "slots": [[first, last], ...], "keys"}. A failed master
+    or uncovered slots stop it (infra.redis_cluster.master_connections): a backup missing a shard is no backup."""
+    client = redis_client(url)
+    if not isinstance(client, RedisCluster):
+        raise BackupError(f"{_masked(url)} is not a redis+cluster:// URL; back one server up with backup_redis")
+    masters: list[dict] = []
+    try:
+        with gzip.open(target, "wt") as out:
+            for node, connection in master_connections(client):
+                n = 0
+                keys: list[bytes] = []
+                for key in connection.scan_iter(count=1000):  # this master's own keys only
+                    keys.append(key)
+                    if len(keys) >= REDIS_BATCH:
+                        n += _dump_keys(connection, keys, out, cluster=client)
+                        keys = []
+                n += _dump_keys(connection, keys, out, cluster=client)
+                masters.append({"node": node.name, "slots": [list(r) for r in node.slots], "keys": n})
+    finally:
+        client.close()
+    return masters
+
+
+def _redis_size(client: redis.Redis | RedisCluster) -> int:
+    """Keys in the database: DBSIZE of one server, or the sum over every master (redis-py 7.4 sends a bare DBSIZE
+    to one node of a cluster)."""
+    if isinstance(client, RedisCluster):
+        return int(client.dbsize(target_nodes=RedisCluster.PRIMARIES))
+    return int(client.dbsize())
+
+
 def restore_redis(url: str, source: Path, replace: bool) -> int:
-    """RESTORE every key of the backup into the URL's database (which must be empty unless `replace`); the count."""
-    client = redis.Redis.from_url(url, socket_timeout=30)
+    """RESTORE every key of the backup into the URL's database (which must be empty unless `replace`); the count.
+    On a cluster each key goes to the master that serves its slot there (redis-py's cluster pipeline splits the
+    batch per node), whatever layout the backed-up cluster had."""
+    if is_cluster_url(url):
+        client: redis.Redis | RedisCluster = redis_client(url)
+    else:
+        client = redis.Redis.from_url(url, socket_timeout=30)
     try:
         if replace:
-            client.flushdb()
-        elif client.dbsize():
+            if isinstance(client, RedisCluster):
+                client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                client.flushdb()
+        elif size := _redis_size(client):
             raise BackupError(
-                f"Redis {_masked(url)} holds {client.dbsize()} key(s); restore into an empty database (FLUSHDB) or "
+                f"Redis {_masked(url)} holds {size} key(s); restore into an empty database (FLUSHDB) or "
                 "pass --replace"
             )
         n = 0
@@ -299,8 +368,12 @@ def create(directory: Path, settings: HyperliftSettings | None = None) -> dict:
         "stores": {}, "files": {},
     }
     with redis_of(settings) as url:
-        keys = backup_redis(url, directory / REDIS_FILE)
-        manifest["stores"]["redis"] = {"kind": "redis", "keys": keys}
+        if is_cluster_url(url):
+            masters = backup_redis_cluster(url, directory / REDIS_FILE)
+            manifest["stores"]["redis"] = {"kind": "redis", "keys": sum(m["keys"] for m in masters),
+                                           "cluster_masters": masters}
+        else:
+            manifest["stores"]["redis"] = {"kind": "redis", "keys": backup_redis(url, directory / REDIS_FILE)}
         stores = file_stores(settings, url)
     for store in stores:
         excluded = _excluded(store, stores, settings)
@@ -411,9 +484,9 @@ def _check_empty_postgres(url: str) -> None:
 
 
 def _check_empty_redis(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=30)
+    client = redis_client(url) if is_cluster_url(url) else redis.Redis.from_url(url, socket_timeout=30)
     try:
-        size = client.dbsize()
+        size = _redis_size(client)
     finally:
         client.close()
     if size:

@@ -191,3 +191,89 @@ def slot_client(url: str, key: str, timeout_s: float) -> redis.Redis:
         password=address.password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None,
     )
     return redis.Redis(connection_pool=pool)
+
+
+# -- every node: the tools that act on each node's own data or files (backup, erasure) ----------------------------
+
+
+@dataclass(frozen=True)
+class NodeRole:
+    """One node of a cluster as CLUSTER NODES lists it: address, role, the slot ranges it serves (a master's), and
+    whether the cluster holds it for failed (flag `fail`/`fail?`, `noaddr`, or its link down)."""
+
+    host: str
+    port: int
+    role: str  # "master" | "replica"
+    slots: tuple[tuple[int, int], ...] = ()
+    failed: bool = False
+
+    @property
+    def name(self) -> str:
+        """`host:port`, as redis-py names nodes."""
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        """`host:port (master, slots 0-5460)` / `host:port (replica)`: how receipts and manifests name the node."""
+        if self.role != "master":
+            return f"{self.name} ({self.role})"
+        ranges = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.slots) or "no slots"
+        return f"{self.name} (master, slots {ranges})"
+
+
+def cluster_topology(client: RedisCluster) -> list[NodeRole]:
+    """Every node of the cluster, masters first (by first slot), then replicas (by address), from CLUSTER NODES as
+    one node answers it. CLUSTER SLOTS, which redis-py's node cache is built from, leaves failed replicas out; a
+    tool that must reach every node's files (erasure) has to see those too, to say it could not."""
+    candidates = [client.get_default_node(), *client.get_primaries(), *client.get_replicas()]
+    error: redis.exceptions.RedisError | None = None
+    for seed in dict.fromkeys(c for c in candidates if c is not None):  # the first node that answers
+        try:
+            listed = client.execute_command("CLUSTER NODES", target_nodes=seed)
+            break
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            error = exc
+    else:
+        raise redis.exceptions.ConnectionError(f"no node of the cluster answered CLUSTER NODES ({error})")
+    nodes: list[NodeRole] = []
+    for address, fields in listed.items():
+        flags = set(str(fields["flags"]).split(","))
+        if "handshake" in flags:  # being introduced: not yet a member (no id agreed, no data)
+            continue
+        host, _, port = address.rpartition(":")
+        host = host or seed.host  # a node that never learnt its own address lists itself as ":port"
+        slots = tuple((int(r[0]), int(r[-1])) for r in fields.get("slots", []))
+        failed = bool(flags & {"fail", "fail?", "noaddr"}) or (not fields.get("connected", True)
+                                                                 and "myself" not in flags)
+        role = "master" if "master" in flags else "replica"
+        nodes.append(NodeRole(host, int(port), role, tuple(sorted(slots)), failed))
+    return sorted(nodes, key=lambda n: (n.role != "master", n.slots[:1] or ((SLOTS, SLOTS),), n.host, n.port))
+
+
+def node_connection(client: RedisCluster, node: NodeRole) -> redis.Redis:
+    """A plain client of one node (its own keys, INFO, CONFIG, BGSAVE), with the cluster client's credentials and
+    timeouts; redis-py's cached connection when the node is in its map, else a new one (a replica CLUSTER SLOTS
+    left out)."""
+    known: ClusterNode | None = client.get_node(host=node.host, port=node.port)
+    if known is None:
+        known = ClusterNode(node.host, node.port)
+        client.nodes_manager.create_redis_connections([known])
+    return client.get_redis_connection(known)
+
+
+def master_connections(client: RedisCluster) -> list[tuple[NodeRole, redis.Redis]]:
+    """(master, its own client) for every master that serves slots. Raises when a master is failed or slots are
+    uncovered: a tool reading every key (backup) must not silently skip a shard."""
+    masters = [n for n in cluster_topology(client) if n.role == "master" and n.slots]
+    down = [n.describe() for n in masters if n.failed]
+    if down:
+        raise redis.exceptions.ClusterDownError(
+            f"master(s) {', '.join(down)} marked failed: wait for a replica to take over (CLUSTER NODES shows a "
+            "new master for their slots) and run this again"
+        )
+    covered = sum(b - a + 1 for n in masters for a, b in n.slots)
+    if covered != SLOTS:
+        raise redis.exceptions.ClusterDownError(
+            f"the masters serve {covered} of {SLOTS} slots: fix the cluster (redis-cli --cluster check/fix) and run "
+            "this again"
+        )
+    return [(n, node_connection(client, n)) for n in masters]

@@ -26,6 +26,7 @@ from infra.erasure.anonymise import Anonymiser
 from infra.erasure.receipt import Receipt, StoreReport, write_receipt
 from infra.erasure.settings import ErasureSettings
 from infra.erasure.subject import Subject
+from infra.redis_cluster import redis_client
 from infra.settings import HyperliftSettings
 from serving.store.decision_log import (
     CONSENT_FORMAT, DECISION_FORMAT, DECISION_STREAM, DRAIN_GROUP, OUTCOME_FORMAT, OUTCOME_STREAM, QUARANTINE_FORMAT,
@@ -125,7 +126,7 @@ def erase(user_id: int, target: Target, actor: str, reason: str = "data subject 
     home, data_dir = target.settings.home, target.settings.data_dir
     receipt = Receipt(user_key=subject.user_key, actor=actor, reason=reason, started=time.time())
     anonymiser = Anonymiser()
-    client = redis.Redis.from_url(target.redis_url)
+    client = redis_client(target.redis_url)  # redis.Redis, or RedisCluster for a redis+cluster:// URL
     try:
         drained = drain_streams(client, data_dir)
         receipt.report("lake").notes.append(f"drained {drained} stream rows into the lake first")
@@ -164,7 +165,7 @@ def export(user_id: int, target: Target, out_dir: Path | None = None) -> Path:
     folder = Path(out_dir or exports_dir(target.settings)) / subject.user_key
     folder.mkdir(parents=True, exist_ok=True)
     files = [str(p.relative_to(folder)) for p in lake.export_lake(target.settings.data_dir, subject, folder)]
-    client = redis.Redis.from_url(target.redis_url)
+    client = redis_client(target.redis_url)
     try:
         sections: dict[str, Any] = {
             "redis_keys.json": redis_store.export_keys(client, subject),

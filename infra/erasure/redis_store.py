@@ -15,6 +15,13 @@ copied, the consumer groups are re-created and the copy is renamed over the stre
 delivered again (its last-delivered id is set before the oldest of them): the lake drops the duplicates on read.
 
 Finally BGREWRITEAOF and BGSAVE rewrite the server's files from memory, which no longer holds the user.
+
+On a Redis Cluster (the client a `redis+cluster://` URL builds, infra.redis_cluster.redis_client) the same code
+runs: SCAN goes to every master (redis-py 7.4's RedisCluster routes SCAN to all primaries and scan_iter follows
+each node's cursor), DEL of keys on several slots is split per slot by redis-py (one DEL per slot, never CROSSSLOT),
+the copy of a stream is `{<stream>}:erasure-copy` (its hash tag is the stream's name, so the finishing script's two
+keys share the stream's slot), and the files are rewritten on every node, masters and replicas alike, since each
+keeps its own append-only file and snapshot holding its copy of the data (`persist`).
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from infra.erasure.anonymise import Anonymiser
 from infra.erasure.receipt import StoreReport
 from infra.erasure.subject import Subject
+from infra.redis_cluster import NodeRole, cluster_topology, node_connection
 from serving.store.outcomes import claim_key
 
 TILES_PREFIX = "hyperlift:tiles:"  # feature_repo/stream.py
@@ -92,8 +102,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def user_keys(client: redis.Redis, subject: Subject) -> list[bytes]:
-    """Every key of the user that exists (Feast row, tiles, seen markers, consent, caps)."""
+def user_keys(client: redis.Redis | RedisCluster, subject: Subject) -> list[bytes]:
+    """Every key of the user that exists (Feast row, tiles, seen markers, consent, caps); on a cluster the SCANs
+    visit every master."""
     named = [subject.entity_key, f"{TILES_PREFIX}{subject.hash_tag}".encode(),
              f"{CONSENT_PREFIX}:{subject.hash_tag}".encode()]
     found = [key for key in named if client.exists(key)]
@@ -201,35 +212,148 @@ def rebuild_stream(client: redis.Redis, stream: str, subject: Subject, anonymise
                        "when its producers are quieter")
 
 
-def persist(client: redis.Redis, report: StoreReport, home: Path, timeout_s: float = PERSIST_TIMEOUT_S) -> None:
-    """Rewrite the append-only file and the snapshot from memory (BGREWRITEAOF, BGSAVE), waiting for both."""
+def persist(client: redis.Redis | RedisCluster, report: StoreReport, home: Path,
+            timeout_s: float = PERSIST_TIMEOUT_S) -> None:
+    """Rewrite the append-only file and the snapshot from memory (BGREWRITEAOF, BGSAVE), waiting for both. On a
+    cluster, on every node (`persist_cluster`)."""
+    if isinstance(client, RedisCluster):
+        persist_cluster(client, report, home, timeout_s)
+        return
+    written: list[tuple[str, Path]] = []
+    try:
+        _persist_node(client, timeout_s, written)
+    except ConfigRefused as exc:  # managed Redis without CONFIG
+        report.notes.append(f"CONFIG refused ({exc}): the server's own files were not rewritten; ask its operator")
+    finally:  # what was rewritten before a failure is in the receipt too
+        report.files_rewritten += [_shown(path, home) for _, path in written]
+
+
+def persist_cluster(client: RedisCluster, report: StoreReport, home: Path,
+                    timeout_s: float = PERSIST_TIMEOUT_S) -> None:
+    """`persist` on every node of the cluster, masters and replicas (each has its own files with its copy of the
+    data), all at once (each node forks its own child; waiting for them in turn would add their times up). The
+    receipt gets each file as `host:port:<path>` and one note per node saying what was rewritten and the status it
+    reported. A node that is down or refuses is reported, the others are still rewritten, then the erasure fails so
+    that it is run again once the node is back (or forgotten by the cluster, CLUSTER FORGET, if it is gone)."""
+    nodes = cluster_topology(client)
+    failures: list[str] = []
+
+    written: dict[str, list[tuple[str, Path]]] = {node.name: [] for node in nodes}
+
+    def one(node: NodeRole) -> None:
+        own = node_connection(client, node)
+        if node.role == "replica":
+            _wait_replicated(client, own, timeout_s)
+        _persist_node(own, timeout_s, written[node.name], on_another_machine=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        futures = {node: pool.submit(one, node) for node in nodes if not node.failed}
+        for node in nodes:
+            if node.failed:
+                failures.append(f"{node.describe()}: marked failed by the cluster, its files were not rewritten")
+                report.notes.append(f"{node.describe()}: down, files not rewritten")
+                continue
+            try:
+                futures[node].result()
+            except ConfigRefused as exc:  # a managed cluster: as for one managed server, noted
+                report.notes.append(f"{node.describe()}: CONFIG refused ({exc}): its files were not rewritten; ask "
+                                    "the cluster's operator")
+                continue
+            except (redis.exceptions.RedisError, RuntimeError, TimeoutError) as exc:
+                failures.append(f"{node.describe()}: {exc}")
+                report.notes.append(f"{node.describe()}: failed: {exc}")
+                continue
+            finally:
+                report.files_rewritten += [f"{node.name}:{path}" for _, path in written[node.name]]
+            done = ", ".join(f"{command} ok" for command, _ in written[node.name])
+            report.notes.append(f"{node.describe()}: {done or 'no append-only file or snapshot to rewrite'}")
+    if failures:
+        raise RuntimeError(
+            f"the files of {len(failures)} of {len(nodes)} cluster node(s) were not rewritten and may still hold the "
+            f"user ({'; '.join(failures)}); bring the node(s) back (or CLUSTER FORGET one that is gone) and run the "
+            "erasure again"
+        )
+
+
+def _wait_replicated(client: RedisCluster, replica: redis.Redis, timeout_s: float) -> None:
+    """Until the replica has applied everything its master had written when this was called (the erasure's deletes
+    and renames): replication is asynchronous, and a replica's snapshot taken before the DEL arrived would still
+    hold the user."""
+    info = replica.info("replication")
+    master = node_connection(client, NodeRole(_text(info["master_host"]), int(info["master_port"]), "master"))
+    target = int(master.info("replication")["master_repl_offset"])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = replica.info("replication")
+        if info.get("master_link_status") == "up" and int(info.get("slave_repl_offset", -1)) >= target:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the replica did not catch up with its master {info['master_host']}:{info['master_port']} within "
+                f"{timeout_s} s (link {info.get('master_link_status')}, offset {info.get('slave_repl_offset')} of "
+                f"{target}); its files were not rewritten: check the replication link and run the erasure again"
+            )
+        time.sleep(0.02)
+
+
+class ConfigRefused(Exception):
+    """The server refused CONFIG GET (a managed Redis): its files cannot be located or rewritten by us."""
+
+
+def _persist_node(client: redis.Redis, timeout_s: float, written: list[tuple[str, Path]],
+                  on_another_machine: bool = False) -> None:
+    """BGREWRITEAOF (if the append-only file is on) then BGSAVE (if save points are set or a snapshot exists) on one
+    server, each waited for and its status checked; appends each (command, file) to `written` once done (so a
+    failure of the second leaves the first reported). `on_another_machine`: the server's folder may not be visible
+    here, so whether it has a snapshot is asked of the server too. Raises ConfigRefused when CONFIG is refused,
+    before rewriting anything."""
     try:
         aof = _text(client.config_get("appendonly").get("appendonly", "no")) == "yes"
-        config = client.config_get("dir")
-        directory = _text(config.get("dir", ""))
+        directory = _text(client.config_get("dir").get("dir", ""))
         dbfilename = _text(client.config_get("dbfilename").get("dbfilename", "dump.rdb"))
         saves = _text(client.config_get("save").get("save", ""))
-    except redis.exceptions.ResponseError as exc:  # managed Redis without CONFIG
-        report.notes.append(f"CONFIG refused ({exc}): the server's own files were not rewritten; ask its operator")
-        return
+        diskless_load = _text(client.config_get("repl-diskless-load").get("repl-diskless-load", "disabled"))
+    except redis.exceptions.ResponseError as exc:
+        raise ConfigRefused(str(exc)) from exc
     if aof:
-        _wait_idle(client, timeout_s)
-        client.bgrewriteaof()
+        _start(client, client.bgrewriteaof, timeout_s)
         _wait_idle(client, timeout_s)
         _check(client, "aof_last_bgrewrite_status", "BGREWRITEAOF")
-        report.files_rewritten.append(_shown(Path(directory) / _text(client.config_get("appendfilename").get(
-            "appendfilename", "appendonly.aof")), home))
-    if saves or (Path(directory) / dbfilename).exists():
-        before = int(client.info("persistence")["rdb_last_save_time"])
+        written.append(("BGREWRITEAOF", Path(directory) / _text(client.config_get("appendfilename").get(
+            "appendfilename", "appendonly.aof"))))
+    if saves or (Path(directory) / dbfilename).exists() or (
+            on_another_machine and _snapshot_on_node(client, diskless_load)):
+        _start(client, client.bgsave, timeout_s)
         _wait_idle(client, timeout_s)
-        client.bgsave()
-        deadline = time.monotonic() + timeout_s
-        while int(client.info("persistence")["rdb_last_save_time"]) == before or _busy(client):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"BGSAVE did not finish within {timeout_s} s; see the server's log")
-            time.sleep(0.02)
         _check(client, "rdb_last_bgsave_status", "BGSAVE")
-        report.files_rewritten.append(_shown(Path(directory) / dbfilename, home))
+        written.append(("BGSAVE", Path(directory) / dbfilename))
+
+
+def _snapshot_on_node(client: redis.Redis, diskless_load: str) -> bool:
+    """Whether a server whose folder is not visible here has likely written a snapshot without save points: it ran
+    a BGSAVE since it started (by hand, or a master's disk-based replication sync), or it is a replica that loads its
+    master's data through a file (repl-diskless-load disabled: the file stays, as dump.rdb)."""
+    info = client.info("persistence")
+    if int(info.get("rdb_last_bgsave_time_sec", -1)) >= 0 or int(info.get("rdb_saves", 0)) > 0:
+        return True
+    return diskless_load == "disabled" and client.info("replication").get("role") == "slave"
+
+
+def _start(client: redis.Redis, command: Callable[[], Any], timeout_s: float) -> None:
+    """Start BGREWRITEAOF or BGSAVE once the server has no child; again if one started in between (an automatic
+    rewrite or save point: Redis refuses a second child, or schedules the rewrite, which `_busy` waits for)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _wait_idle(client, timeout_s)
+        try:
+            command()
+            return
+        except redis.exceptions.ResponseError as exc:
+            if "in progress" not in str(exc) and "child process" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis kept rewriting its files for {timeout_s} s; see the server's log") from exc
+            time.sleep(0.02)
 
 
 def _shown(path: Path, home: Path) -> str:
@@ -267,6 +391,7 @@ def erase_redis(client: redis.Redis, subject: Subject, anonymiser: Anonymiser, r
               for name in (claim_key(OUTCOME_STREAM, oid), f"{OUTCOME_STREAM}:idempotency:{oid}")]  # new, earlier
     keys = user_keys(client, subject) + [c.encode() for c in claims if client.exists(c)]
     if keys:
+        # On a cluster, RedisCluster.delete sends one DEL per slot (redis-py 7.4 _split_command_across_slots).
         report.keys_deleted += int(client.delete(*keys))
     for stream in STREAMS:
         rebuild_stream(client, stream, subject, anonymiser, report)

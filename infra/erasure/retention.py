@@ -31,6 +31,7 @@ from infra.erasure import redis_store
 from infra.erasure.landing import landing_dir
 from infra.erasure.procedure import Target
 from infra.erasure.settings import RetentionSettings
+from infra.redis_cluster import redis_client
 from serving.store.decision_log import DRAIN_GROUP, parse_stream_id
 
 DAY_S = 86_400.0
@@ -175,7 +176,7 @@ def enforce(target: Target, retention: RetentionSettings, now: float | None = No
             for path in paths:
                 path.unlink(missing_ok=True)
                 _remove_empty_parents(path.parent, home)
-    client = redis.Redis.from_url(target.redis_url)
+    client = redis_client(target.redis_url)  # a stream's commands name one key: the same on a Redis Cluster
     try:
         report["redis_streams"] = trim_streams(client, retention.stream_days, wall, dry_run)
     finally:
