@@ -7,8 +7,9 @@ slot map from CLUSTER SLOTS). Every process gets the same URL (infra.launch, the
 the code above never asks which mode is on: it builds its clients here (`redis_client`), and Feast's online store
 config follows from the URL (`feast_online_store`: `redis_type: redis_cluster` and the node list).
 
-A cluster has no databases: `/0` (or no path) only. TLS (`rediss+cluster://`) is not supported: the decision path's
-async client speaks plain TCP (serving/store/redis_async.py). Key layout and failover: docs/profiles.md.
+A cluster has no databases: `/0` (or no path) only. TLS: `rediss+cluster://…?ssl_ca_certs=…`, the options of
+infra/redis_tls.py, used by every client built here and by each node's connection on the decision path. Key layout
+and failover: docs/profiles.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.retry import Retry
 
+from infra.redis_tls import RedisTlsError, TlsOptions
+
 CLUSTER_SCHEME = "redis+cluster"
+TLS_CLUSTER_SCHEME = "rediss+cluster"
 SLOTS = REDIS_CLUSTER_HASH_SLOTS  # 16384
 EXAMPLE = "redis+cluster://10.0.0.5:7000,10.0.0.6:7000"
 
@@ -40,37 +44,43 @@ class ClusterAddress:
     nodes: tuple[tuple[str, int], ...]
     username: str | None = None
     password: str | None = None
+    tls: TlsOptions | None = None  # rediss+cluster://: every node over TLS
 
     def node_url(self, host: str, port: int) -> str:
-        """redis:// URL of one node with the cluster's credentials (what the per-node connections use)."""
+        """redis:// (rediss:// with its TLS options) URL of one node with the cluster's credentials (what the
+        per-node connections use)."""
         auth = ""
         if self.password is not None:
             auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        return f"redis://{auth}{host}:{port}/0"
+        if self.tls is None:
+            return f"redis://{auth}{host}:{port}/0"
+        query = self.tls.query()
+        return f"rediss://{auth}{host}:{port}/0" + (f"?{query}" if query else "")
 
     def masked(self) -> str:
         """The URL fit to print (password replaced by ***)."""
         auth = f"{self.username or ''}:***@" if self.password is not None else ""
-        return f"{CLUSTER_SCHEME}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}"
+        scheme = CLUSTER_SCHEME if self.tls is None else TLS_CLUSTER_SCHEME
+        return f"{scheme}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}"
 
 
 def is_cluster_url(url: str | None) -> bool:
     """Whether `url` names a Redis Cluster (redis+cluster://) rather than one server."""
-    return bool(url) and url.split("://", 1)[0].lower() in (CLUSTER_SCHEME, "rediss+cluster")
+    return bool(url) and url.split("://", 1)[0].lower() in (CLUSTER_SCHEME, TLS_CLUSTER_SCHEME)
 
 
 def parse_cluster_url(url: str) -> ClusterAddress:
-    """The seed nodes and credentials of `redis+cluster://[user:password@]host:port[,host:port...][/0]`."""
+    """The seed nodes and credentials of `redis+cluster://[user:password@]host:port[,host:port...][/0]`, and the TLS
+    options of `rediss+cluster://…[?ssl_ca_certs=…]` (infra/redis_tls.py)."""
     scheme, _, rest = url.partition("://")
-    if scheme.lower() == "rediss+cluster":
-        raise ClusterUrlError(
-            "rediss+cluster:// (TLS) is not supported: the decision path's client speaks plain TCP; reach the cluster "
-            f"over a private network with {EXAMPLE}"
-        )
-    if scheme.lower() != CLUSTER_SCHEME or not rest:
+    rest, _, query = rest.partition("?")
+    if scheme.lower() not in (CLUSTER_SCHEME, TLS_CLUSTER_SCHEME) or not rest:
         raise ClusterUrlError(f"not a Redis Cluster URL: write it like {EXAMPLE}")
+    try:
+        tls = TlsOptions.from_query(query) if scheme.lower() == TLS_CLUSTER_SCHEME else None
+    except RedisTlsError as exc:
+        raise ClusterUrlError(f"{exc} (in the query of a rediss+cluster:// URL)") from exc
     netloc, _, path = rest.partition("/")
-    path = path.split("?", 1)[0]
     if path not in ("", "0"):
         raise ClusterUrlError(
             f"a Redis Cluster has no database {path!r} (only 0): drop the path, e.g. {EXAMPLE}"
@@ -90,7 +100,7 @@ def parse_cluster_url(url: str) -> ClusterAddress:
                 f"write it like {EXAMPLE}"
             )
         nodes.append((host.strip("[]"), int(port)))
-    return ClusterAddress(tuple(nodes), username, password)
+    return ClusterAddress(tuple(nodes), username, password, tls)
 
 
 def redis_client(url: str, timeout_s: float | None = None, connect_timeout_s: float | None = None) -> RedisClient:
@@ -104,6 +114,8 @@ def redis_client(url: str, timeout_s: float | None = None, connect_timeout_s: fl
         return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect, retry=None)
     address = parse_cluster_url(url)
     options: dict = {"username": address.username, "password": address.password}
+    if address.tls is not None:
+        options |= address.tls.redis_kwargs()
     if timeout_s is not None or connect_timeout_s is not None:
         # No retries, and the slot map refreshed after every connection error (a failover moves slots).
         options |= {"socket_timeout": timeout_s, "socket_connect_timeout": connect,
@@ -120,6 +132,8 @@ def feast_online_store(url: str, timeout_s: float | None = None) -> tuple[str, s
         parts.append(f"username={address.username}")
     if address.password is not None:
         parts.append(f"password={address.password}")
+    if address.tls is not None:
+        parts += address.tls.feast_params()
     if timeout_s is not None:
         # Feast passes these to RedisCluster; a cluster client takes no `retry` keyword (it refuses one in kwargs).
         parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
@@ -169,6 +183,18 @@ class SlotOwnerConnection(redis.connection.Connection):
         return super()._connect()
 
 
+class SlotOwnerSSLConnection(redis.connection.SSLConnection):
+    """`SlotOwnerConnection` over TLS (rediss+cluster://): located at connect, then wrapped."""
+
+    def __init__(self, *, locate, **kwargs):
+        super().__init__(**kwargs)
+        self._locate = locate
+
+    def _connect(self):
+        self.host, self.port = self._locate()
+        return super()._connect()
+
+
 def slot_client(url: str, key: str, timeout_s: float) -> redis.Redis:
     """A plain redis.Redis whose connections reach the master of `key`'s slot, for code that sends raw pipelined
     commands over one connection (the decision log's writer: its stream and its receipt keys share one slot,
@@ -186,9 +212,11 @@ def slot_client(url: str, key: str, timeout_s: float) -> redis.Redis:
         return node.host, node.port
 
     host, port = address.nodes[0]
+    tls = {} if address.tls is None else {k: v for k, v in address.tls.redis_kwargs().items() if k != "ssl"}
     pool = redis.ConnectionPool(
-        connection_class=SlotOwnerConnection, locate=locate, host=host, port=port, username=address.username,
-        password=address.password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None,
+        connection_class=SlotOwnerConnection if address.tls is None else SlotOwnerSSLConnection, locate=locate,
+        host=host, port=port, username=address.username, password=address.password, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, retry=None, **tls,
     )
     return redis.Redis(connection_pool=pool)
 

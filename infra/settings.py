@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from infra import profile as backends
 from infra.home_location import ensure_relocated
 from infra.redis_cluster import feast_online_store, is_cluster_url
+from infra.redis_tls import TlsOptions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,8 +143,8 @@ def feast_redis_connection_string(redis_url: str, timeout_s: float | None = None
     parts.append(f"db={int(db) if db else 0}")
     if parsed.password:
         parts.append(f"password={parsed.password}")
-    if parsed.scheme == "rediss":
-        parts.append("ssl=true")
+    if parsed.scheme == "rediss":  # TLS, with the URL's options (infra/redis_tls.py)
+        parts += TlsOptions.from_query(parsed.query).feast_params()
     if timeout_s is not None:
         parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}", "retry=null"]
     return ",".join(parts)

@@ -22,13 +22,14 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import hiredis
 import redis
 from redis._parsers.base import BaseParser
 from redis.connection import parse_url
 
-from infra.settings import masked_url
+from infra.redis_tls import TlsOptions
 
 
 @dataclass
@@ -92,12 +93,13 @@ class _Protocol(asyncio.Protocol):
 
 
 class AsyncRedis:
-    """Pipelined round trips to the Redis server at `url` (redis:// or unix://), on the running event loop."""
+    """Pipelined round trips to the Redis server at `url` (redis://, rediss:// with TLS, or unix://), on the running
+    event loop."""
 
     def __init__(self, url: str, timeout_s: float):
         options = parse_url(url)
-        if url.startswith("rediss://"):
-            raise ValueError(f"TLS (rediss://) is not supported on the decision path's async client: {masked_url(url)}")
+        # TLS (infra/redis_tls.py): the same options as redis-py's, from the URL's query; the handshake is asyncio's.
+        self._tls = TlsOptions.from_query(urlsplit(url).query).context() if url.startswith("rediss://") else None
         self.address: tuple[str, int] | str = options["path"] if "path" in options else (
             options.get("host", "localhost"), int(options.get("port", 6379))
         )
@@ -181,7 +183,7 @@ class AsyncRedis:
             if isinstance(self.address, str):
                 opening = loop.create_unix_connection(_Protocol, self.address)
             else:
-                opening = loop.create_connection(_Protocol, *self.address)
+                opening = loop.create_connection(_Protocol, *self.address, ssl=self._tls)
             _, protocol = await asyncio.wait_for(opening, self.timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             raise redis.exceptions.ConnectionError(f"cannot connect to Redis at {self.address}: {exc!r}") from exc

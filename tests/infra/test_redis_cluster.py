@@ -37,7 +37,7 @@ def test_a_cluster_url_names_its_seeds_and_credentials():
         ("redis+cluster://h:1/3", "a Redis Cluster has no database '3' \\(only 0\\): drop the path"),
         ("redis+cluster://h:1,h2", "every node needs host:port \\(got 'h2'\\); write it like redis\\+cluster://"),
         ("redis+cluster://:hunter2@h:99999", "every node needs host:port"),
-        ("rediss+cluster://h:1", "rediss\\+cluster:// \\(TLS\\) is not supported"),
+        ("rediss+cluster://h:1?ssl_cert_reqs=maybe", "ssl_cert_reqs='maybe': use one of required, optional, none"),
         ("redis://h:1", "not a Redis Cluster URL: write it like redis\\+cluster://10.0.0.5:7000"),
     ],
 )

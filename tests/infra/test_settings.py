@@ -12,7 +12,7 @@ from infra.settings import HyperliftSettings, feast_redis_connection_string, mas
         ("redis://localhost:6379/3", "localhost:6379,db=3"),
         ("redis://localhost", "localhost:6379,db=0"),
         ("redis://:s3cret@cache:7000/2", "cache:7000,db=2,password=s3cret"),
-        ("rediss://cache:6380/0", "cache:6380,db=0,ssl=true"),
+        ("rediss://cache:6380/0", "cache:6380,db=0,ssl=true,ssl_cert_reqs=required,ssl_check_hostname=true"),
     ],
 )
 def test_feast_connection_string(url, expected):
