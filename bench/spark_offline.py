@@ -1,19 +1,27 @@
-"""The offline engines side by side: 1 M-exposure point-in-time build and 1 M-user materialization, pandas vs Spark.
+"""The offline engines side by side: 1 M-exposure point-in-time build, 1 M-user materialization and the validation
+of a 1 M-event arrival day, pandas vs Spark.
 
     .venv/bin/python -m bench.spark_offline [--users 100000] [--days 30] [--rows 1000000] [--mat-users 1000000]
-        [--features 20] [--engines pandas,local[1],local[2]] [--jobs pit,materialize] [--write]
+        [--features 20] [--raw-rows 1000000] [--seen 2000000] [--engines pandas,local[1],local[2]]
+        [--jobs pit,materialize] [--write]
+    .venv/bin/python -m bench.spark_offline --jobs validate [--raw-rows 1000000] [--write]   # the validation alone
 
 Tables: the point-in-time build reads `bench.training_set_build`'s offline tables (`--users` × `--days` daily
 activity snapshots, 19 Float32 features, a folder of daily files; one profile row per user, 3 Int64) with
 `--rows` labelled exposures; the materialization reads `bench.materialize`'s table (`--mat-users` users ×
 `--features` Float32 features, 1 % nulls) and writes it into an embedded redis-server (bulk mode, database flushed
-before each run). Each engine runs each job in its own fresh process through `feature_repo.offline_engine` (what
-the assets call). For Spark, `session s` is the JVM's start (once per process, not per job) and `seconds` the job
-after it. Peak memory is the process tree's (Python driver + JVM) largest summed RSS, polled every 0.2 s.
+before each run). The validation (`--jobs validate`, not in the default jobs) validates one arrival day of
+`--raw-rows` raw events with the lake's dtypes (`synthetic_raw_day`: every event type, 2.2 % of the rows given
+one defect of the kinds the simulator injects, in-day duplicates, replays of ids of earlier days, late and future
+rows) against `--seen` ids accepted on earlier days, as `validated_events` does (`offline_engine.validate_day`).
+Each engine runs each job in its own fresh process through `feature_repo.offline_engine` (what the assets call).
+For Spark, `session s` is the JVM's start (once per process, not per job) and `seconds` the job after it. Peak
+memory is the process tree's (Python driver + JVM) largest summed RSS, polled every 0.2 s.
 
 Checks: every engine's training set equals the pandas engine's (`assert_frame_equal`, exact); every engine's Redis
-hashes of 2,000 sampled users equal the pandas engine's, byte for byte. With `--write` the printed section replaces
-its namesake in docs/benchmarks.md.
+hashes of 2,000 sampled users equal the pandas engine's, byte for byte; every engine's accepted and quarantined rows
+and rule counts equal the pandas engine's (exact). With `--write` the printed sections replace their namesakes in
+docs/benchmarks.md (the validation has a section of its own, so `--jobs validate --write` leaves the others).
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ import pandas as pd
 from bench.report import DOCS, write_section
 
 HEADING = "## Offline engines: pandas vs Spark local[1] / local[2] (`.venv/bin/python -m bench.spark_offline --write`)"
+VALIDATE_HEADING = ("## Offline engines: validating one arrival day, pandas vs Spark local[1] / local[2] "
+                    "(`.venv/bin/python -m bench.spark_offline --jobs validate --write`)")
+ARRIVAL = pd.Timestamp("2026-10-20", tz="UTC")
 ENGINES = ("pandas", "local[1]", "local[2]")
 SAMPLE = 2000
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +72,27 @@ def child(args: argparse.Namespace) -> dict:
 
     home = Path(args.home)
     settings = settings_for(home, args.engine)
-    store = feature_store(args.redis, settings)
+    store = feature_store(args.redis, settings) if args.child != "validate" else None
     session_s = 0.0
     if args.engine != "pandas":
         began = time.perf_counter()
         offline_engine._spark(settings)  # the JVM starts here, once per process
         session_s = time.perf_counter() - began
     figures: dict = {"session_s": session_s}
+    if args.child == "validate":
+        from feature_repo.event_time import Lateness
+
+        raw = pd.read_parquet(home / "raw_day.parquet")
+        seen = pd.Index(pd.read_parquet(home / "seen.parquet")["event_id"], dtype="string")  # as validated_events
+        seconds = []
+        for _ in range(2):  # cold, then warm
+            began = time.perf_counter()
+            result = offline_engine.validate_day(raw, ARRIVAL, Lateness(2), seen, settings)
+            seconds.append(time.perf_counter() - began)
+        figures |= {"seconds": seconds[0], "warm_s": seconds[1], "rows_in": len(raw), "rows_out": len(result.accepted),
+                    "quarantined": len(result.quarantined)}
+        (home / f"validate_{args.engine}.pickle").write_bytes(pickle.dumps(result))
+        return figures
     if args.child == "pit":
         from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
         from feature_repo.point_in_time import service_views
@@ -101,6 +126,68 @@ def child(args: argparse.Namespace) -> dict:
         (home / f"mat_{args.engine}.pickle").write_bytes(pickle.dumps({k: client.hgetall(k) for k in sample}))
         figures["redis_keys"] = len(keys)
     return figures
+
+
+def synthetic_raw_day(rows: int, seen_rows: int, seed: int = 17) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one arrival day of `rows` raw events with the lake's dtypes, `seen_rows` ids accepted on earlier days).
+
+    Event types 60 % page views, 15 % add-to-cart, 5 % purchases, 20 % exposures; times over the arrival day, 3 %
+    up to two days late. Bad rows, 2.2 % in all, one defect each, at random places: 0.2 % each of a missing event
+    id, an unknown event type, a missing user, a negative revenue or a propensity out of (0, 1], a time in the
+    future, a time beyond the watermark; 0.5 % copies of another row's id (in-day duplicates), 0.5 % ids accepted
+    on an earlier day (replays)."""
+    from feature_repo.contracts import RAW_COLUMNS
+    from simulator.actions import ACTION_IDS
+
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(np.array(["page_view", "add_to_cart", "purchase", "promo_exposure"], dtype=object), rows,
+                      p=[0.60, 0.15, 0.05, 0.20])
+    item, purchase, exposure = kind != "promo_exposure", kind == "purchase", kind == "promo_exposure"
+    offset = rng.integers(0, 86_400_000_000, rows)  # µs into the arrival day
+    late = rng.random(rows) < 0.03
+    offset[late] -= rng.integers(0, 2 * 86_400_000_000, late.sum())
+    seen_ids = np.array([f"old-{i:09d}" for i in range(seen_rows)], dtype=object)
+    frame = pd.DataFrame({
+        "event_id": np.array([f"ev-{i:09d}" for i in range(rows)], dtype=object),
+        "event_type": kind,
+        "event_version": pd.array(np.ones(rows, dtype=np.int64), dtype="Int64"),
+        "ts": ARRIVAL + pd.to_timedelta(offset, unit="us"),
+        "user_id": pd.array(rng.integers(0, 200_000, rows), dtype="Int64"),
+        "session_id": np.array([f"s-{i}" for i in rng.integers(0, rows // 5 + 1, rows)], dtype=object),
+        "item_id": pd.Series(rng.integers(0, 5_000, rows), dtype="Int64").where(item),
+        "category_id": pd.Series(rng.integers(0, 8, rows), dtype="Int64").where(item),
+        "price": np.where(item, np.round(rng.uniform(1, 300, rows), 2), np.nan),
+        "revenue": np.where(purchase, np.round(rng.uniform(1, 300, rows), 2), np.nan),
+        "action_id": np.where(exposure | purchase, rng.choice(np.array(list(ACTION_IDS), dtype=object), rows), None),
+        "propensity": np.where(exposure, rng.uniform(0.05, 1.0, rows), np.nan),
+        "surface": np.where(exposure, "home", None),
+        "device": rng.choice(np.array(["mobile", "desktop", None], dtype=object), rows),
+        "region": rng.choice(np.array(["north", "south", "east", "west"], dtype=object), rows),
+    })[list(RAW_COLUMNS)]
+    bad = rng.permutation(rows)
+    shares = {"null_event_id": 0.002, "unknown_event_type": 0.002, "null_user_id": 0.002, "bad_money": 0.002,
+              "future_ts": 0.002, "beyond_watermark": 0.002, "duplicate": 0.005, "replay": 0.005}
+    at = 0
+    for name, share in shares.items():
+        pick, at = bad[at:at + int(share * rows)], at + int(share * rows)
+        if name == "null_event_id":
+            frame.loc[pick, "event_id"] = None
+        elif name == "unknown_event_type":
+            frame.loc[pick, "event_type"] = "pageview_v0"
+        elif name == "null_user_id":
+            frame.loc[pick, "user_id"] = pd.NA
+        elif name == "bad_money":
+            frame.loc[pick, "revenue"] = -5.0
+            frame.loc[pick, "propensity"] = 1.25  # the revenue rule hits purchases, this one exposures
+        elif name == "future_ts":
+            frame.loc[pick, "ts"] = ARRIVAL + pd.Timedelta(days=1, hours=2)
+        elif name == "beyond_watermark":
+            frame.loc[pick, "ts"] = ARRIVAL - pd.Timedelta(days=2, hours=3)
+        elif name == "duplicate":
+            frame.loc[pick, "event_id"] = frame["event_id"].to_numpy()[rng.integers(0, rows, len(pick))]
+        elif name == "replay" and seen_rows:
+            frame.loc[pick, "event_id"] = seen_ids[rng.integers(0, seen_rows, len(pick))]
+    return frame, pd.DataFrame({"event_id": seen_ids})
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -153,6 +240,33 @@ def amdahl(t1: float, t2: float) -> tuple[float, dict[int, float]]:
     return s, {n: 1 / (s + (1 - s) / n) for n in (2, 4, 8, 16, 64)}
 
 
+def validate_section(args: argparse.Namespace, results: list[dict], verdicts: list[str], uptime: str) -> str:
+    """The markdown section of the validation job for docs/benchmarks.md."""
+    lines = [
+        VALIDATE_HEADING, "",
+        f"Command: `.venv/bin/python -m bench.spark_offline --jobs validate --raw-rows {args.raw_rows} --seen "
+        f"{args.seen} --write`. One arrival day of {args.raw_rows:,} raw events with the lake's dtypes "
+        "(`synthetic_raw_day`: 2.2 % of the rows given one defect of every kind, in-day duplicates, replays, late and "
+        "future rows) "
+        f"validated against {args.seen:,} ids of earlier days through `offline_engine.validate_day` (what "
+        "`validated_events` runs), in a fresh process per engine, twice: cold and warm; `session s` is the JVM's "
+        "start, outside both; peak MB = the process tree's summed RSS (Python + JVM). Spark 4.3.0, Java 17. Machine: "
+        f"2 cores, 24 GiB, shared with other workers: `uptime` before the run: `{uptime}`; `load` = mean 1-min load "
+        "over the run.", "",
+        "| job | engine | raw rows | accepted | quarantined | cold s | warm s | warm rows/s | session s | peak MB "
+        "| load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| validate | {r['engine']} | {r['rows_in']:,} | {r['rows_out']:,} | {r['quarantined']:,} | "
+            f"{r['seconds']:.1f} | {r['warm_s']:.1f} | {r['rows_in'] / r['warm_s']:,.0f} | {r['session_s']:.1f} | "
+            f"{r['peak_mb']:,.0f} | {r['load']:.1f} |"
+        )
+    lines += ["", *[f"- {v}" for v in verdicts]]
+    return "\n".join(lines) + "\n"
+
+
 def section(args: argparse.Namespace, results: list[dict], verdicts: list[str], uptime: str) -> str:
     """The markdown section for docs/benchmarks.md."""
     lines = [
@@ -194,6 +308,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--mat-users", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--raw-rows", type=int, default=1_000_000)
+    parser.add_argument("--seen", type=int, default=2_000_000)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--jobs", default="pit,materialize")
     parser.add_argument("--write", action="store_true")
@@ -256,17 +372,43 @@ def main() -> None:
                                     f"hashes {'identical, byte for byte' if same else 'DIFFER'}")
                     if not same:
                         raise AssertionError(verdicts[-1])
+        if "validate" in jobs:
+            progress(f"writing an arrival day of {args.raw_rows:,} raw events and {args.seen:,} earlier ids")
+            raw, seen = synthetic_raw_day(args.raw_rows, args.seen)
+            raw.to_parquet(home / "raw_day.parquet", index=False)
+            seen.to_parquet(home / "seen.parquet", index=False)
+            del raw, seen
+            for engine in engines:
+                progress(f"validation on {engine} …")
+                results.append(run("validate", engine, home, "", []))
+                progress(f"  {results[-1]}")
+            reference = pickle.loads((home / f"validate_{engines[0]}.pickle").read_bytes())
+            for engine in engines[1:]:
+                other = pickle.loads((home / f"validate_{engine}.pickle").read_bytes())
+                pd.testing.assert_frame_equal(other.accepted, reference.accepted, check_exact=True)
+                pd.testing.assert_frame_equal(other.quarantined, reference.quarantined, check_exact=True)
+                assert other.rule_counts == reference.rule_counts, (other.rule_counts, reference.rule_counts)
+                verdicts.append(f"validation, {engine} vs {engines[0]}: identical ({len(reference.accepted):,} "
+                                f"accepted, {len(reference.quarantined):,} quarantined rows, every value and dtype; "
+                                f"rule counts {reference.rule_counts})")
         for job in jobs:
             times = {r["engine"]: r["warm_s"] for r in results if r["job"] == job}
             if {"local[1]", "local[2]"} <= times.keys():
                 s, speedups = amdahl(times["local[1]"], times["local[2]"])
                 verdicts.append(f"{job}: Amdahl serial fraction from the warm local[1] → local[2] times s = {s:.2f}; predicted "
                                 "speed-up over local[1] " + ", ".join(f"{n} cores ×{v:.1f}" for n, v in speedups.items()))
-        text = section(args, results, verdicts, uptime)
-        print("\n" + text)
-        if args.write:
-            write_section(HEADING, text)
-            print(f"wrote {DOCS}")
+        texts = []
+        if any(r["job"] != "validate" for r in results):
+            texts.append((HEADING, section(args, [r for r in results if r["job"] != "validate"],
+                                           [v for v in verdicts if not v.startswith("valid")], uptime)))
+        if "validate" in jobs:
+            texts.append((VALIDATE_HEADING, validate_section(args, [r for r in results if r["job"] == "validate"],
+                                                             [v for v in verdicts if v.startswith("valid")], uptime)))
+        for heading, text in texts:
+            print("\n" + text)
+            if args.write:
+                write_section(heading, text)
+                print(f"wrote {DOCS}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -1,9 +1,10 @@
 """One entry point per heavy offline job, run by the engine the settings choose (HYPERLIFT_OFFLINE_ENGINE).
 
-`pandas` (the default) is the single-process code (feature_repo/point_in_time.py, feature_repo/materialize.py);
-`spark` runs the same rules on Spark (feature_repo/spark_*.py) on HYPERLIFT_SPARK_MASTER. The Dagster assets call
-these functions and never ask which engine is on; pyspark is imported only when the spark engine is chosen, so
-`make demo` and the default install need neither pyspark nor Java.
+`pandas` (the default) is the single-process code (feature_repo/point_in_time.py, feature_repo/materialize.py,
+feature_repo/event_time.py, feature_repo/transforms.py); `spark` runs the same rules on Spark
+(feature_repo/spark_*.py) on HYPERLIFT_SPARK_MASTER. The Dagster assets call these functions and never ask which
+engine is on; pyspark is imported only when the spark engine is chosen, so `make demo` and the default install
+need neither pyspark nor Java.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore, FeatureView
 
-from feature_repo import event_time
+from feature_repo import event_time, transforms
+from feature_repo.contracts import ValidationResult
 from feature_repo.event_time import Lateness
 from feature_repo.materialize import ViewMaterialization, materialize_views
 from feature_repo.online_writer import Mode, OnlineWriter
@@ -82,3 +84,26 @@ def partition_snapshots(
 
         return spark_snapshots.partition_snapshots(_spark(settings), tiles, user_ids, arrival_day, lateness, folds)
     return event_time.partition_snapshots(tiles, user_ids, arrival_day, lateness, folds)
+
+
+def validate_day(
+    raw: pd.DataFrame, arrival_day: pd.Timestamp, lateness: Lateness, seen: pd.Index | None,
+    settings: HyperliftSettings,
+) -> ValidationResult:
+    """`event_time.validate_arrivals` (one arrival day's raw rows against the ids of earlier days) on the configured
+    engine: the same accepted and quarantined frames and rule counts."""
+    if settings.offline_engine == "spark":
+        from feature_repo import spark_validation
+
+        return spark_validation.validate_arrivals(_spark(settings), raw, arrival_day, lateness, seen)
+    return event_time.validate_arrivals(raw, arrival_day, lateness, seen)
+
+
+def tiles_of_day(events: pd.DataFrame, settings: HyperliftSettings) -> pd.DataFrame:
+    """`transforms.event_tiles` (one tile per user and event day of a day's accepted events) on the configured
+    engine: the same frame."""
+    if settings.offline_engine == "spark":
+        from feature_repo import spark_tiles
+
+        return spark_tiles.event_tiles(_spark(settings), events)
+    return transforms.event_tiles(events)

@@ -11,8 +11,8 @@ from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
 from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import ACTIVITY_TILES, CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
 from feature_repo.lake_fold import read_lake_fold
-from feature_repo.offline_engine import partition_snapshots
-from feature_repo.transforms import event_tiles, merge_tiles, user_profile_rows
+from feature_repo.offline_engine import partition_snapshots, tiles_of_day
+from feature_repo.transforms import merge_tiles, user_profile_rows
 from infra.settings import HyperliftSettings
 
 FIRST_STAMP = pd.Timestamp(ARRIVAL_DAYS.start)
@@ -41,7 +41,7 @@ def user_activity_features(
     tiles = fold.tiles_with(lake.read_partitions(ACTIVITY_TILES, others)) if others else fold.tiles_with()
     written, revised = 0, 0
     for key in keys:
-        day_tiles = event_tiles(lake.read_partitions(VALIDATED_EVENTS, [key]))
+        day_tiles = tiles_of_day(lake.read_partitions(VALIDATED_EVENTS, [key]), engine)
         lake.write_partition(ACTIVITY_TILES, key, day_tiles)
         tiles = merge_tiles(tiles, day_tiles)
         for stamp, rows in partition_snapshots(tiles, users, pd.Timestamp(key), lateness, engine,

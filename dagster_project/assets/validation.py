@@ -7,7 +7,8 @@ import pandas as pd
 from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
 from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, VALIDATED_EVENTS, VALIDATION_REPORT
-from feature_repo.event_time import validate_arrivals
+from feature_repo.offline_engine import validate_day
+from infra.settings import HyperliftSettings
 
 
 @dg.asset(deps=["raw_events"], partitions_def=ARRIVAL_DAYS, backfill_policy=SINGLE_RUN, group_name="validation")
@@ -24,9 +25,10 @@ def validated_events(
                     dtype="string")
     totals = {"events_in": 0, "accepted": 0, "quarantined": 0}
     by_rule: dict[str, int] = {}
+    engine = HyperliftSettings()  # HYPERLIFT_OFFLINE_ENGINE: each day single-process (pandas) or on Spark
     for key in keys:
         raw = lake.read_partitions(RAW_EVENTS, [key])
-        result = validate_arrivals(raw, pd.Timestamp(key), lateness, seen)
+        result = validate_day(raw, pd.Timestamp(key), lateness, seen, engine)
         lake.write_partition(VALIDATED_EVENTS, key, result.accepted)
         lake.write_partition(QUARANTINE, key, result.quarantined)
         seen = seen.append(pd.Index(result.accepted["event_id"], dtype="string"))

@@ -34,8 +34,9 @@ def test_an_unknown_engine_is_refused_with_the_choices(monkeypatch, tmp_path):
 
 def test_the_definitions_and_the_pandas_engine_work_without_pyspark():
     """The default path needs neither pyspark nor Java: with pyspark unimportable (as without it installed), the
-    Dagster definitions load, and choosing the spark engine says how to install it. (Where pyspark is installed,
-    great_expectations and mlflow import it themselves, so "not imported" is not the property to test.)"""
+    Dagster definitions load, a day validates and tiles on the pandas engine, and choosing the spark engine says how
+    to install it. (Where pyspark is installed, great_expectations and mlflow import it themselves, so "not
+    imported" is not the property to test.)"""
     code = (
         "import sys\n"
         "sys.modules['pyspark'] = None  # as if not installed: every import of it raises ImportError\n"
@@ -43,6 +44,12 @@ def test_the_definitions_and_the_pandas_engine_work_without_pyspark():
         "from feature_repo import offline_engine\n"
         "from infra.settings import HyperliftSettings\n"
         "assert HyperliftSettings().offline_engine == 'pandas'\n"
+        "import pandas as pd\n"
+        "from feature_repo.event_time import Lateness\n"
+        "from tests.feature_repo.factories import START, event, frame\n"
+        "day = offline_engine.validate_day(frame([event()]), START, Lateness(2), pd.Index([], dtype='string'),\n"
+        "                                  HyperliftSettings())\n"
+        "assert len(offline_engine.tiles_of_day(day.accepted, HyperliftSettings())) == 1\n"
         "try:\n"
         "    offline_engine._spark(HyperliftSettings(offline_engine='spark'))\n"
         "except RuntimeError as error:\n"
