@@ -170,9 +170,9 @@ def slot(key: bytes | str) -> int:
     return key_slot(key.encode() if isinstance(key, str) else key)
 
 
-class SlotOwnerConnection(redis.connection.Connection):
-    """A connection to whichever master serves one slot *when it connects*: after a failover its next connect (the
-    old master refused or lost it) asks the cluster again and reaches the new master."""
+class _LocatedAtConnect:
+    """Connects to whichever master serves one slot *when it connects*: after a failover its next connect (the old
+    master refused or lost it) asks the cluster again and reaches the new master."""
 
     def __init__(self, *, locate, **kwargs):
         super().__init__(**kwargs)
@@ -183,16 +183,12 @@ class SlotOwnerConnection(redis.connection.Connection):
         return super()._connect()
 
 
-class SlotOwnerSSLConnection(redis.connection.SSLConnection):
-    """`SlotOwnerConnection` over TLS (rediss+cluster://): located at connect, then wrapped."""
+class SlotOwnerConnection(_LocatedAtConnect, redis.connection.Connection):
+    """A plain-TCP connection to the master of one slot (see `_LocatedAtConnect`)."""
 
-    def __init__(self, *, locate, **kwargs):
-        super().__init__(**kwargs)
-        self._locate = locate
 
-    def _connect(self):
-        self.host, self.port = self._locate()
-        return super()._connect()
+class SlotOwnerSSLConnection(_LocatedAtConnect, redis.connection.SSLConnection):
+    """The same over TLS (rediss+cluster://): located at connect, then wrapped."""
 
 
 def slot_client(url: str, key: str, timeout_s: float) -> redis.Redis:

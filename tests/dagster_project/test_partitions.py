@@ -129,18 +129,11 @@ def _redis_features(resources: dict, users: np.ndarray, stamps: pd.DatetimeIndex
     """The activity features the Redis tiles `online_tiles` wrote give at `stamps` (running tiles included)."""
     import redis
 
-    from feature_repo.stream import parse_tiles, tiles_frame, tiles_key
-    from feature_repo.tile_fold import folds_frame, parse_fold
     from feature_repo.transforms import ACTIVITY_FEATURES
+    from tests.feature_repo.factories import stored_tiles
 
-    client = redis.Redis.from_url(resources["redis"].url)
-    tiles, folds = [], []
-    for user in users:
-        fields = client.hgetall(tiles_key(int(user)))
-        tiles.append(parse_tiles(int(user), fields)[0])
-        if (fold := parse_fold(int(user), fields)) is not None:
-            folds.append(fold)
-    rows = snapshots_from_tiles(tiles_frame(tiles), users, stamps, folds_frame(folds))
+    tiles, folds = stored_tiles(redis.Redis.from_url(resources["redis"].url), users)
+    rows = snapshots_from_tiles(tiles, users, stamps, folds)
     return rows[list(ACTIVITY_FEATURES)].to_numpy(np.float32)
 
 
