@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.redis_cluster import cluster_topology, node_connection
 from infra.redis_cluster_server import LocalRedisCluster
 
 _shared: LocalRedisCluster | None = None
@@ -57,3 +58,34 @@ def own_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
     """A cluster of this test alone (failover tests kill its masters)."""
     with LocalRedisCluster(tmp_path / "cluster") as cluster:
         yield cluster
+
+
+def master_contents(client, with_pending: bool = False, with_ttl: bool = False) -> dict[bytes, tuple]:
+    """{key: (type, value[, has a TTL])} of every key on every master, read through each master's own connection
+    (SCAN of one node; a key seen on two masters fails the test), values compared by content: hashes, strings, zsets
+    with scores, streams as their entries and groups (name, last delivered, pending count), with each group's
+    pending entries (id, consumer, deliveries) when `with_pending`."""
+    found: dict[bytes, tuple] = {}
+    for node in cluster_topology(client):
+        if node.role != "master":
+            continue
+        own = node_connection(client, node)
+        for key in own.scan_iter(count=1000):
+            assert key not in found, f"{key!r} on two masters"
+            kind = own.type(key).decode()
+            if kind == "hash":
+                value: object = own.hgetall(key)
+            elif kind == "string":
+                value = own.get(key)
+            elif kind == "zset":
+                value = own.zrange(key, 0, -1, withscores=True)
+            elif kind == "stream":
+                groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in own.xinfo_groups(key)]
+                value = (own.xrange(key), groups)
+                if with_pending:
+                    value += ([(p["message_id"], p["consumer"], p["times_delivered"])
+                               for g in groups for p in own.xpending_range(key, g[0], "-", "+", 100)],)
+            else:
+                raise AssertionError(f"unexpected {kind} {key!r}")
+            found[key] = (kind, value, own.pttl(key) > 0) if with_ttl else (kind, value)
+    return found

@@ -19,7 +19,7 @@ from infra.erasure.subject import Subject
 from infra.redis_cluster import cluster_topology, node_connection, redis_client, slot
 from infra.redis_cluster_server import LocalRedisCluster
 from infra.settings import HyperliftSettings
-from tests.infra.redis_cluster import cluster_url, redis_cluster  # noqa: F401
+from tests.infra.redis_cluster import cluster_url, master_contents, redis_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -61,30 +61,8 @@ def seed(client: RedisCluster) -> dict[bytes, int]:
 
 
 def state(client: RedisCluster) -> dict[bytes, tuple]:
-    """{key: (type, value, has a TTL)} of every key on every master; a stream's value is its entries, its groups
-    (name, last delivered, pending count) and each group's pending entries (id, consumer, deliveries)."""
-    found: dict[bytes, tuple] = {}
-    for node in cluster_topology(client):
-        if node.role != "master":
-            continue
-        own = node_connection(client, node)
-        for key in own.scan_iter(count=1000):
-            kind = own.type(key).decode()
-            if kind == "hash":
-                value: object = own.hgetall(key)
-            elif kind == "string":
-                value = own.get(key)
-            elif kind == "zset":
-                value = own.zrange(key, 0, -1, withscores=True)
-            elif kind == "stream":
-                groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in own.xinfo_groups(key)]
-                pending = [(p["message_id"], p["consumer"], p["times_delivered"])
-                           for g in groups for p in own.xpending_range(key, g[0], "-", "+", 100)]
-                value = (own.xrange(key), groups, pending)
-            else:
-                raise AssertionError(f"seeded no {kind} ({key!r})")
-            found[key] = (kind, value, own.pttl(key) > 0)
-    return found
+    """{key: (type, value, has a TTL)} of every key on every master, streams with their pending entries."""
+    return master_contents(client, with_pending=True, with_ttl=True)
 
 
 def keys_per_master(client: RedisCluster) -> dict[str, int]:

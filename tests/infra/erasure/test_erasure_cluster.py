@@ -24,7 +24,7 @@ from infra.erasure.subject import Subject
 from infra.redis_cluster import NodeRole, cluster_topology, node_connection, redis_client
 from infra.redis_cluster_server import LocalRedisCluster
 from serving.store.outcomes import claim_key
-from tests.infra.redis_cluster import cluster_url, redis_cluster  # noqa: F401
+from tests.infra.redis_cluster import cluster_url, master_contents, redis_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -111,32 +111,6 @@ def settled_topology(client: RedisCluster) -> list[NodeRole]:
         time.sleep(0.1)
 
 
-def every_key(client: RedisCluster) -> dict[bytes, tuple[str, object]]:
-    """{key: (type, value)} of every key on every master, read through each master's own connection (SCAN of one
-    node), values compared by content: hashes, strings, zsets with scores, streams as their entries and groups."""
-    found: dict[bytes, tuple[str, object]] = {}
-    for node in cluster_topology(client):
-        if node.role != "master":
-            continue
-        own = node_connection(client, node)
-        for key in own.scan_iter(count=1000):
-            assert key not in found, f"{key!r} on two masters"
-            kind = own.type(key).decode()
-            if kind == "hash":
-                value: object = own.hgetall(key)
-            elif kind == "string":
-                value = own.get(key)
-            elif kind == "zset":
-                value = own.zrange(key, 0, -1, withscores=True)
-            elif kind == "stream":
-                groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in own.xinfo_groups(key)]
-                value = (own.xrange(key), groups)
-            else:
-                raise AssertionError(f"unexpected {kind} {key!r}")
-            found[key] = (kind, value)
-    return found
-
-
 def naming(subject: Subject) -> list[bytes]:
     """Regular expressions of the user's traces in keys, values and files: pseudonym, Feast entity key, `{id}` tag,
     the raw id as a JSON user_id (number or text, in a JSON string too) and the ids of the records that go (the
@@ -197,7 +171,7 @@ def test_a_user_is_erased_from_every_master_and_every_nodes_files(persistent_clu
     for node in nodes:
         redis_store._wait_idle(node_connection(client, node), 60)
 
-    before = every_key(client)
+    before = master_contents(client)
     theirs = set(user_keys_of(subject))
     assert theirs <= set(before) and len({redis_cluster.master_of(k).port for k in theirs}) == 3
     claim = claim_key(OUTCOMES, "o-u").encode()  # found through the outcome stream, not by name: not exported
@@ -218,7 +192,7 @@ def test_a_user_is_erased_from_every_master_and_every_nodes_files(persistent_clu
 
     # Exactly the user's keys went; every entry of the user was removed or anonymised.
     assert (redis_report.keys_deleted, redis_report.entries_removed, redis_report.entries_anonymised) == (8, 2, 3)
-    after = every_key(client)
+    after = master_contents(client)
     assert set(after) == set(before) - theirs
     for key, (kind, value) in after.items():
         assert not traces(key, subject), key
@@ -339,7 +313,7 @@ def test_the_erasure_procedure_runs_on_a_cluster_url(persistent_cluster, redis_c
     nodes = settled_topology(client)
     assert reports["redis_files"].notes == [f"{n.describe()}: BGREWRITEAOF ok, BGSAVE ok" for n in nodes]
     assert len(reports["redis_files"].files_rewritten) == 12
-    remaining, kept = every_key(client), user_keys_of(other, "o0")
+    remaining, kept = master_contents(client), user_keys_of(other, "o0")
     assert set(remaining) == set(kept) | {stream.encode() for stream in redis_store.STREAMS}
     assert {key: remaining[key] for key in kept} == kept  # the other user's keys, values as seeded
     for stream in redis_store.STREAMS:
