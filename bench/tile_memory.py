@@ -22,8 +22,8 @@ import redis
 
 from bench.report import machine_line, write_section
 from feature_repo.event_time import Lateness
-from feature_repo.stream import APPLY_LUA, fold_user_tiles, parse_tiles, seen_key, tiles_frame, tiles_key
-from feature_repo.tile_fold import FoldStats, TileFolding, folds_frame, parse_fold
+from feature_repo.stream import APPLY_LUA, fold_user_tiles, read_tiles, seen_key, tiles_key
+from feature_repo.tile_fold import FoldStats, TileFolding
 from feature_repo.transforms import (
     ACTIVITY_FEATURES, TILE_MAXES, TILE_SUMS, event_contributions, snapshots_from_tiles,
 )
@@ -76,14 +76,8 @@ def usage(client: redis.Redis, users: np.ndarray) -> dict:
 
 def features(client: redis.Redis, users: np.ndarray, stamp: pd.Timestamp) -> np.ndarray:
     """The users' features at `stamp` from what Redis holds (what `StreamUpdater._write_rows` computes)."""
-    tiles, folds = [], []
-    for user in users:
-        fields = client.hgetall(tiles_key(int(user)))
-        tiles.append(parse_tiles(int(user), fields)[0])
-        fold = parse_fold(int(user), fields)
-        if fold is not None:
-            folds.append(fold)
-    rows = snapshots_from_tiles(tiles_frame(tiles), users, pd.DatetimeIndex([stamp]), folds_frame(folds))
+    tiles, folds = read_tiles(client, users)
+    rows = snapshots_from_tiles(tiles, users, pd.DatetimeIndex([stamp]), folds)
     return rows[list(ACTIVITY_FEATURES)].to_numpy(np.float32)
 
 

@@ -208,6 +208,19 @@ def tiles_frame(rows: list[np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(TILE_COLUMNS))
 
 
+def read_tiles(client: redis.Redis, users: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The users' tiles and running tiles as Redis holds them (a tiles frame and a folds frame): what features are
+    computed from (`snapshots_from_tiles(tiles, users, stamps, folds)`), one HGETALL per user."""
+    tiles, folds = [], []
+    for user in users:
+        fields = client.hgetall(tiles_key(int(user)))
+        tiles.append(parse_tiles(int(user), fields)[0])
+        fold = parse_fold(int(user), fields)
+        if fold is not None:
+            folds.append(fold)
+    return tiles_frame(tiles), folds_frame(folds)
+
+
 def write_tiles(
     client: redis.Redis, tiles: pd.DataFrame, chunk_users: int = 500, fold_through: int | None = None,
     folds: pd.DataFrame | None = None,

@@ -129,10 +129,10 @@ def _redis_features(resources: dict, users: np.ndarray, stamps: pd.DatetimeIndex
     """The activity features the Redis tiles `online_tiles` wrote give at `stamps` (running tiles included)."""
     import redis
 
+    from feature_repo.stream import read_tiles
     from feature_repo.transforms import ACTIVITY_FEATURES
-    from tests.feature_repo.factories import stored_tiles
 
-    tiles, folds = stored_tiles(redis.Redis.from_url(resources["redis"].url), users)
+    tiles, folds = read_tiles(redis.Redis.from_url(resources["redis"].url), users)
     rows = snapshots_from_tiles(tiles, users, stamps, folds)
     return rows[list(ACTIVITY_FEATURES)].to_numpy(np.float32)
 

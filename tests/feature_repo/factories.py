@@ -55,17 +55,3 @@ def materialize_shop(settings, redis_url: str, shop_config):
     store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime(), feature_views=views)
     return store, activity, profile, shop
 
-
-def stored_tiles(client, users) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The users' tiles and folds as Redis holds them (what `StreamUpdater._write_rows` reads)."""
-    from feature_repo.stream import parse_tiles, tiles_frame, tiles_key
-    from feature_repo.tile_fold import folds_frame, parse_fold
-
-    tiles, folds = [], []
-    for user in users:
-        fields = client.hgetall(tiles_key(int(user)))
-        tiles.append(parse_tiles(int(user), fields)[0])
-        fold = parse_fold(int(user), fields)
-        if fold is not None:
-            folds.append(fold)
-    return tiles_frame(tiles), folds_frame(folds)

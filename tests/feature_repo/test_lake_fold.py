@@ -12,11 +12,10 @@ from feature_repo.event_time import Lateness
 from feature_repo.lake_fold import (
     LAKE_FOLD, LakeFold, day_number, fold_expiring, read_lake_fold, write_lake_fold,
 )
-from feature_repo.stream import tiles_key, write_tiles
+from feature_repo.stream import read_tiles, tiles_key, write_tiles
 from feature_repo.transforms import (
     ACTIVITY_FEATURES, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY, merge_tiles, snapshots_from_tiles,
 )
-from tests.feature_repo.factories import stored_tiles
 
 FIRST = "2025-01-01"
 USERS = np.arange(1, 31, dtype=np.int64)
@@ -139,7 +138,7 @@ def test_redis_tiles_written_from_the_fold_give_the_features_of_every_tile(onlin
     assert only_folded, "the shop must have users whose whole history is in the fold"
     written = write_tiles(client, fold.tiles_with(*(parts[k] for k in keys[30:])), folds=fold.folds)
     assert written == len(set(merge_tiles(*parts.values())["user_id"]))
-    tiles, folds = stored_tiles(client, USERS)
+    tiles, folds = read_tiles(client, USERS)
     stamps = _stamps(keys[30], 2)
     everything = merge_tiles(*parts.values())
     assert np.array_equal(_features(snapshots_from_tiles(tiles, USERS, stamps, folds)),

@@ -14,7 +14,7 @@ from feature_repo.event_time import Lateness
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
 from feature_repo.stream import (
-    APPLIED, APPLY_LUA, FOLDED, StreamUpdater, fold_user_tiles, parse_tiles, seen_key, tiles_key,
+    APPLIED, APPLY_LUA, FOLDED, StreamUpdater, fold_user_tiles, parse_tiles, read_tiles, seen_key, tiles_key,
     write_tiles,
 )
 from feature_repo.tile_fold import (
@@ -25,7 +25,7 @@ from feature_repo.transforms import (
     empty_folds, event_contributions, event_tiles, fold_tiles, merge_tiles, snapshots_from_tiles,
 )
 from serving.store.features import FeatureClient
-from tests.feature_repo.factories import START, event, frame, stored_tiles
+from tests.feature_repo.factories import START, event, frame
 from tests.feature_repo.test_stream import Clock, _json_event
 
 DAY0 = int(START.value // 1000 // US_PER_DAY)
@@ -182,7 +182,7 @@ def test_fold_in_redis_keeps_features_and_is_idempotent(online_redis_url):
     folded_users = set(tiles["user_id"][tiles["day"] <= DAY0 + 449])
     assert (stats.users, stats.conflicts) == (len(folded_users), 0)
     assert stats.days == int((tiles["day"] <= DAY0 + 449).sum())
-    stored, folds = stored_tiles(client, USERS)
+    stored, folds = read_tiles(client, USERS)
     assert (stored["day"] > DAY0 + 449).all() and set(folds["user_id"]) == folded_users
     assert np.array_equal(_features(snapshots_from_tiles(stored, USERS, stamps, folds)),
                           _features(snapshots_from_tiles(tiles, USERS, stamps)))
@@ -256,7 +256,7 @@ def test_folds_racing_events_lose_nothing(online_redis_url):
     fold_user_tiles(client, [3], DAY0 + 55, stats=stats)
     applied = [row for row, reply in zip(rows, replies) if reply == APPLIED]
     assert set(replies) <= {APPLIED, FOLDED} and len(applied) < len(rows)
-    stored, folds = stored_tiles(client, np.array([3]))
+    stored, folds = read_tiles(client, np.array([3]))
     assert int(folds["views"].iloc[0] + stored["views"].sum()) == len(base) + len(applied)
     expected = event_tiles(frame(base + applied))
     stamp = pd.DatetimeIndex([_at(DAY0 + 61)])
