@@ -55,3 +55,14 @@ def materialize_shop(settings, redis_url: str, shop_config):
     store.materialize(profile["event_timestamp"].min().to_pydatetime(), end.to_pydatetime(), feature_views=views)
     return store, activity, profile, shop
 
+
+def purchase(**fields) -> dict:
+    """A valid purchase event (an `event` with revenue and the neutral action)."""
+    return event(**{"event_type": "purchase", "revenue": 9.0, "action_id": "no_action", **fields})
+
+
+def exposure(**fields) -> dict:
+    """A valid promo exposure event (an `event` with an action, its propensity and a surface)."""
+    defaults = dict(event_type="promo_exposure", item_id=None, category_id=None, price=None, action_id="pct10_sitewide",
+                    propensity=0.25, surface="home")
+    return event(**{**defaults, **fields})

@@ -2,19 +2,9 @@ import pandas as pd
 import pytest
 
 from feature_repo.contracts import CONTRACTS, validate_events
-from tests.feature_repo.factories import START, event, frame
+from tests.feature_repo.factories import START, event, exposure, frame, purchase
 
 AS_OF = START + pd.Timedelta(days=2)
-
-
-def purchase(**fields) -> dict:
-    return event(**{"event_type": "purchase", "revenue": 9.0, "action_id": "no_action", **fields})
-
-
-def exposure(**fields) -> dict:
-    defaults = dict(event_type="promo_exposure", item_id=None, category_id=None, price=None, action_id="pct10_sitewide",
-                    propensity=0.25, surface="home")
-    return event(**{**defaults, **fields})
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from feature_repo.contracts import RAW_COLUMNS, ValidationResult
 from feature_repo.event_time import DAY, Lateness, validate_arrivals
 from feature_repo.offline_engine import validate_day
 from infra.settings import HyperliftSettings
-from tests.feature_repo.factories import START, event, frame
+from tests.feature_repo.factories import START, event, exposure, frame, purchase
 from tests.feature_repo.spark_support import SPARK_TEST_MASTER, spark  # noqa: F401  (the session fixture)
 from tests.feature_repo.test_record_validation import KINDS
 
@@ -22,16 +22,6 @@ LATENESS = Lateness(2)
 ON_TIME = ARRIVAL + pd.Timedelta(hours=3)
 PANDAS = HyperliftSettings(offline_engine="pandas", spark_master=SPARK_TEST_MASTER)
 SPARK = HyperliftSettings(offline_engine="spark", spark_master=SPARK_TEST_MASTER)
-
-
-def purchase(**fields) -> dict:
-    return event(**{"event_type": "purchase", "revenue": 9.0, "action_id": "no_action", **fields})
-
-
-def exposure(**fields) -> dict:
-    defaults = dict(event_type="promo_exposure", item_id=None, category_id=None, price=None, action_id="pct10_sitewide",
-                    propensity=0.25, surface="home")
-    return event(**{**defaults, **fields})
 
 
 def assert_same(actual: ValidationResult, expected: ValidationResult, raw: pd.DataFrame) -> None:
