@@ -15,13 +15,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from feature_repo.event_time import Lateness
+from feature_repo.spark_buckets import BUCKET, POSITION
 from feature_repo.transforms import (
     ACTIVITY_FEATURES, FOLD_COLUMNS, FOLD_DAY, FOLD_DECAYED, FOLD_DTYPES, TILE_COLUMNS, empty_folds,
     snapshots_from_tiles,
 )
-
-BUCKET = "_hl_bucket"
-POSITION = "_hl_pos"
 
 
 def _schema() -> T.StructType:

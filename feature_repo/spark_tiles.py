@@ -14,7 +14,6 @@ missing user raises the same error as single-process. An empty frame is tiled on
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import numpy as np
@@ -22,27 +21,22 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from feature_repo import transforms
+from feature_repo import spark_buckets, transforms
+from feature_repo.spark_buckets import BUCKET, PAYLOAD, PAYLOAD_SCHEMA, POSITION
 from feature_repo.transforms import TILE_COLUMNS
 
-BUCKET = "_hl_bucket"
-POSITION = "_hl_pos"
-PAYLOAD = "_hl_payload"
 EVENTS_PER_BUCKET = 50_000
 """Fewest events worth a bucket of their own (a bucket's pandas work has a fixed cost of a few milliseconds)."""
 MAX_EVENTS_PER_BUCKET = 500_000
 """Most events of one bucket (its pickled frame is one binary cell of a Spark row)."""
 
-_INPUT = T.StructType([T.StructField(BUCKET, T.LongType()), T.StructField(PAYLOAD, T.BinaryType())])
 _OUTPUT = T.StructType([T.StructField(c, T.LongType()) for c in (BUCKET, POSITION, *TILE_COLUMNS)])
 
 
 def bucket_count(events: int, users: int, parallelism: int) -> int:
     """Buckets for `events` events of `users` users: four per core, none under EVENTS_PER_BUCKET events, none over
     MAX_EVENTS_PER_BUCKET on average, never more than there are users."""
-    wanted = max(1, min(math.ceil(events / EVENTS_PER_BUCKET), 4 * parallelism),
-                 math.ceil(events / MAX_EVENTS_PER_BUCKET))
-    return min(wanted, users)
+    return min(spark_buckets.bucket_count(events, parallelism, EVENTS_PER_BUCKET, MAX_EVENTS_PER_BUCKET), users)
 
 
 def event_tiles(spark: SparkSession, events: pd.DataFrame, buckets: int | None = None) -> pd.DataFrame:
@@ -53,12 +47,8 @@ def event_tiles(spark: SparkSession, events: pd.DataFrame, buckets: int | None =
     users, user_index = np.unique(user_of_event, return_inverse=True)
     buckets = min(buckets or bucket_count(len(events), len(users), spark.sparkContext.defaultParallelism), len(users))
     of_event = (user_index.astype(np.int64) * buckets) // len(users)  # contiguous, increasing ranges of user ids
-    order = np.argsort(of_event, kind="stable")
-    cuts = np.searchsorted(of_event[order], np.arange(buckets + 1))
-    cells = [
-        (b, bytearray(pickle.dumps(events.iloc[order[cuts[b]:cuts[b + 1]]], protocol=pickle.HIGHEST_PROTOCOL)))
-        for b in range(buckets) if cuts[b + 1] > cuts[b]
-    ]
+    cells = [(b, bytearray(pickle.dumps(events.iloc[rows], protocol=pickle.HIGHEST_PROTOCOL)))
+             for b, rows in spark_buckets.split(of_event, buckets)]
 
     def run(cell: pd.DataFrame) -> pd.DataFrame:
         out = []
@@ -69,7 +59,7 @@ def event_tiles(spark: SparkSession, events: pd.DataFrame, buckets: int | None =
                                      **{c: tiles[c].to_numpy(np.int64) for c in TILE_COLUMNS}}))
         return pd.concat(out, ignore_index=True) if out else pd.DataFrame({c: [] for c in _OUTPUT.names})
 
-    frame = spark.createDataFrame(cells, schema=_INPUT)  # a local list: no Arrow batch limit on the cells
+    frame = spark.createDataFrame(cells, schema=PAYLOAD_SCHEMA)  # a local list: no Arrow batch limit on the cells
     table = frame.groupBy(BUCKET).applyInPandas(run, schema=_OUTPUT).toArrow()
     order = np.lexsort((table[POSITION].to_numpy(), table[BUCKET].to_numpy()))
     rows = table.take(order)

@@ -34,34 +34,27 @@ driver too: there is nothing to spread, and the error is the single-process one.
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from feature_repo import event_time
+from feature_repo import event_time, spark_buckets
 from feature_repo.contracts import RAW_COLUMNS, ValidationResult
 from feature_repo.event_time import Lateness
+from feature_repo.spark_buckets import BUCKET, PAYLOAD, PAYLOAD_SCHEMA, POSITION
 
-BUCKET = "_hl_bucket"
-POSITION = "_hl_pos"
-PAYLOAD = "_hl_payload"
 ROWS_PER_BUCKET = 25_000
 """Fewest raw rows worth a bucket of their own: a validation costs ~0.2 s of pandas overhead whatever its size."""
 MAX_ROWS_PER_BUCKET = 250_000
 """Most raw rows of one bucket (its pickled frame, a few tens of MB, is one binary cell of a Spark row)."""
 
-_SCHEMA = T.StructType([T.StructField(BUCKET, T.LongType()), T.StructField(PAYLOAD, T.BinaryType())])
-
 
 def bucket_count(rows: int, parallelism: int) -> int:
     """Buckets for a day of `rows` raw rows: four per core, none smaller than ROWS_PER_BUCKET, none over
     MAX_ROWS_PER_BUCKET."""
-    wanted = min(math.ceil(rows / ROWS_PER_BUCKET), max(4 * parallelism, 1))
-    return max(1, wanted, math.ceil(rows / MAX_ROWS_PER_BUCKET))
+    return spark_buckets.bucket_count(rows, parallelism, ROWS_PER_BUCKET, MAX_ROWS_PER_BUCKET)
 
 
 def _hash_bucket(text: np.ndarray, buckets: int) -> np.ndarray:
@@ -115,16 +108,12 @@ def validate_arrivals(
                          "rename it, or validate with HYPERLIFT_OFFLINE_ENGINE=pandas")
     raw = raw.reset_index(drop=True)
     buckets = buckets or bucket_count(len(raw), spark.sparkContext.defaultParallelism)
-    of_row = row_buckets(raw["event_id"], buckets)
-    order = np.argsort(of_row, kind="stable")  # rows grouped by bucket, in raw order inside each
-    cuts = np.searchsorted(of_row[order], np.arange(buckets + 1))
     seen = seen_by_bucket(seen_event_ids, buckets)
-    cells = []
-    for b in range(buckets):
-        rows = order[cuts[b]:cuts[b + 1]]
-        if len(rows):
-            part = raw.iloc[rows].assign(**{POSITION: rows.astype(np.int64)})
-            cells.append((b, bytearray(pickle.dumps((part, seen[b]), protocol=pickle.HIGHEST_PROTOCOL))))
+    cells = [  # rows grouped by bucket, in raw order inside each
+        (b, bytearray(pickle.dumps((raw.iloc[rows].assign(**{POSITION: rows.astype(np.int64)}), seen[b]),
+                                   protocol=pickle.HIGHEST_PROTOCOL)))
+        for b, rows in spark_buckets.split(row_buckets(raw["event_id"], buckets), buckets)
+    ]
 
     def run(cell: pd.DataFrame) -> pd.DataFrame:
         out = []
@@ -135,8 +124,8 @@ def validate_arrivals(
             out.append((int(bucket), pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)))
         return pd.DataFrame(out, columns=[BUCKET, PAYLOAD])
 
-    frame = spark.createDataFrame(cells, schema=_SCHEMA)  # a local list: no Arrow batch limit on the cells
-    returned = frame.groupBy(BUCKET).applyInPandas(run, schema=_SCHEMA).collect()
+    frame = spark.createDataFrame(cells, schema=PAYLOAD_SCHEMA)  # a local list: no Arrow batch limit on the cells
+    returned = frame.groupBy(BUCKET).applyInPandas(run, schema=PAYLOAD_SCHEMA).collect()
     parts = [pickle.loads(row[PAYLOAD]) for row in sorted(returned, key=lambda row: row[BUCKET])]
     return _merge([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
 
