@@ -62,6 +62,7 @@ from demo.run import run_pipeline
 from demo.traffic import wait_healthy
 from feature_repo.event_time import Lateness
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.pseudonyms import pseudonymize_ids
 from feature_repo.store import feature_store
 from feature_repo.stream import StreamUpdater
 from feature_repo.transforms import REGIONS
@@ -308,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
                 users.update(zip(log.decisions["decision_id"], log.decisions["user_id"].astype(int)))
                 # The nightly batch's job for users without events: roll every online row forward to midnight.
                 midnight[0] = now
-                rolled = nightly.refresh(shop.users["user_id"])
+                rolled = nightly.refresh(pseudonymize_ids(shop.users["user_id"], nightly.pseudonymizer))
                 print(f"  served {len(log.decisions)} decisions {log.summary()}; {rolled} online rows rolled to "
                       f"{now.isoformat()}", flush=True)
                 # On the round's clock the day just served is over: the drain adds it to the decision_days partitions.

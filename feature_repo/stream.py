@@ -5,6 +5,8 @@ One definition of every step is shared with the batch assets: the contracts (eva
 `validate_records`, which a property test holds equal to the batch's `validate_events`: contracts, future,
 watermark), `event_contributions` (what an event adds to its tile) and `snapshots_from_tiles` (the features). What
 differs is where the tiles live: per user, a Redis hash `hyperlift:tiles:{<user>}` with fields `<day>:<tile column>`.
+`<user>` is the user's pseudonym, as in the lake: the accepted events' raw ids are replaced at the door
+(`feature_repo/pseudonyms.py`) before anything is written; refused events go to the quarantine stream as received.
 
 A call runs in three steps, and a call that fails at any point (a 503) and is sent again ends in the state one clean
 call would have left: the same tiles, rows, quarantine, seen markers and answer.
@@ -66,6 +68,7 @@ import redis
 
 from feature_repo.event_time import Lateness, day_start
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize
 from feature_repo.record_validation import validate_records
 from feature_repo.tile_fold import (
     FOLD_DAY_FIELD, FOLD_LUA, FOLD_PREFIX, FoldStats, TileFolding, fold_fields, folds_frame, parse_fold, plan_folds,
@@ -75,6 +78,7 @@ from feature_repo.transforms import (
     FOLD_DAY, MICROS, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY, empty_folds, event_contributions, fold_tiles,
     snapshots_from_tiles,
 )
+from infra.keys import Pseudonymizer
 from infra.redis_cluster import run_scripts
 
 TILES_PREFIX = "hyperlift:tiles:"
@@ -313,8 +317,11 @@ class StreamUpdater:
     def __init__(
         self, writer: OnlineWriter, client: redis.Redis, lateness: Lateness, now: Callable[[], datetime],
         quarantine_maxlen: int = 1_000_000, folding: TileFolding | None = TileFolding(),
+        pseudonymizer: Pseudonymizer | None = None,
     ):
         self.writer = writer
+        # The door (feature_repo/pseudonyms.py): accepted events are keyed by the user's pseudonym from here on.
+        self.pseudonymizer = pseudonymizer or lake_pseudonymizer()
         self.folding = folding  # None: never fold (each user's hash then grows by its active days)
         self.fold_stats = FoldStats()
         self._fold_script = client.register_script(FOLD_LUA)
@@ -342,7 +349,7 @@ class StreamUpdater:
                 index=False
             )
         ]
-        accepted = result.accepted
+        accepted = pseudonymize(result.accepted, self.pseudonymizer)  # quarantined events stay as received
         replies = self._apply_tiles(accepted, call_token(events))
         ours = (replies == APPLIED) | (replies == SAME_CALL)
         if not ours.all():
@@ -360,7 +367,7 @@ class StreamUpdater:
         return StreamResult(int(ours.sum()), sorted(rejected, key=lambda r: r["index"]), updated, rows_written)
 
     def refresh(self, users: Sequence[int], chunk: int = 2_000) -> int:
-        """Recompute the users' rows from their tiles as of now and write them (newer or equal): what the nightly batch
+        """Recompute the rows of `users` (lake ids: pseudonyms) from their tiles as of now and write them (newer or equal): what the nightly batch
         does for users without new events, so their rows roll forward (decays, recency) and stay fresh. Each user's
         days behind the watermark − margin are folded on the way (`tile_fold`), so this nightly pass bounds them."""
         now = pd.Timestamp(self.now()).tz_convert("UTC")

@@ -47,8 +47,11 @@ KEYS_FILE_ENV = "HYPERLIFT_KEYS_FILE"
 FILE_FORMAT = 1
 SECRET_BYTES = 32
 """256 random bits per version, as 64 hex characters."""
-PSEUDONYM_MASK = (1 << 63) - 1
-"""Pseudonyms are the HMAC's first 8 bytes with the top bit cleared: a nonnegative int64, the type user ids have."""
+PSEUDONYM_MASK = (1 << 53) - 1
+"""Pseudonyms are the HMAC's first 8 bytes cut to 53 bits: a nonnegative int64 inside the contracts' id range
+(`MAX_ID` = 2^53 − 1), so a pseudonym passes every check a raw id does, survives a float64 column (pandas turns an
+int column with a gap into float64, exact up to 2^53) and a JSON number. Two of 10 million users share one with
+probability ~0.6 % (n²/2^54); their lake rows would then merge."""
 
 
 class KeysError(RuntimeError):
@@ -229,16 +232,16 @@ def adopt(actor: str, *, path: Path | None = None, audit: AuditLog | None = None
 
 
 class Pseudonymizer:
-    """The keyed 63-bit pseudonym of a user id: HMAC-SHA256(key, id as 8 big-endian bytes), first 8 bytes, top bit
-    cleared. A nonnegative int64 like the ids it replaces, so every dtype, join and Feast entity stays as it is;
-    not reversible without the key. The key's HMAC state is made once and copied per id (about 1 µs)."""
+    """The keyed 53-bit pseudonym of a user id: HMAC-SHA256(key, id as 8 big-endian bytes), first 8 bytes, cut to
+    `PSEUDONYM_MASK`. A nonnegative int64 like the ids it replaces, so every dtype, join and Feast entity stays as it
+    is; not reversible without the key. The key's HMAC state is made once and copied per id (about 1 µs)."""
 
     def __init__(self, secret: str, version: int = 0):
         self.version = version
         self._keyed = hmac.new(bytes.fromhex(secret), digestmod=hashlib.sha256)
 
     def __call__(self, user_id: int) -> int:
-        """The pseudonym of one id (0..2^63-1)."""
+        """The pseudonym of one id (0..2^53-1)."""
         keyed = self._keyed.copy()
         keyed.update(int(user_id).to_bytes(8, "big", signed=True))
         return int.from_bytes(keyed.digest()[:8], "big") & PSEUDONYM_MASK

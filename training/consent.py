@@ -7,6 +7,9 @@ for a purpose is a revocation is left out of the next training set, all of their
 decision log is checked against what the service could know: a revocation binds the decisions made after the
 service took the call (`received`, the service's clock), and from then on no served action may need the purpose
 (`consent_violations`).
+
+A consent event's `user_id` is the user's pseudonym (the service keys consent like the features,
+feature_repo/pseudonyms.py), its `user_key` the trace salt's hash of the raw id, as in the decision log.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def revoked_users(events: pd.DataFrame, purposes: tuple[str, ...] | None = None)
 
 
 def without_revoked(rows: pd.DataFrame, revoked_ids: Collection, column: str = "user_id") -> pd.DataFrame:
-    """`rows` without the rows whose `column` is one of `revoked_ids` (raw user ids for the batch training set, user
-    keys for rows from the decision log, whose `user_id` column holds the key)."""
+    """`rows` without the rows whose `column` is one of `revoked_ids` (lake ids, the users' pseudonyms, for the batch
+    training set; user keys for rows from the decision log, whose `user_id` column holds the key)."""
     if column not in rows.columns:
         raise ValueError(f"rows have no {column!r} column to match revoked users on")
     return rows.loc[~rows[column].isin(set(revoked_ids))]

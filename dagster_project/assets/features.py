@@ -5,6 +5,7 @@ sources of the Feast views."""
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
@@ -12,6 +13,7 @@ from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import ACTIVITY_TILES, CUSTOMERS, USER_ACTIVITY, USER_PROFILE, VALIDATED_EVENTS
 from feature_repo.lake_fold import read_lake_fold
 from feature_repo.offline_engine import partition_snapshots, tiles_of_day
+from feature_repo.pseudonyms import pseudonymize, pseudonymize_ids
 from feature_repo.transforms import merge_tiles, user_profile_rows
 from infra.settings import HyperliftSettings
 
@@ -29,7 +31,8 @@ def user_activity_features(
     P − lateness + 1 … P + 1 of every known user (the new one, and the earlier ones late events may change)."""
     lateness = event_time.lateness()
     keys = sorted(context.partition_keys)
-    users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
+    # Every customer by lake id (the pseudonym), sorted: snapshot files list users in that order.
+    users = np.unique(pseudonymize_ids(lake.read(CUSTOMERS, columns=["user_id"])["user_id"], lake.pseudonymizer()))
     engine = HyperliftSettings()  # HYPERLIFT_OFFLINE_ENGINE: snapshots single-process (pandas) or on Spark
     fold = read_lake_fold(Path(lake.root))  # the running tiles of the days retention deleted
     folded = [k for k in keys if fold.covers(k)]
@@ -73,6 +76,6 @@ def _changed_rows(lake: DataLakeResource, stamp_key: str, rows: pd.DataFrame) ->
 
 @dg.asset(deps=["customers"], group_name="features")
 def user_profile_features(lake: DataLakeResource) -> dg.MaterializeResult:
-    """Profile features (region, device, marketing consent) stamped at sign-up."""
-    rows = user_profile_rows(lake.read(CUSTOMERS))
+    """Profile features (region, device, marketing consent) stamped at sign-up, keyed by the users' pseudonyms."""
+    rows = user_profile_rows(pseudonymize(lake.read(CUSTOMERS), lake.pseudonymizer()))
     return dg.MaterializeResult(metadata={"rows": len(rows), "path": str(lake.write(USER_PROFILE, rows))})

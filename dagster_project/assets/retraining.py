@@ -55,7 +55,8 @@ def logged_training_set(
     rows = usable_rows(train, feature_names)
     logged = training_frame(rows, train.set_index("decision_id")["user_key"])
     history = lake.read(TRAINING_SET) if config.include_history and lake.path(TRAINING_SET).exists() else None
-    # Users who revoked consent (POST /v1/consent) train nothing: logged rows carry the user key, history the raw id.
+    # Users who revoked consent (POST /v1/consent) train nothing: logged rows carry the user key, history the lake id
+    # (the pseudonym, as the consent lake).
     revoked = revoked_in_lake(lake)
     before = len(logged) + (0 if history is None else len(history))
     logged = without_revoked(logged, revoked["user_key"])

@@ -8,6 +8,7 @@ from dagster_project.partitions import ARRIVAL_DAYS, SINGLE_RUN
 from dagster_project.resources import DataLakeResource, EventTimeResource
 from dagster_project.resources.data_lake import QUARANTINE, RAW_EVENTS, VALIDATED_EVENTS, VALIDATION_REPORT
 from feature_repo.offline_engine import validate_day
+from feature_repo.pseudonyms import pseudonymize
 from infra.settings import HyperliftSettings
 
 
@@ -16,7 +17,8 @@ def validated_events(
     context: dg.AssetExecutionContext, lake: DataLakeResource, event_time: EventTimeResource
 ) -> dg.MaterializeResult:
     """Per arrival day, apply the contracts, the watermark and cross-partition deduplication: accepted rows to
-    validated/, the rest to quarantine/ with rule and reason."""
+    validated/ keyed by the user's pseudonym (the door: feature_repo/pseudonyms.py), the rest to quarantine/ as
+    received, with rule and reason."""
     lateness = event_time.lateness()
     keys = sorted(context.partition_keys)
     # Ids accepted by earlier days (on disk) are replays; days of this run add theirs as they go, in day order.
@@ -26,10 +28,11 @@ def validated_events(
     totals = {"events_in": 0, "accepted": 0, "quarantined": 0}
     by_rule: dict[str, int] = {}
     engine = HyperliftSettings()  # HYPERLIFT_OFFLINE_ENGINE: each day single-process (pandas) or on Spark
+    door = lake.pseudonymizer()  # the current pseudonym key, made on the first run
     for key in keys:
         raw = lake.read_partitions(RAW_EVENTS, [key])
         result = validate_day(raw, pd.Timestamp(key), lateness, seen, engine)
-        lake.write_partition(VALIDATED_EVENTS, key, result.accepted)
+        lake.write_partition(VALIDATED_EVENTS, key, pseudonymize(result.accepted, door))
         lake.write_partition(QUARANTINE, key, result.quarantined)
         seen = seen.append(pd.Index(result.accepted["event_id"], dtype="string"))
         for name, value in (("events_in", len(raw)), ("accepted", len(result.accepted)),
@@ -41,7 +44,7 @@ def validated_events(
                      totals["events_in"], totals["accepted"], totals["quarantined"], len(keys))
     return dg.MaterializeResult(
         metadata={**totals, "quarantined_by_rule": dg.MetadataValue.json(dict(sorted(by_rule.items()))),
-                  "allowed_lateness_days": lateness.allowed_days}
+                  "allowed_lateness_days": lateness.allowed_days, "pseudonym_key_version": door.version}
     )
 
 

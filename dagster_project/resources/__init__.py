@@ -11,6 +11,7 @@ from dagster_project.resources.landing import LandingResource
 from dagster_project.resources.mlflow_registry import MlflowResource
 from dagster_project.resources.redis_store import RedisResource
 from dagster_project.resources.shop import ShopResource
+from infra.keys import key_file
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig
 
@@ -18,7 +19,7 @@ from simulator import ShopConfig
 def build_resources(settings: HyperliftSettings, redis_url: str | dg.EnvVar, shop: ShopConfig) -> dict[str, object]:
     """The resources of one deployment: one data folder, one Redis, one MLflow store, one simulated shop."""
     return {
-        "lake": DataLakeResource(root=str(settings.data_dir)),
+        "lake": DataLakeResource(root=str(settings.data_dir), keys_file=str(key_file(settings))),
         "redis": RedisResource(url=redis_url),
         "feast": FeastResource(redis_url=redis_url, home=str(settings.home)),
         "mlflow": MlflowResource(tracking_uri=settings.mlflow_uri, artifact_dir=str(settings.mlflow_artifacts_dir)),

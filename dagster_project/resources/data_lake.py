@@ -9,6 +9,8 @@ import pandas as pd
 
 from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE
 from feature_repo.embeddings import USER_EMBEDDING_TABLE
+from feature_repo.pseudonyms import lake_pseudonymizer
+from infra.keys import Pseudonymizer
 
 # Event tables are folders of daily partitions (`<table>/<YYYY-MM-DD>.parquet`, keyed by arrival day).
 RAW_EVENTS = "raw/events"
@@ -28,9 +30,15 @@ EMBEDDING_MANIFEST = "embeddings/manifest.json"  # watermarks and parameters of 
 
 
 class DataLakeResource(dg.ConfigurableResource):
-    """Parquet tables under `root` (HYPERLIFT_HOME/data by default)."""
+    """Parquet tables under `root` (HYPERLIFT_HOME/data by default), keyed below the raw layer by the pseudonym key
+    in `keys_file` (feature_repo/pseudonyms.py; outside the lake, infra/keys.py)."""
 
     root: str
+    keys_file: str = ""  # empty: HYPERLIFT_KEYS_FILE, else $HYPERLIFT_HOME/keys/keys.json
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The door's key: the current pseudonym key of this deployment, made on the first run."""
+        return lake_pseudonymizer(path=Path(self.keys_file) if self.keys_file else None)
 
     def path(self, table: str) -> Path:
         """Absolute path of a table."""

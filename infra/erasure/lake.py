@@ -2,7 +2,8 @@
 so a table added later is covered as soon as it carries a user column.
 
 - a `user_id` column (raw, validated and quarantined events, the CRM customers, tiles, activity and profile
-  snapshots, embeddings, training sets, the consent lake): the user's rows are removed, and so are event rows with
+  snapshots, embeddings, training sets, the consent lake): the user's rows (the raw id in the raw layer, a pseudonym
+  below it: `Subject.ids`) are removed, and so are event rows with
   no user id whose `session_id` is one of the user's sessions (a quarantined event that lost its user field);
 - an `event` column (events refused by `POST /v1/events`, as received): rows whose event names the user;
 - a `user_key` column: in the decision log (`decisions/`, `outcomes/`, `decision_outcomes/`) the user's rows are
@@ -64,7 +65,11 @@ def subject_sessions(root: Path, subject: Subject) -> set[str]:
 def id_mask(column: pa.ChunkedArray, subject: Subject) -> np.ndarray:
     """Rows of a user-id column holding the user's id (integers, or ids kept as received text)."""
     if pa.types.is_integer(column.type):
-        return pc.fill_null(pc.equal(column, subject.user_id), False).to_numpy(zero_copy_only=False)
+        width = column.type.bit_width
+        low, high = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if pa.types.is_signed_integer(column.type) \
+            else (0, (1 << width) - 1)
+        ids = pa.array([i for i in subject.ids if low <= i <= high], type=column.type)  # a narrow column: fewer fit
+        return pc.fill_null(pc.is_in(column, ids), False).to_numpy(zero_copy_only=False)
     return np.array([subject.owns_id(v) for v in column.to_pylist()], dtype=bool)
 
 

@@ -35,8 +35,9 @@ def log_files(home: Path, extra_dirs: Iterable[Path] = ()) -> Iterator[Path]:
 
 
 def line_pattern(subject: Subject) -> re.Pattern[bytes]:
-    """A line that names the user: the pseudonym, `user_id` / `user` with the raw id, or a key tagged `{id}`."""
-    uid = str(subject.user_id).encode()
+    """A line that names the user: the user key, `user_id` / `user` with the raw id or a pseudonym, or a key tagged
+    `{id}`."""
+    uid = b"(?:" + b"|".join(str(i).encode() for i in subject.ids) + b")"
     return re.compile(
         b"|".join(re.escape(key.encode()) for key in subject.user_keys)
         + rb"|user(?:_id)?[\"']?\s*[:=]\s*[\"']?" + uid + rb"(?![0-9])"

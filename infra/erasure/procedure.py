@@ -56,11 +56,13 @@ class Target:
     former_salts: tuple[str, ...] | None = None
 
     def subject(self, user_id: int) -> Subject:
-        """The user as the stores know them: pseudonyms under the current trace salt and every retired one."""
+        """The user as the stores know them: hashes under the current trace salt and every retired one, pseudonyms
+        under every version of the pseudonym key."""
         former = self.former_salts
+        path = keys.key_file(self.settings)
         if former is None:
-            former = keys.former_salts(self.salt, path=keys.key_file(self.settings))
-        return Subject.of(user_id, self.salt, former)
+            former = keys.former_salts(self.salt, path=path)
+        return Subject.of(user_id, self.salt, former, keys.pseudonymizers(path=path))
 
     @classmethod
     def from_env(cls, settings: HyperliftSettings | None = None, redis_url: str | None = None) -> "Target":

@@ -1,9 +1,11 @@
 """Redis: the user's keys, their stream entries, and the server's append-only and snapshot files rewritten.
 
 Keys, by what names them:
-- the raw id: Feast's online row (one hash per entity: every `user` feature view, the embedding included), the
-  stream tiles `hyperlift:tiles:{id}`, seen-event markers `hyperlift:seen:{id}:*`, consent `hyperlift:consent:{id}`;
-- the pseudonym: frequency caps `hyperlift:caps:{user_key}:*` and item caps `hyperlift:item_caps:{user_key}:*`;
+- the user's lake id, the pseudonym (under every version of the pseudonym key, and the raw id of a store written
+  before the lake was pseudonymous: `Subject.ids`): Feast's online row (one hash per entity: every `user` feature
+  view, the embedding included), the stream tiles `hyperlift:tiles:{id}`, seen-event markers
+  `hyperlift:seen:{id}:*`, consent `hyperlift:consent:{id}`;
+- the user key (the trace salt's hash): frequency caps `hyperlift:caps:{user_key}:*` and item caps `hyperlift:item_caps:{user_key}:*`;
 - the user's outcome ids: idempotency claims `{hyperlift:outcomes}:idempotency:<outcome_id>` (a hash of the outcome
   as sent, user id included; `hyperlift:outcomes:idempotency:<outcome_id>` for claims made before 2026-12-07).
 
@@ -49,8 +51,8 @@ CAP_PREFIXES = ("hyperlift:caps", "hyperlift:item_caps")  # serving/policy/caps.
 DECISION_STREAM, OUTCOME_STREAM = "hyperlift:decisions", "hyperlift:outcomes"  # serving/store/decision_log.py
 QUARANTINE_STREAM, CONSENT_STREAM = "hyperlift:quarantine", "hyperlift:consent_events"
 STREAMS = (DECISION_STREAM, OUTCOME_STREAM, QUARANTINE_STREAM, CONSENT_STREAM)
-"""Streams whose records can name a user (decisions and outcomes by pseudonym; refused events and consent calls by
-raw id)."""
+"""Streams whose records can name a user (decisions and outcomes by user key; refused events by raw id, as received;
+consent calls by pseudonym and user key)."""
 COPY_BATCH = 1_000
 PERSIST_TIMEOUT_S = 600.0
 
@@ -105,10 +107,10 @@ def _text(value: bytes | str) -> str:
 def user_keys(client: redis.Redis | RedisCluster, subject: Subject) -> list[bytes]:
     """Every key of the user that exists (Feast row, tiles, seen markers, consent, caps); on a cluster the SCANs
     visit every master."""
-    named = [subject.entity_key, f"{TILES_PREFIX}{subject.hash_tag}".encode(),
-             f"{CONSENT_PREFIX}:{subject.hash_tag}".encode()]
+    named = [*subject.entity_keys, *(f"{TILES_PREFIX}{tag}".encode() for tag in subject.hash_tags),
+             *(f"{CONSENT_PREFIX}:{tag}".encode() for tag in subject.hash_tags)]
     found = [key for key in named if client.exists(key)]
-    patterns = [f"{SEEN_PREFIX}{subject.hash_tag}:*"]
+    patterns = [f"{SEEN_PREFIX}{tag}:*" for tag in subject.hash_tags]  # by pseudonym (every key version), raw id
     patterns += [f"{p}:{{{key}}}:*" for p in CAP_PREFIXES for key in subject.user_keys]  # every trace salt version
     for pattern in patterns:
         found += list(client.scan_iter(match=_glob_escape(pattern), count=1000))

@@ -10,6 +10,7 @@ import numpy as np
 from feature_repo.event_time import Lateness
 from feature_repo.online_writer import OnlineWriter
 from feature_repo.store import feature_store
+from feature_repo.pseudonyms import lake_pseudonymizer
 from feature_repo.stream import StreamUpdater
 from feature_repo.transforms import REGIONS
 from infra.redis_cluster import redis_client, slot_client
@@ -140,6 +141,9 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         config, store, client, metrics, clock, platform.data_dir, settings.seed
     )
     consent = ConsentStore(client, consent_purposes(config))
+    # The pseudonym key the lake and Redis are keyed by: made here in dev mode, never in production (the pipeline
+    # makes it, or `python -m infra.keys rotate pseudonym`; a missing key stops start-up with that message).
+    pseudonymizer = lake_pseudonymizer(create=settings.mode == "dev")
     # The drift guards' per-surface switch, polled like safe mode (its policy from serving/conf/guards.yaml).
     cautious = CautiousSwitch(client, load_guard_config().cautious, poll_s=settings.safe_mode_poll_s)
     metrics.watch_cautious(cautious)
@@ -159,6 +163,7 @@ def build_runtime(settings: ServingSettings) -> Runtime:
         consent=consent,
         cautious=cautious,
         parity=parity,
+        pseudonymizer=pseudonymizer,
     )
     service.warm_up()  # the first request must not pay for cold caches and overrun its deadline
     metrics.watch_models(lambda: service.champions)  # hyperlift_model_info, read at scrape time
@@ -171,7 +176,8 @@ def build_runtime(settings: ServingSettings) -> Runtime:
     events_client = redis_client(settings.redis_url, events_timeout_s)
     events_store = feature_store(settings.redis_url, platform, redis_timeout_s=events_timeout_s)
     updater = StreamUpdater(
-        OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now
+        OnlineWriter(events_store, events_client), events_client, Lateness(settings.allowed_lateness_days), clock.now,
+        pseudonymizer=pseudonymizer,
     )
     events = EventIntake(updater, metrics.registry)
     # Its own connection: XREAD blocks for a second at a time, longer than the decisions' timeout.

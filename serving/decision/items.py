@@ -127,7 +127,7 @@ class ItemSurface:
             return self._neutral(ITEM_INDEX_MISSING, None)
         if not service.breaker.allow():
             return self._neutral(FEATURES_CIRCUIT_OPEN, served)
-        user_id = request.user_id
+        user_id = service.pseudonymizer(request.user_id)  # the stores' id of the user (feature_repo/pseudonyms.py)
         pipe = RoundTrip(service.client)
         parse_read = self.features.queue(pipe, user_id, self._order)
         parse_profile = self.profile.queue(pipe, user_id, self._profile_order)

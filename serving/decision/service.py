@@ -46,6 +46,8 @@ from serving.core.schemas import DecisionRequest, DecisionResponse, ModelRef, Sc
 from serving.decision.scoring import scorer, sd_scorer
 from serving.decision.surfaces import PolicyConfig, SurfaceConfig
 from serving.store.trace import TraceWriter
+from feature_repo.pseudonyms import lake_pseudonymizer
+from infra.keys import Pseudonymizer
 from training.pyfunc import UpliftModel
 from training.registry import RegisteredModel
 
@@ -280,8 +282,13 @@ class DecisionService:
         consent: ConsentStore | None = None,
         cautious: CautiousSwitch | None = None,
         parity: ParityCaps | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
     ):
         self.config = config
+        # The request's raw user id → the user's pseudonym, once, at the edge: features, tiles, consent and the
+        # item history are keyed by it, as in the lake (feature_repo/pseudonyms.py); `user_key` (the trace salt's
+        # hash of the raw id) keys the decision log, caps and experiment arms.
+        self.pseudonymizer = pseudonymizer or lake_pseudonymizer()
         self.items = items or {}  # ann_items surfaces by name (serving/decision/items.py)
         self.champions = champions
         self.client = client
@@ -409,7 +416,9 @@ class DecisionService:
         config = surface.config
         model = champion.model
         candidates = self._candidates(request, config, model)
-        read, ruled_out, fallback = yield from self._read(champion, surface, request.user_id, ukey, candidates)
+        read, ruled_out, fallback = yield from self._read(
+            champion, surface, self.pseudonymizer(request.user_id), ukey, candidates
+        )
         timings["features"] = time.perf_counter() - started
         if read is None:
             return self._neutral(config, fallback, champion)
@@ -566,7 +575,7 @@ class DecisionService:
     def _read(
         self, champion: Champion, surface: Surface, user_id: int, ukey: str, actions: list[str]
     ) -> Steps[tuple[FeatureRead | None, set[str] | None, str | None]]:
-        """One round trip for the user's features and the surface's cap and budget counters: (features, actions
+        """One round trip for the features of `user_id` (the pseudonym: the stores' id) and the surface's cap and budget counters: (features, actions
         ruled out by caps or budgets, fallback). When Redis fails: the user's last known good features, counters
         unknown (None), and the reason; or no features at all."""
         key = (champion.ref.version, user_id)  # the value order belongs to one model version

@@ -131,7 +131,7 @@ CONSENT_FORMAT = RecordFormat(
     ]),
 )
 """Consent calls (`POST /v1/consent`, stream `hyperlift:consent_events`, serving/store/consent.py), applied or not:
-the event's time `ts`, the user (raw id and keyed hash), purpose, granted, who sent it and when the service took it
+the event's time `ts`, the user (pseudonym, as in the lake, and the trace salt's keyed hash), purpose, granted, who sent it and when the service took it
 (`received`, its clock)."""
 
 

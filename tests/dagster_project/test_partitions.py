@@ -19,6 +19,7 @@ from dagster_project.resources import build_resources
 from dagster_project.resources.data_lake import (
     ACTIVITY_TILES, CUSTOMERS, QUARANTINE, RAW_EVENTS, USER_ACTIVITY, VALIDATED_EVENTS, DataLakeResource,
 )
+from feature_repo.pseudonyms import pseudonymize_ids
 from feature_repo.transforms import event_tiles, snapshots_from_tiles
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig
@@ -30,8 +31,22 @@ ASSETS = [ingestion.landing, ingestion.shop_reference, *PARTITIONED, validation.
 TABLES = (RAW_EVENTS, VALIDATED_EVENTS, QUARANTINE, ACTIVITY_TILES, USER_ACTIVITY)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_pseudonym_key(tmp_path_factory):
+    """Every home of this module keys its lake by one pseudonym key (HYPERLIFT_KEYS_FILE), so that lakes built by
+    different runs can be compared byte for byte; a home of its own would make its own key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYPERLIFT_KEYS_FILE", str(tmp_path_factory.mktemp("keys") / "keys.json"))
+        yield
+
+
 def _resources(home: Path, redis_url: str) -> dict:
     return build_resources(HyperliftSettings(home=home, reports_dir=home / "reports"), redis_url, SHOP)
+
+
+def _lake_users(lake: DataLakeResource) -> np.ndarray:
+    """Every customer's lake id (the pseudonym the pipeline keys features by), sorted as the asset sorts them."""
+    return np.unique(pseudonymize_ids(lake.read(CUSTOMERS, columns=["user_id"])["user_id"], lake.pseudonymizer()))
 
 
 def _run(resources: dict, assets: list, tags: dict[str, str]) -> None:
@@ -91,7 +106,7 @@ def test_every_day_accounts_for_its_events_and_late_ones_are_routed(backfilled):
 def test_final_snapshots_equal_a_one_shot_computation_over_the_accepted_events(backfilled):
     lake: DataLakeResource = backfilled["lake"]
     snapshots = lake.read(USER_ACTIVITY)
-    users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
+    users = _lake_users(lake)
     stamps = pd.date_range("2026-10-02", periods=len(DAYS), freq="D", tz="UTC")
     expected = snapshots_from_tiles(event_tiles(lake.read(VALIDATED_EVENTS)), users, stamps)
     expected = expected.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)
@@ -149,7 +164,7 @@ def test_retention_folds_old_tiles_and_later_days_write_the_same_features(tmp_pa
     resources = _resources(home, redis_databases.fresh())
     _run(resources, ASSETS, shop_days(SHOP))
     lake: DataLakeResource = resources["lake"]
-    users = lake.read(CUSTOMERS, columns=["user_id"])["user_id"].to_numpy()
+    users = _lake_users(lake)
     stamps = pd.DatetimeIndex([pd.Timestamp("2026-10-07", tz="UTC"), pd.Timestamp("2026-10-07T13:00Z")])
     online_tiles(dg.build_asset_context(), lake=lake, redis=resources["redis"], event_time=resources["event_time"])
     online_before = _redis_features(resources, users, stamps)

@@ -12,9 +12,10 @@ from dagster_project.definitions import build_definitions
 from dagster_project.partitions import DECISION_DAYS, shop_days
 from dagster_project.resources import build_resources
 from dagster_project.resources.data_lake import VALIDATED_EVENTS
-from infra.erasure.subject import Subject
+from infra.erasure.subject import Subject, entity_key
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig
+from tests.lake_ids import raw_users
 from tests.seeded_stores import SeededStores
 
 SHOP = ShopConfig(n_users=80, n_items=30, n_days=4, seed=11)
@@ -43,7 +44,8 @@ def seeded(seeded_once):
 
 def test_erasure_job_erases_the_configured_user(seeded, monkeypatch):
     settings, url, defs = seeded
-    user = int(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].iloc[0])
+    pseudonym = int(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].iloc[0])
+    user = raw_users(settings, [pseudonym])[0]  # the raw id: what an erasure is asked for
     monkeypatch.setenv("ERASE_USER_ID", str(user))  # the run config names the variable, never the id
     run_config = {"ops": {"erase_user": {"config": {"user_id": {"env": "ERASE_USER_ID"}, "reason": "job test"}}}}
     result = defs.resolve_job_def("erasure_job").execute_in_process(
@@ -52,9 +54,10 @@ def test_erasure_job_erases_the_configured_user(seeded, monkeypatch):
     assert str(user) not in str(result.dagster_run.run_config)
     receipt = result.output_for_node("erase_user")
     assert Subject.of(user, "hyperlift-dev-salt").user_key in receipt
-    assert user not in set(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"])
+    assert pseudonym not in set(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"])
+    assert user not in set(pd.read_parquet(settings.data_dir / "raw" / "customers.parquet")["user_id"])
     client = redis.Redis.from_url(url)
-    assert not client.exists(f"hyperlift:tiles:{{{user}}}") and not client.exists(Subject.of(user, "s").entity_key)
+    assert not client.exists(f"hyperlift:tiles:{{{pseudonym}}}") and not client.exists(entity_key(pseudonym))
     client.close()
 
 

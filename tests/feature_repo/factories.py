@@ -32,18 +32,23 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def materialize_shop(settings, redis_url: str, shop_config):
-    """Feature tables of a simulated shop written, applied and materialized; returns (store, activity, profile, shop)."""
+    """Feature tables of a simulated shop written, applied and materialized, keyed by the users' pseudonyms as the
+    pipeline keys them (through the door, feature_repo/pseudonyms.py, under the home's current pseudonym key); returns
+    (store, activity, profile, shop): the tables hold pseudonyms, the shop raw ids (what requests carry)."""
     from feature_repo.contracts import validate_events
     from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, UPLIFT_FEATURE_SERVICE, build_repo
+    from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize, pseudonymize_ids
     from feature_repo.store import feature_store
     from feature_repo.transforms import SnapshotWindow, user_activity_snapshots, user_profile_rows
+    from infra import keys
     from simulator import build_shop, simulate_events
 
     shop = build_shop(shop_config)
-    accepted = validate_events(simulate_events(shop), pd.Timestamp(shop_config.end)).accepted
+    door = lake_pseudonymizer(path=keys.key_file(settings))  # the key the service of this home reads
+    accepted = pseudonymize(validate_events(simulate_events(shop), pd.Timestamp(shop_config.end)).accepted, door)
     window = SnapshotWindow(pd.Timestamp(shop_config.start), shop_config.n_days)
-    activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
-    profile = user_profile_rows(shop.users)
+    activity = user_activity_snapshots(accepted, pseudonymize_ids(shop.users["user_id"], door), window)
+    profile = user_profile_rows(pseudonymize(shop.users, door))
     # The activity source is a folder of snapshot files (one per stamp, as the asset writes it); profiles, a file.
     for path, table_frame in ((ACTIVITY_TABLE + "/all.parquet", activity), (PROFILE_TABLE, profile)):
         (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import pytest
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
+from tests.lake_ids import lake_id
 
 SHOP = ShopConfig(n_users=300, n_items=60, n_days=6, seed=11)
 
@@ -18,10 +19,10 @@ def materialized(settings, online_redis_url):
     return store, activity, profile
 
 
-def test_online_equals_offline_point_in_time(materialized):
+def test_online_equals_offline_point_in_time(materialized, settings):
     store, activity, _ = materialized
     service = store.get_feature_service(UPLIFT_FEATURE_SERVICE)
-    users = [0, 1, 17, 150, 299]
+    users = [lake_id(settings, u) for u in (0, 1, 17, 150, 299)]  # the store is keyed by the users' pseudonyms
     online = pd.DataFrame(
         store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in users]).to_dict()
     ).set_index("user_id")
@@ -40,6 +41,9 @@ def test_online_equals_offline_point_in_time(materialized):
     # and both equal the newest snapshot the asset wrote
     newest = activity[activity["event_timestamp"] == activity["event_timestamp"].max()].set_index("user_id")
     np.testing.assert_allclose(online.loc[users, "activity_decayed"], newest.loc[users, "activity_decayed"], rtol=1e-6)
+    # and no row is keyed by a raw id
+    raw = store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in (0, 1, 17, 150, 299)])
+    assert all(values == [None] * 5 for name, values in raw.to_dict().items() if name != "user_id")
 
 
 def test_offline_join_never_sees_the_future(materialized):
@@ -55,9 +59,9 @@ def test_offline_join_never_sees_the_future(materialized):
     assert list(joined["page_views_total"]) == [wide.loc[user, stamps[1]], wide.loc[user, stamps[2]]]
 
 
-def test_unknown_user_reads_as_missing_online(materialized):
+def test_unknown_user_reads_as_missing_online(materialized, settings):
     store, _, _ = materialized
     row = store.get_online_features(
-        features=store.get_feature_service(UPLIFT_FEATURE_SERVICE), entity_rows=[{"user_id": 10**9}]
+        features=store.get_feature_service(UPLIFT_FEATURE_SERVICE), entity_rows=[{"user_id": lake_id(settings, 10**9)}]
     ).to_dict()
     assert all(values == [None] for name, values in row.items() if name != "user_id")

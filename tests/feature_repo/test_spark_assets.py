@@ -14,6 +14,7 @@ from dagster_project.resources import build_resources
 from dagster_project.resources.data_lake import (
     ACTIVITY_TILES, QUARANTINE, USER_ACTIVITY, VALIDATED_EVENTS, DataLakeResource,
 )
+from infra.keys import KEYS_FILE_ENV
 from infra.settings import HyperliftSettings
 from simulator import ShopConfig
 from tests.feature_repo.spark_support import SPARK_TEST_MASTER, spark  # noqa: F401  (the session fixture)
@@ -41,6 +42,8 @@ def lake_after_backfill(home: Path, redis_url: str, engine: str, monkeypatch) ->
 def test_validation_and_features_on_spark_write_the_same_files(tmp_path, redis_databases, monkeypatch, spark):
     from feature_repo import spark_tiles, spark_validation
 
+    # Both homes key their lake by one pseudonym key (a deployment's mounted key file), so their files can be equal.
+    monkeypatch.setenv(KEYS_FILE_ENV, str(tmp_path / "keys" / "keys.json"))
     expected = lake_after_backfill(tmp_path / "pandas", redis_databases.fresh(), "pandas", monkeypatch)
     # a day of this shop is a few hundred events: cut it into several buckets, as a large day would be
     monkeypatch.setattr(spark_validation, "ROWS_PER_BUCKET", 50)

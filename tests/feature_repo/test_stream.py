@@ -15,6 +15,7 @@ import redis
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.event_time import DAY, Lateness, validate_arrivals
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize
 from feature_repo.store import feature_store
 from feature_repo.stream import (
     MONEY_CAP, QUARANTINE_STREAM, StreamUpdater, parse_tiles, seen_key, tiles_frame, tiles_key, write_tiles,
@@ -22,6 +23,7 @@ from feature_repo.stream import (
 from feature_repo.transforms import (
     ACTIVITY_FEATURES, TILE_COLUMNS, US_PER_DAY, event_tiles, merge_tiles, snapshots_from_tiles,
 )
+from infra import keys
 from serving.store.decision_log import QUARANTINE_FORMAT, StreamDrain, read_partitions
 from serving.store.features import FeatureClient
 from simulator import ShopConfig, build_shop, simulate_events
@@ -43,12 +45,21 @@ class Clock:
 
 @pytest.fixture
 def streaming(settings, online_redis_url):
-    """(updater, clock, store, redis client) over a freshly applied Feast repo."""
+    """(updater, clock, store, redis client) over a freshly applied Feast repo; the updater's door is the home's
+    pseudonym key (`updater.pseudonymizer`: the ids the tiles, markers and rows are keyed by)."""
     store = feature_store(online_redis_url, settings)
     store.apply(build_repo(settings.data_dir).objects())
     client = redis.Redis.from_url(online_redis_url)
     clock = Clock(START + pd.Timedelta(hours=12))
-    return StreamUpdater(OnlineWriter(store), client, Lateness(2), clock), clock, store, client
+    door = lake_pseudonymizer(path=keys.key_file(settings))
+    return StreamUpdater(OnlineWriter(store), client, Lateness(2), clock, pseudonymizer=door), clock, store, client
+
+
+def _lake_frame(rows: list[dict], updater: StreamUpdater) -> pd.DataFrame:
+    """Accepted events as a frame, through the updater's door (user ids replaced by their pseudonyms)."""
+    frame = pd.DataFrame(rows)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return pseudonymize(frame, updater.pseudonymizer)
 
 
 def _json_event(row: dict) -> dict:
@@ -87,9 +98,13 @@ def test_streamed_shop_equals_the_batch_transform_over_the_batch_accepted_events
     assert stream_rules == batch_rules
     assert batch_rules.get("ts.beyond_watermark", 0) > 0 and batch_rules.get("event_id.unique", 0) > 0
 
-    tiles = event_tiles(pd.concat(batch_accepted, ignore_index=True))
+    # The batch's accepted events go through the door the updater's do: both are keyed by the same pseudonyms.
+    accepted = pd.concat(batch_accepted, ignore_index=True)
+    tiles = event_tiles(pseudonymize(accepted, updater.pseudonymizer))
     client = FeatureClient(store, UPLIFT_FEATURE_SERVICE)
     users = sorted(tiles["user_id"].unique())
+    raw = set(accepted["user_id"].astype(int))
+    assert not raw & {int(u) for u in users}  # the pseudonyms are no raw id of the shop (53-bit keyed hashes)
     compared = 0
     for user in users:
         read = client.read(int(user), list(ACTIVITY_FEATURES))
@@ -107,10 +122,11 @@ def test_the_tiles_in_redis_equal_the_batch_tiles(streaming):
     events = [_json_event(r) for r in rows]
     updater.apply(events[6:])
     updater.apply(events[:6] + events[2:4])  # replays of two events in a later call
-    tile_rows, latest = parse_tiles(7, client.hgetall(tiles_key(7)))
+    lake_user = updater.pseudonymizer(7)
+    assert not client.exists(tiles_key(7))  # the raw id never reaches Redis: the tiles are the pseudonym's
+    tile_rows, latest = parse_tiles(lake_user, client.hgetall(tiles_key(lake_user)))
     stored = tiles_frame([tile_rows])
-    frame = pd.DataFrame(rows)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame = _lake_frame(rows, updater)
     pd.testing.assert_frame_equal(stored, merge_tiles(event_tiles(frame)))
     assert latest == int(frame["ts"].max().value // 1000)
 
@@ -150,15 +166,16 @@ def test_a_late_event_rewrites_the_row_and_an_older_row_never_replaces_it(stream
     updater, clock, store, _ = streaming
     client = FeatureClient(store, UPLIFT_FEATURE_SERVICE)
     clock.value = START + 2 * DAY + pd.Timedelta(hours=1)
+    user = updater.pseudonymizer(3)  # the row is the pseudonym's
     updater.apply([_json_event(event(event_id="now", user_id=3, ts=START + 2 * DAY))])
-    before = client.read(3, list(ACTIVITY_FEATURES))
+    before = client.read(user, list(ACTIVITY_FEATURES))
     updater.apply([_json_event(event(event_id="late", user_id=3, ts=START + pd.Timedelta(hours=2)))])
-    after = client.read(3, list(ACTIVITY_FEATURES))
+    after = client.read(user, list(ACTIVITY_FEATURES))
     assert before.by_name["page_views_total"] == 1.0 and after.by_name["page_views_total"] == 2.0
     assert after.event_timestamps == before.event_timestamps  # the stamp is `now`: equal, and still written
     clock.value = START + pd.Timedelta(hours=3)  # a worker with a clock behind: its row is older, refused
     updater.apply([_json_event(event(event_id="behind", user_id=3, ts=START + pd.Timedelta(hours=2, minutes=30)))])
-    assert client.read(3, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 2.0
+    assert client.read(user, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 2.0
 
 
 def test_a_refresh_rolls_rows_forward_to_now_as_the_batch_transform_does(streaming):
@@ -167,11 +184,12 @@ def test_a_refresh_rolls_rows_forward_to_now_as_the_batch_transform_does(streami
     rows = [event(event_id=f"r{i}", user_id=u, ts=START + pd.Timedelta(hours=i)) for i, u in enumerate((4, 4, 5))]
     updater.apply([_json_event(r) for r in rows])
     clock.value = START + 3 * DAY  # two quiet days later: no event, the rows must still move (decays, recency)
-    assert updater.refresh([4, 5, 4]) == 2
-    frame = pd.DataFrame(rows)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    expected = snapshots_from_tiles(merge_tiles(event_tiles(frame)), np.array([4, 5]), pd.DatetimeIndex([clock.value]))
-    for user in (4, 5):
+    four, five = updater.pseudonymizer(4), updater.pseudonymizer(5)  # refresh takes lake ids, as the tiles keep them
+    assert updater.refresh([four, five, four]) == 2
+    frame = _lake_frame(rows, updater)
+    expected = snapshots_from_tiles(merge_tiles(event_tiles(frame)), np.array(sorted([four, five])),
+                                    pd.DatetimeIndex([clock.value]))
+    for user in (four, five):
         read = client.read(user, list(ACTIVITY_FEATURES))
         assert read.event_timestamps["user_activity_fv"] == clock.value.to_pydatetime()
         row = expected.loc[expected["user_id"] == user, list(ACTIVITY_FEATURES)].iloc[0]
@@ -284,8 +302,11 @@ def test_a_clean_call_counts_every_event_once_and_marks_its_events_answered(stre
     assert result.accepted + len(result.rejected) == len(events)  # in = accepted + quarantined
     assert client.xlen(QUARANTINE_STREAM) == 2
     markers = {key: client.get(key) for key in client.keys("hyperlift:seen:*")}
-    assert sorted(markers) == sorted(seen_key(u, e) .encode() for u, e in (
+    assert sorted(markers) == sorted(seen_key(updater.pseudonymizer(u), e).encode() for u, e in (
         (21, "v1"), (21, "v2"), (22, "p1"), (22, "v3"), (23, "x1"), (23, "c1")))
+    # Below the door nothing is keyed by a raw id: every tile hash is a pseudonym's.
+    assert sorted(client.keys("hyperlift:tiles:*")) == sorted(
+        tiles_key(updater.pseudonymizer(u)).encode() for u in (21, 22, 23))
     assert set(markers.values()) == {b"1"}
 
 
@@ -351,10 +372,11 @@ def test_an_unfinished_call_that_is_never_repeated_leaves_replays_that_still_rew
     with pytest.raises(Fault):
         updater.apply(first)
     reader = FeatureClient(store, UPLIFT_FEATURE_SERVICE)
-    assert reader.read(31, list(ACTIVITY_FEATURES)).event_timestamps["user_activity_fv"] is None  # the row is stale
+    user = updater.pseudonymizer(31)
+    assert reader.read(user, list(ACTIVITY_FEATURES)).event_timestamps["user_activity_fv"] is None  # the row is stale
     other = updater.apply(first + [_json_event(event(event_id="u2", user_id=32, ts=clock.value))])  # another call
     assert other.accepted == 1 and [r["rule"] for r in other.rejected] == ["event_id.unique"]
-    assert reader.read(31, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 1.0  # rewritten all the same
+    assert reader.read(user, list(ACTIVITY_FEATURES)).by_name["page_views_total"] == 1.0  # rewritten all the same
 
 
 def test_money_is_bounded_by_the_contract_and_a_full_tile_refuses_the_event_without_touching_anything(streaming):
@@ -374,10 +396,11 @@ def test_money_is_bounded_by_the_contract_and_a_full_tile_refuses_the_event_with
     assert client.keys("hyperlift:tiles:*") == []
     # A user whose lifetime revenue is 1 micro-unit short of the cap (the batch handed it over so): a purchase that
     # would pass 2^53 is refused whole; one that fits is applied.
-    near = pd.DataFrame([{**dict.fromkeys(TILE_COLUMNS, 0), "user_id": 42, "day": 20_000, "purchases": 1,
+    user = updater.pseudonymizer(42)  # the batch hands over tiles keyed by the lake id
+    near = pd.DataFrame([{**dict.fromkeys(TILE_COLUMNS, 0), "user_id": user, "day": 20_000, "purchases": 1,
                           "revenue_micros": MONEY_CAP - 1_000_000, "last_visit_us": -1, "last_purchase_us": 1}])
     write_tiles(client, near[list(TILE_COLUMNS)])
-    before = client.hgetall(tiles_key(42))
+    before = client.hgetall(tiles_key(user))
     assert before[b"total:revenue_micros"] == str(MONEY_CAP - 1_000_000).encode()
     buy = [_json_event(event(event_id="b1", user_id=42, ts=ts, event_type="purchase", revenue=1.000001))]
     refused = updater.apply(buy)
@@ -386,9 +409,10 @@ def test_money_is_bounded_by_the_contract_and_a_full_tile_refuses_the_event_with
         "reason": "the user's lifetime sum of revenue would pass 9,007,199,254.740992 (9007199254740992 micro-units), "
                   "the most its tiles sum exactly; the event is kept here, not applied",
     }]
-    assert client.hgetall(tiles_key(42)) == before and client.get(seen_key(42, "b1")) is None
+    assert client.hgetall(tiles_key(user)) == before and client.get(seen_key(user, "b1")) is None
     fits = updater.apply([{**buy[0], "event_id": "b2", "revenue": 1.0}])
     assert fits.accepted == 1
-    assert int(client.hget(tiles_key(42), b"total:revenue_micros")) == MONEY_CAP
+    assert int(client.hget(tiles_key(user), b"total:revenue_micros")) == MONEY_CAP
     day = int(pd.Timestamp(ts).value // 1000 // US_PER_DAY)
-    assert int(client.hget(tiles_key(42), f"{day}:revenue_micros")) == 1_000_000
+    assert int(client.hget(tiles_key(user), f"{day}:revenue_micros")) == 1_000_000
+    assert not client.exists(tiles_key(42))

@@ -12,6 +12,7 @@ import redis
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.event_time import Lateness
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize
 from feature_repo.store import feature_store
 from feature_repo.stream import (
     APPLIED, APPLY_LUA, FOLDED, StreamUpdater, fold_user_tiles, parse_tiles, read_tiles, seen_key, tiles_key,
@@ -24,6 +25,7 @@ from feature_repo.transforms import (
     ACTIVITY_FEATURES, DECAY_PER_DAY, FOLD_COLUMNS, FOLD_DECAYED, TILE_COLUMNS, TILE_MAXES, TILE_SUMS, US_PER_DAY,
     empty_folds, event_contributions, event_tiles, fold_tiles, merge_tiles, snapshots_from_tiles,
 )
+from infra import keys
 from serving.store.features import FeatureClient
 from tests.feature_repo.factories import START, event, frame
 from tests.feature_repo.test_stream import Clock, _json_event
@@ -268,12 +270,14 @@ def test_folds_racing_events_lose_nothing(online_redis_url):
 
 @pytest.fixture
 def streaming(settings, online_redis_url):
-    """(updater, clock, feature client, redis client) over a freshly applied Feast repo."""
+    """(updater, clock, feature client, redis client) over a freshly applied Feast repo; the updater keys users by
+    their pseudonym under the home's key (`updater.pseudonymizer`)."""
     store = feature_store(online_redis_url, settings)
     store.apply(build_repo(settings.data_dir).objects())
     client = redis.Redis.from_url(online_redis_url)
     clock = Clock(START)
-    updater = StreamUpdater(OnlineWriter(store), client, Lateness(2), clock, folding=TileFolding(margin_days=1))
+    updater = StreamUpdater(OnlineWriter(store), client, Lateness(2), clock, folding=TileFolding(margin_days=1),
+                            pseudonymizer=lake_pseudonymizer(path=keys.key_file(settings)))
     return updater, clock, FeatureClient(store, UPLIFT_FEATURE_SERVICE), client
 
 
@@ -289,6 +293,7 @@ def _day_events(day: int) -> list[dict]:
 
 def test_three_years_of_daily_activity_keep_a_bounded_hash_and_unfolded_features(streaming):
     updater, clock, features, client = streaming
+    user = updater.pseudonymizer(21)  # the lake id of the events' user 21: its tiles, refresh and row
     quiet = range(DAY0 + 400, DAY0 + 700)  # ten months without an event: only the nightly refresh runs
     sent: list[dict] = []
     reads: list[tuple[pd.Timestamp, np.ndarray]] = []
@@ -306,13 +311,13 @@ def test_three_years_of_daily_activity_keep_a_bounded_hash_and_unfolded_features
             assert (result.accepted, result.rejected) == (len(batch), [])
             sent += batch
         else:
-            assert updater.refresh([21]) == 1
+            assert updater.refresh([user]) == 1
         active = sum(1 for d in range(today - 3, today + 1) if DAY0 <= d and d not in quiet)
-        sizes[today] = client.hlen(tiles_key(21))
+        sizes[today] = client.hlen(tiles_key(user))
         if today >= DAY0 + 15:  # the fold holds every category by then: 20 fields, + 3 of bookkeeping
             assert sizes[today] == 23 + 9 * active, today
         if call % 12 == 0 or today + 3 >= DAY0 + 3 * 365:
-            read = features.read(21, list(ACTIVITY_FEATURES))
+            read = features.read(user, list(ACTIVITY_FEATURES))
             assert read.event_timestamps["user_activity_fv"] == clock.value.to_pydatetime()
             reads.append((clock.value, np.asarray(read.values, dtype=np.float32)))
     assert max(sizes.values()) == 23 + 9 * 4 == 59
@@ -320,9 +325,10 @@ def test_three_years_of_daily_activity_keep_a_bounded_hash_and_unfolded_features
     folding = [t for t in sizes if any(DAY0 <= d and d not in quiet for d in range(t - 6, t - 3))]
     assert (updater.fold_stats.users, updater.fold_stats.conflicts) == (len(folding), 0)
     assert updater.fold_stats.days == 3 * 365 - 2 - len(quiet) - 4  # every active day but the last four
-    accepted = frame(sent)
+    assert not client.exists(tiles_key(21))  # the raw id never reached Redis
+    accepted = pseudonymize(frame(sent), updater.pseudonymizer)
     for stamp, values in reads:  # each row: the unfolded transform over every event before its stamp
-        expected = snapshots_from_tiles(event_tiles(accepted[accepted["ts"] < stamp]), np.array([21]),
+        expected = snapshots_from_tiles(event_tiles(accepted[accepted["ts"] < stamp]), np.array([user]),
                                         pd.DatetimeIndex([stamp]))
         assert np.array_equal(values, _features(expected)[0]), stamp
     unfolded_days = accepted["ts"].dt.floor("D").nunique()
@@ -331,17 +337,18 @@ def test_three_years_of_daily_activity_keep_a_bounded_hash_and_unfolded_features
 
 def test_a_writer_whose_clock_is_behind_the_fold_has_its_event_refused_and_the_row_survives(streaming):
     updater, clock, features, client = streaming
+    user = updater.pseudonymizer(21)
     for today in range(DAY0, DAY0 + 12):
         clock.value = _at(today, 12)
         updater.apply([_json_event(e) for e in _day_events(today)])
-    folded = int(client.hget(tiles_key(21), "fold:day"))
+    folded = int(client.hget(tiles_key(user), "fold:day"))
     assert folded == DAY0 + 12 - 1 - 4  # today − lateness − margin − 1
-    row = features.read(21, list(ACTIVITY_FEATURES)).values
+    row = features.read(user, list(ACTIVITY_FEATURES)).values
     clock.value = _at(folded + 1, 12)  # three days behind: its watermark admits the folded day before the last
-    before = client.hgetall(tiles_key(21))
+    before = client.hgetall(tiles_key(user))
     result = updater.apply([_json_event(event(event_id="behind", user_id=21, ts=_at(folded - 1, 5)))])
     assert result.accepted == 0 and [(r["rule"], r["reason"][:60]) for r in result.rejected] == [
         ("ts.beyond_watermark", "the event's day is already folded into the user's running ti")]
-    assert client.hgetall(tiles_key(21)) == before
-    assert updater.refresh([21]) == 0  # a refresh on the behind clock computes (stamped after the fold) ...
-    assert np.array_equal(features.read(21, list(ACTIVITY_FEATURES)).values, row)  # ... and keeps the newer row
+    assert client.hgetall(tiles_key(user)) == before
+    assert updater.refresh([user]) == 0  # a refresh on the behind clock computes (stamped after the fold) ...
+    assert np.array_equal(features.read(user, list(ACTIVITY_FEATURES)).values, row)  # ... and keeps the newer row

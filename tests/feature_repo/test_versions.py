@@ -16,16 +16,18 @@ from feast.types import Float32, Float64
 
 from feature_repo.definitions import build_repo
 from feature_repo.materialize import fast_materialize
+from feature_repo.pseudonyms import lake_pseudonymizer
 from feature_repo.versions import (
     definition_view_pins, format_view_pins, next_view_version, online_write_plan, parse_view_pins, schema_hash,
     service_view_pins, view_version, view_version_name,
 )
+from infra import keys
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
 from tests.feature_repo.versioned_repo import ACTIVITY_V2_FEATURES, NEW_FEATURE, activity_v2_rows, apply_v2
 
 SHOP = ShopConfig(n_users=120, n_items=30, n_days=4, seed=21)
-USERS = [0, 1, 7, 60, 119]
+RAW_USERS = [0, 1, 7, 60, 119]
 
 
 # -- Feast 0.67's own versioning with Redis -------------------------------------------------------------------
@@ -129,12 +131,21 @@ def test_schema_hash_sees_schema_and_nothing_else(tmp_path):
 
 
 @pytest.fixture
-def versioned(settings, online_redis_url):
+def users(settings) -> list[int]:
+    """The lake ids (pseudonyms) of `RAW_USERS` under the home's key: what the tables and Redis are keyed by (the key
+    is made here when the shop is not materialized yet; `materialize_shop` then keys the tables by it)."""
+    door = lake_pseudonymizer(path=keys.key_file(settings))
+    return [door(u) for u in RAW_USERS]
+
+
+@pytest.fixture
+def versioned(settings, online_redis_url, users):
     """A shop materialized through uplift_v1, then activity v2 (uplift_v2) applied next to it, not yet written."""
     store, activity, profile, _ = materialize_shop(settings, online_redis_url, SHOP)
     repo = build_repo(settings.data_dir)
     v1_online = store.get_online_features(
-        features=store.get_feature_service("uplift_v1"), entity_rows=[{"user_id": u} for u in USERS]).to_dict()
+        features=store.get_feature_service("uplift_v1"), entity_rows=[{"user_id": u} for u in users]).to_dict()
+    assert None not in v1_online["page_views_total"]  # the users' rows are there, under their pseudonyms
     client = redis.Redis.from_url(online_redis_url)
     v1_bytes = {key: client.hgetall(key) for key in client.keys()}
     apply_v2(store, repo, settings.data_dir, activity)
@@ -155,34 +166,35 @@ def test_registry_pins_equal_the_definitions_and_v2_is_a_new_view(versioned):
     assert v2["user_activity_v2_fv"] != definition_view_pins("uplift_v1")["user_activity_fv"]
 
 
-def test_dual_write_keeps_the_old_versions_values_exactly_and_adds_the_new(versioned):
+def test_dual_write_keeps_the_old_versions_values_exactly_and_adds_the_new(versioned, users):
     store, activity, profile, v1_online, v1_bytes, client = versioned
     in_use = {"user_activity_fv": ("1",), "user_profile_fv": ("1", "2"), "user_activity_v2_fv": ("2",)}
     plan = online_write_plan(store, "uplift_v2", in_use)
     assert plan.write == ("user_activity_v2_fv", "user_profile_fv", "user_activity_fv") and plan.retired == ()
     written = fast_materialize(store, list(plan.write), *_window(activity, profile), mode="newer_or_equal")
     assert written == {"user_activity_v2_fv": SHOP.n_users, "user_profile_fv": SHOP.n_users, "user_activity_fv": SHOP.n_users}
-    rows = [{"user_id": u} for u in USERS]
+    rows = [{"user_id": u} for u in users]
     assert store.get_online_features(features=store.get_feature_service("uplift_v1"), entity_rows=rows).to_dict() == v1_online
     for key, fields in v1_bytes.items():  # every field v1 wrote is byte for byte what it was
         assert {f: v for f, v in client.hgetall(key).items() if f in fields} == fields
     v2 = pd.DataFrame(store.get_online_features(
         features=store.get_feature_service("uplift_v2"), entity_rows=rows).to_dict()).set_index("user_id")
     newest = activity_v2_rows(activity[activity["event_timestamp"] == activity["event_timestamp"].max()])
-    newest = newest.set_index("user_id").loc[USERS]
+    newest = newest.set_index("user_id").loc[users]
     assert "mobile_view_share" not in v2.columns
     np.testing.assert_allclose(v2[NEW_FEATURE].to_numpy(float), newest[NEW_FEATURE].to_numpy(float), rtol=1e-6)
     np.testing.assert_allclose(v2[list(ACTIVITY_V2_FEATURES)].to_numpy(float),
                                newest[list(ACTIVITY_V2_FEATURES)].to_numpy(float), rtol=1e-6)
 
 
-def test_historical_features_of_both_versions_from_the_file_offline_store(versioned):
+def test_historical_features_of_both_versions_from_the_file_offline_store(versioned, users):
     store, activity = versioned[0], versioned[1]
     as_of = activity["event_timestamp"].max() + pd.Timedelta(hours=1)
-    entities = pd.DataFrame({"user_id": USERS, "event_timestamp": [as_of] * len(USERS)})
+    entities = pd.DataFrame({"user_id": users, "event_timestamp": [as_of] * len(users)})
     old = store.get_historical_features(entity_df=entities, features=store.get_feature_service("uplift_v1")).to_df()
     new = store.get_historical_features(entity_df=entities, features=store.get_feature_service("uplift_v2")).to_df()
-    old, new = old.set_index("user_id").loc[USERS], new.set_index("user_id").loc[USERS]
+    old, new = old.set_index("user_id").loc[users], new.set_index("user_id").loc[users]
+    assert old["page_views_total"].notna().all()  # joined on the users' pseudonyms, as the tables hold them
     assert "mobile_view_share" in old.columns and NEW_FEATURE not in old.columns
     assert "mobile_view_share" not in new.columns and NEW_FEATURE in new.columns
     np.testing.assert_allclose(old["page_views_total"], new["page_views_total"], rtol=0)

@@ -29,6 +29,7 @@ from serving.store.trace import TraceWriter
 from serving.store.wal import destination_dir
 from simulator import ShopConfig
 from tests.feature_repo.factories import materialize_shop
+from tests.lake_ids import lake_id
 from tests.seeded_stores import SeededStores
 from tests.serving.conftest import FEATURES, register_model
 
@@ -91,10 +92,14 @@ def seeded_template(tmp_path_factory, redis_databases):
     assert trace.flush(10.0)
     trace.close(2.0)  # sent to Redis, kept on disk: no drain has put them in the lake
     AuditLog(audit_dir(settings)).record("cli:test", "model.promote", target="hyperlift_uplift/1", reason="seed")
-    users = [int(u) for u in shop.users["user_id"].to_numpy()[:10]]
+    raw_users = [int(u) for u in shop.users["user_id"].to_numpy()[:10]]
+    users = [lake_id(settings, u) for u in raw_users]  # the online store is keyed by the users' pseudonyms
     client = redis.Redis.from_url(redis_url)
+    online = _online(store, users)
+    assert all(None not in values for values in online.values())  # every user's row is there to compare
     expected = {
-        "online": _online(store, users),
+        "online": online,
+        "lake_ids": dict(zip(raw_users, users)),
         "predictions": _champion_predictions(settings),
         "stream": client.xrange(STREAM),
         "keys": {key: client.dump(key) for key in client.scan_iter()},
@@ -141,6 +146,8 @@ def test_a_wiped_home_comes_back_identical_from_its_backup(seeded, tmp_path):
         f"d{n}" for n in range(5)]
     client.close()
     assert _online(feature_store(settings.redis_url, settings), users) == expected["online"]
+    # The pseudonym key came back with the home: raw ids still map to the lake ids the restored stores hold.
+    assert {u: lake_id(settings, u) for u in expected["lake_ids"]} == expected["lake_ids"]
     np.testing.assert_array_equal(_champion_predictions(settings), expected["predictions"])
     with dg.DagsterInstance.from_config(str(settings.resolved_dagster_home)) as instance:
         run = instance.get_run_by_id(expected["run_id"])

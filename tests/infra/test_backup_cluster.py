@@ -15,7 +15,8 @@ import pytest
 from redis.cluster import RedisCluster
 
 from infra import backup
-from infra.erasure.subject import Subject
+from infra.erasure.subject import entity_key
+from infra.keys import Pseudonymizer
 from infra.redis_cluster import cluster_topology, node_connection, redis_client, slot
 from infra.redis_cluster_server import LocalRedisCluster
 from infra.settings import HyperliftSettings
@@ -25,20 +26,23 @@ pytestmark = pytest.mark.redis_cluster
 
 STREAM = "hyperlift:decisions"
 TTL_MS = 3_600_000
+DOOR = Pseudonymizer("b4" * 32, 1)  # Redis keys users by their pseudonym (feature_repo/pseudonyms.py)
 
 
 def seed(client: RedisCluster) -> dict[bytes, int]:
     """What one server's backup covers, on the cluster: 200 Feast rows (binary keys, no hash tag), tiles and seen
-    markers (user tags), caps zsets (pseudonym tags), budget counters with a TTL, the decision stream with a group
-    that has read 3 entries and acknowledged 1, and an outcome claim on the stream's slot. {key: ttl ms or -1}."""
+    markers (tags of the users' pseudonyms), caps zsets (user-key tags), budget counters with a TTL, the decision
+    stream with a group that has read 3 entries and acknowledged 1, and an outcome claim on the stream's slot.
+    {key: ttl ms or -1}."""
     ttls: dict[bytes, int] = {}
     pipe = client.pipeline(transaction=False)
     for user in range(200):
-        row = Subject(user, f"{user:032x}").entity_key
+        row = entity_key(DOOR(user))
         pipe.hset(row, mapping={b"_ts:user_activity": bytes([user % 256, 1]), b"\x00\xffvisits": str(user)})
         ttls[row] = -1
     for user in range(60):
-        tiles, seen = f"hyperlift:tiles:{{{user}}}".encode(), f"hyperlift:seen:{{{user}}}:ev-{user}".encode()
+        lake_id = DOOR(user)
+        tiles, seen = f"hyperlift:tiles:{{{lake_id}}}".encode(), f"hyperlift:seen:{{{lake_id}}}:ev-{user}".encode()
         caps = f"hyperlift:caps:{{{user:032x}}}:daily".encode()
         pipe.hset(tiles, mapping={"2026-12-01": user, "2026-12-02": user * 2})
         pipe.set(seen, b"1", px=TTL_MS)

@@ -128,17 +128,18 @@ def test_rotating_the_pseudonym_key_keeps_the_old_version_for_reads(key_home):
     assert retired(42) == before != current(42)
 
 
-def test_the_pseudonym_is_a_keyed_nonnegative_int64():
+def test_the_pseudonym_is_a_keyed_nonnegative_int64_within_the_id_range():
     secret = "ab" * 32
     pseudonym = Pseudonymizer(secret)
     digest = hmac.new(bytes.fromhex(secret), (42).to_bytes(8, "big"), hashlib.sha256).digest()
-    assert pseudonym(42) == int.from_bytes(digest[:8], "big") & (2**63 - 1)
+    assert pseudonym(42) == int.from_bytes(digest[:8], "big") & (2**53 - 1)
     ids = np.arange(100_000, dtype=np.int64)
     many = pseudonym.many(ids)
     assert many.dtype == np.int64 and (many >= 0).all() and len(set(many.tolist())) == len(ids)
     assert many[42] == pseudonym(42) == pseudonym(np.int64(42))
     assert Pseudonymizer("cd" * 32)(42) != pseudonym(42)
-    assert pseudonym(2**53 - 1) >= 0  # the largest id the contracts accept
+    assert 0 <= pseudonym(2**53 - 1) <= 2**53 - 1  # the largest id the contracts accept, and its pseudonym
+    assert (many <= 2**53 - 1).all() and (many.astype(np.float64).astype(np.int64) == many).all()  # float64-exact
 
 
 def test_a_key_file_in_the_lake_or_open_to_others_is_refused(key_home, monkeypatch):

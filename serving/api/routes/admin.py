@@ -125,7 +125,7 @@ def erase_user(body: ErasureRequest, runtime: RuntimeDep, caller: AdminCaller) -
         raise HTTPException(status_code=409, detail="another erasure is running in this worker; retry when it ends")
     started = time.monotonic()
     try:
-        runtime.service.feature_cache.revoke(body.user_id)  # this worker's remembered reads of the user
+        runtime.service.feature_cache.revoke(runtime.service.pseudonymizer(body.user_id))  # this worker's reads of it
         receipt = erase(body.user_id, target, actor=caller, reason=body.reason)
     except (redis.exceptions.RedisError, OSError, RuntimeError) as exc:
         log.error("erasure requested by %r failed part way: %s", caller, redis_failure(exc)

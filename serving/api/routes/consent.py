@@ -42,9 +42,10 @@ def record_consent(body: ConsentRequest, runtime: RuntimeDep, caller: Caller, re
         raise HTTPException(status_code=422, detail=f"ts {ts} is {ts - now:.0f} s in the future; send the time the "
                                                     "user gave or revoked consent")
     key = user_key(body.user_id, runtime.service.salt)
+    lake_id = runtime.service.pseudonymizer(body.user_id)  # consent is kept by pseudonym, as the features
     try:
         result = runtime.consent.record(
-            body.user_id, body.purpose, body.granted, ts, source="api", client_id=caller, event_id=body.event_id,
+            lake_id, body.purpose, body.granted, ts, source="api", client_id=caller, event_id=body.event_id,
             user_key=key, received=now,
         )
     except ValueError as exc:
@@ -52,7 +53,7 @@ def record_consent(body: ConsentRequest, runtime: RuntimeDep, caller: Caller, re
     except redis.exceptions.RedisError as exc:
         raise HTTPException(status_code=503, detail=f"consent not stored, retry: {redis_failure(exc)}") from exc
     if result.applied and not body.granted:  # this worker's cached reads of the user go now (others: ConsentWatcher)
-        runtime.service.feature_cache.revoke(body.user_id)
+        runtime.service.feature_cache.revoke(lake_id)
     default_log().record(
         caller, "consent.grant" if body.granted else "consent.revoke", target=f"user_key:{key}", clock=now,
         purpose=body.purpose, event_ts=ts, applied=result.applied, event_id=result.event_id,
@@ -75,7 +76,7 @@ def read_consent(
     """The consent events in effect for a user, by purpose (purposes without an event are left out: the CRM's
     profile row decides them)."""
     try:
-        entries = runtime.consent.entries(user_id)
+        entries = runtime.consent.entries(runtime.service.pseudonymizer(user_id))
     except redis.exceptions.RedisError as exc:
         raise HTTPException(status_code=503, detail=f"consent not read, retry: {redis_failure(exc)}") from exc
     return {p: ConsentState(granted=e.granted, ts=e.ts, source=e.source) for p, e in entries.items()}

@@ -1,8 +1,9 @@
 """Keyed erasure end to end: a user seeded into every store through the normal paths (the pipeline's assets, the
 decision service's routes, the drains, MLflow registration), then erased. Afterwards no file under the home (the
 Redis server's own files included, read back by a second server), no Redis key and no stream entry holds the user's
-id, pseudonym or Feast entity key (only the audit trail and the receipt name the pseudonym, on purpose), and
-everyone else's features, rebuilt from the erased lake, are byte for byte what they were."""
+id, the lake's pseudonym of it, its user key or a Feast entity key (only the audit trail and the receipt name the
+user key, on purpose), and everyone else's features, rebuilt from the erased lake, are byte for byte what they
+were."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from dagster_project.resources.data_lake import QUARANTINE, TRAINING_SET, VALIDA
 from infra import keys
 from infra.audit import AuditLog
 from infra.erasure.procedure import DRAINED, Target, erase, export
-from infra.erasure.subject import Subject
+from infra.erasure.subject import Subject, entity_key
 from infra.redis_server import EmbeddedRedis
 from infra.settings import HyperliftSettings
 from serving.core.config import ServingSettings
@@ -36,6 +37,8 @@ from serving.main import create_app
 from serving.store.wal import Entry, parse
 from serving.ops.json_logs import JsonFormatter
 from simulator import ShopConfig
+from tests import lake_ids
+from tests.lake_ids import raw_users
 from tests.serving.conftest import ACTIONS, FEATURES, write_policy_dir
 from training.learners import TLearner
 from training.pyfunc import UpliftModel
@@ -54,21 +57,32 @@ def salt() -> str:
     return keys.trace_salt()
 
 
+def subject_of(user: int) -> Subject:
+    """The user as the home's keys know them: user keys and the lake's pseudonyms (the pipeline made that key)."""
+    return Subject.of(user, salt(), pseudonymizers=keys.pseudonymizers())
+
+
+def lake_id(user: int) -> int:
+    """The user's id in the lake and Redis: the pseudonym under the home's current key (feature_repo/pseudonyms.py)."""
+    return lake_ids.lake_id(HyperliftSettings(), user)
+
+
 # -- seeding -----------------------------------------------------------------------------------------------------
 
 
 def pick_subject(settings: HyperliftSettings) -> int:
     """A user with training rows and, if any has one, a quarantined batch event."""
-    trained = pd.read_parquet(settings.data_dir / TRAINING_SET)["user_id"].value_counts()
-    quarantined = set(pd.read_parquet(settings.data_dir / QUARANTINE)["user_id"].dropna().astype(int))
-    both = [int(u) for u in trained.index if int(u) in quarantined]
-    return both[0] if both else int(trained.index[0])
+    trained = raw_users(settings, pd.read_parquet(settings.data_dir / TRAINING_SET)["user_id"].value_counts().index)
+    quarantined = set(pd.read_parquet(settings.data_dir / QUARANTINE)["user_id"].dropna().astype(int))  # raw ids
+    both = [u for u in trained if u in quarantined]
+    return both[0] if both else trained[0]
 
 
 def register_champion(settings: HyperliftSettings, subject: int) -> None:
     """A small model logged as models.py logs one: its input example is the training set (the subject's rows first)."""
     data = pd.read_parquet(settings.data_dir / TRAINING_SET)
-    data = pd.concat([data[data["user_id"] == subject], data[data["user_id"] != subject]], ignore_index=True)
+    mine = data["user_id"] == lake_id(subject)
+    data = pd.concat([data[mine], data[~mine]], ignore_index=True)
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.random((300, len(FEATURES))), columns=FEATURES)
     treatment = np.array(ACTIONS)[np.arange(300) % 3]
@@ -139,8 +153,8 @@ class Traces:
     def __init__(self, subject: Subject, feature_rows: list[dict]):
         self.subject = subject
         self.feature_rows = feature_rows
-        uid = str(subject.user_id).encode()
-        self.patterns = [re.escape(subject.user_key.encode()), re.escape(subject.entity_key),
+        uid = b"(?:" + b"|".join(str(i).encode() for i in subject.ids) + b")"  # the raw id and every pseudonym
+        self.patterns = [re.escape(subject.user_key.encode()), *(re.escape(k) for k in subject.entity_keys),
                          rb"\{" + uid + rb"\}", rb"\"user_id\"\s*:\s*\"?" + uid + rb"(?![0-9])"]
         self.found: set[str] = set()
 
@@ -162,7 +176,7 @@ class Traces:
                     self.value(where, json.loads(value), key)
                 except ValueError:
                     pass
-        elif key == "user_id" and isinstance(value, int | float) and value == self.subject.user_id:
+        elif key == "user_id" and isinstance(value, int | float) and value in self.subject.ids:
             self.found.add(where)
 
     def parquet(self, where: str, path: Path) -> None:
@@ -229,8 +243,7 @@ def feature_state(settings: HyperliftSettings, client: redis.Redis, others: list
     frames = {t: pd.read_parquet(settings.data_dir / t) for t in FEATURE_TABLES}
     rows = {}
     for user in others:
-        subject = Subject.of(user, salt())
-        rows[user] = (client.hgetall(subject.entity_key), client.hgetall(f"hyperlift:tiles:{{{user}}}"))
+        rows[user] = (client.hgetall(entity_key(lake_id(user))), client.hgetall(f"hyperlift:tiles:{{{lake_id(user)}}}"))
     return frames, rows
 
 
@@ -264,16 +277,19 @@ def test_an_erased_user_leaves_no_trace_and_everyone_else_is_unchanged(world, tm
     settings, url = world
     resources = build_resources(settings, url, SHOP)
     assert dg.materialize(PIPELINE, resources=resources, tags=shop_days(SHOP)).success
-    user = pick_subject(settings)
-    subject = Subject.of(user, salt())
-    others = sorted(set(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].astype(int)) - {user})[:25]
+    user = pick_subject(settings)  # a raw id: what the service and the erasure are called with
+    subject = subject_of(user)
+    assert subject.lake_ids == (lake_id(user),) and lake_id(user) != user
+    validated = set(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].astype(int))
+    assert user not in validated and lake_id(user) in validated  # the lake holds the pseudonym, never the raw id
+    others = sorted(set(raw_users(settings, sorted(validated))) - {user})[:25]
     register_champion(settings, user)
     serve(settings, url, user, others[:2], tmp_path, resources)
     log_file = write_service_log(settings, user)
     monkeypatch.setenv("HYPERLIFT_ERASURE_SERVICE_LOG_DIRS", json.dumps([str(log_file.parent)]))
     client = redis.Redis.from_url(url)
     training_rows = pd.read_parquet(settings.data_dir / TRAINING_SET)
-    feature_rows = training_rows[training_rows["user_id"] == user][FEATURES].to_dict("records")
+    feature_rows = training_rows[training_rows["user_id"] == lake_id(user)][FEATURES].to_dict("records")
 
     client.save()  # a snapshot as the server's save points would have written one by now
     time.sleep(1.1)  # appendfsync everysec: the append-only file has every write
@@ -292,7 +308,8 @@ def test_an_erased_user_leaves_no_trace_and_everyone_else_is_unchanged(world, tm
             "redis:hyperlift:consent_events"} <= redis_places, sorted(redis_places)
     if user in set(pd.read_parquet(settings.data_dir / QUARANTINE)["user_id"].dropna().astype(int)):
         assert any(f.startswith("data/quarantine/events") for f in before)
-    assert client.exists(subject.entity_key) and client.exists(f"hyperlift:tiles:{{{user}}}")
+    assert client.exists(entity_key(lake_id(user))) and client.exists(f"hyperlift:tiles:{{{lake_id(user)}}}")
+    assert not client.exists(entity_key(user)) and not client.exists(f"hyperlift:tiles:{{{user}}}")
     frames_before, rows_before = feature_state(settings, client, others)
     decisions_before = pd.read_parquet(settings.data_dir / "decisions")
 
@@ -341,7 +358,7 @@ def test_an_erased_user_leaves_no_trace_and_everyone_else_is_unchanged(world, tm
     assert file_bytes(settings) == erased_bytes
     frames_after, rows_after = feature_state(settings, client, others)
     for table, frame in frames_before.items():
-        kept = frame[frame["user_id"] != user].reset_index(drop=True)
+        kept = frame[frame["user_id"] != lake_id(user)].reset_index(drop=True)
         pd.testing.assert_frame_equal(frames_after[table], kept, check_exact=True)
     assert rows_after == rows_before
     assert scan(settings.home, client, subject, feature_rows, tmp_path / "rebuilt") == set()
@@ -360,13 +377,14 @@ def test_export_holds_what_the_stores_hold_about_the_user(world, tmp_path):
     settings, url = world
     resources = build_resources(settings, url, SHOP)
     assert dg.materialize(PIPELINE, resources=resources, tags=shop_days(SHOP)).success
-    user = int(pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].iloc[0])
+    user = raw_users(settings, pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"].iloc[:1])[0]
     folder = export(user, Target.from_env(settings, url), tmp_path / "out")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["user_key"] == Subject.of(user, salt()).user_key == folder.name
     exported = pd.read_json(folder / "lake" / "raw" / "customers.jsonl", lines=True)
     assert exported["user_id"].tolist() == [user]
     events = pd.concat([pd.read_json(p, lines=True) for p in sorted((folder / "lake" / "validated").rglob("*.jsonl"))])
-    assert len(events) == int((pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"] == user).sum())
-    keys = json.loads((folder / "redis_keys.json").read_text())
-    assert f"hyperlift:tiles:{{{user}}}" in keys
+    assert len(events) == int((pd.read_parquet(settings.data_dir / VALIDATED_EVENTS)["user_id"] == lake_id(user)).sum())
+    assert set(events["user_id"]) == {lake_id(user)}
+    stored = json.loads((folder / "redis_keys.json").read_text())
+    assert f"hyperlift:tiles:{{{lake_id(user)}}}" in stored

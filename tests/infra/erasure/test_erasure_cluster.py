@@ -1,9 +1,10 @@
 """Keyed erasure on a real Redis Cluster (three masters, three replicas): one user's keys spread over every master
-(the Feast row, tiles, seen markers, consent, caps, an idempotency claim) and records in all four streams, next to
-other users'. After `erase_redis` and `persist` no master holds a key or a value naming the user, everyone else's keys
-are byte for byte what they were (their stream entries too, in order, with their ids), the consumer groups are back,
-and every node, replicas included, rewrote its append-only file and its snapshot (INFO persistence: two more forks,
-status ok; new files that no longer hold the user's bytes), each named in the receipt."""
+(the Feast row, tiles, seen markers and consent by the user's pseudonym; caps by user key; an idempotency claim) and
+records in all four streams, next to other users'. After `erase_redis` and `persist` no master holds a key or a
+value naming the user (by raw id or pseudonym), everyone else's keys are byte for byte what they were (their
+stream entries too, in order, with their ids), the consumer groups are back, and every node, replicas included,
+rewrote its append-only file and its snapshot (INFO persistence: two more forks, status ok; new files that no longer
+hold the user's bytes), each named in the receipt."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from redis.cluster import RedisCluster
 from infra.erasure import redis_store
 from infra.erasure.anonymise import Anonymiser
 from infra.erasure.receipt import StoreReport
-from infra.erasure.subject import Subject
+from infra.erasure.subject import Subject, entity_key
+from infra.keys import Pseudonymizer
 from infra.redis_cluster import NodeRole, cluster_topology, node_connection, redis_client
 from infra.redis_cluster_server import LocalRedisCluster
 from serving.store.outcomes import claim_key
@@ -29,16 +31,31 @@ from tests.infra.redis_cluster import cluster_url, master_contents, redis_cluste
 pytestmark = pytest.mark.redis_cluster
 
 SALT = "cluster-erasure-test-salt"
+DOOR = Pseudonymizer("5e" * 32, 1)
+"""The pseudonym key Redis is keyed by in these tests (the procedure's test uses its home's key file instead)."""
 OTHERS = (7, 11, 12345)
 DECISIONS, OUTCOMES, QUARANTINE, CONSENT = redis_store.STREAMS
 
 
+def subject_of(user: int, door: Pseudonymizer = DOOR) -> Subject:
+    """The user as the stores know them: raw id, user key under SALT, pseudonym under `door`."""
+    return Subject.of(user, SALT, pseudonymizers=(door,))
+
+
+def lake_tag(subject: Subject) -> str:
+    """`{<pseudonym>}`: the hash tag of the user's keys below the door (tiles, seen markers, consent)."""
+    (lake_id,) = subject.lake_ids
+    return f"{{{lake_id}}}"
+
+
 def user_keys_of(subject: Subject, label: str = "u") -> dict[bytes, tuple[str, object]]:
-    """{key: (type, value)} of everything the project keeps under one user's name (redis_store's list); `label`
-    names their outcome (its idempotency claim)."""
-    tag = subject.hash_tag
+    """{key: (type, value)} of everything the project keeps under one user's name (redis_store's list): by the
+    user's pseudonym, the user key, and (the idempotency claim, an outcome as sent) the raw id; `label` names their
+    outcome (its idempotency claim)."""
+    tag = lake_tag(subject)
+    (lake_id,) = subject.lake_ids
     return {
-        subject.entity_key: ("hash", {b"_ts:user_activity": b"\x08\x01", b"a1b2": f"{subject.user_id}".encode()}),
+        entity_key(lake_id): ("hash", {b"_ts:user_activity": b"\x08\x01", b"a1b2": f"{lake_id}".encode()}),
         f"hyperlift:tiles:{tag}".encode(): ("hash", {b"2026-12-01": b"3", b"2026-12-02": b"5"}),
         f"hyperlift:seen:{tag}:ev-1".encode(): ("string", b"1"),
         f"hyperlift:seen:{tag}:ev-2".encode(): ("string", b"1"),
@@ -50,9 +67,11 @@ def user_keys_of(subject: Subject, label: str = "u") -> dict[bytes, tuple[str, o
 
 
 def records_of(subject: Subject, label: str = "u") -> dict[str, list[dict]]:
-    """The user's stream records: two decisions, an outcome, a refused event (raw id, as text) and a consent call;
-    their ids carry `label`, not the user id (an anonymised decision keeps its id)."""
+    """The user's stream records: two decisions, an outcome, a refused event (raw id, as text: as received) and a
+    consent call (by pseudonym, as the consent route records it); their ids carry `label`, not the user id (an
+    anonymised decision keeps its id)."""
     ukey = subject.user_key
+    (lake_id,) = subject.lake_ids
     return {
         DECISIONS: [{"decision_id": f"d-{label}-{n}", "ts": 1.0 + n, "surface": "home", "user_key": ukey,
                      "context_hash": f"ctx-{label}", "features": {"visits": 3.0}, "masked_features": ["age"]}
@@ -60,7 +79,7 @@ def records_of(subject: Subject, label: str = "u") -> dict[str, list[dict]]:
         OUTCOMES: [{"outcome_id": f"o-{label}", "decision_id": f"d-{label}-1", "user_key": ukey, "revenue": 12.5}],
         QUARANTINE: [{"quarantine_id": f"q-{label}", "rule": "unknown_event_type",
                       "event": json.dumps({"event_type": "teleport", "user_id": str(subject.user_id)})}],
-        CONSENT: [{"event_id": f"c-{label}", "user_id": subject.user_id, "user_key": ukey, "granted": False}],
+        CONSENT: [{"event_id": f"c-{label}", "user_id": lake_id, "user_key": ukey, "granted": False}],
     }
 
 
@@ -87,12 +106,12 @@ def seed(client: RedisCluster, subjects: list[Subject]) -> None:
         client.xack(stream, "lake", read[0][1][0][0])
 
 
-def spread_subject(cluster: LocalRedisCluster) -> Subject:
-    """A user whose keys sit on all three masters (the Feast row, the raw-id tag and the pseudonym tag each hash to a
-    slot of their own), so the erasure has to reach every one."""
+def spread_subject(cluster: LocalRedisCluster, door: Pseudonymizer = DOOR) -> Subject:
+    """A user whose keys sit on all three masters (the Feast row, the pseudonym tag and the user-key tag each hash
+    to a slot of their own), so the erasure has to reach every one."""
     masters = set(cluster.master_ports())
     for user in range(900_000, 901_000):
-        subject = Subject.of(user, SALT)
+        subject = subject_of(user, door)
         ports = {cluster.master_of(key).port for key in user_keys_of(subject)}
         if ports == masters:
             return subject
@@ -112,12 +131,15 @@ def settled_topology(client: RedisCluster) -> list[NodeRole]:
 
 
 def naming(subject: Subject) -> list[bytes]:
-    """Regular expressions of the user's traces in keys, values and files: pseudonym, Feast entity key, `{id}` tag,
-    the raw id as a JSON user_id (number or text, in a JSON string too) and the ids of the records that go (the
-    refused event, the consent call; anonymised decisions and outcomes keep theirs)."""
-    uid = str(subject.user_id).encode()
-    return [re.escape(subject.user_key.encode()), re.escape(subject.entity_key), rb"\{" + uid + rb"\}",
-            rb"\"user_id\\?\"\s*:\s*\\?\"?" + uid + rb"(?![0-9])", rb"[cq]-u\b"]
+    """Regular expressions of the user's traces in keys, values and files: user key, Feast entity key, `{id}` tag,
+    the id as a JSON user_id (number or text, in a JSON string too), each by the raw id and by the pseudonym, and
+    the ids of the records that go (the refused event, the consent call; anonymised decisions and outcomes keep
+    theirs)."""
+    patterns = [re.escape(subject.user_key.encode()), rb"[cq]-u\b"]
+    for uid in (str(i).encode() for i in subject.ids):
+        patterns += [re.escape(entity_key(int(uid))), rb"\{" + uid + rb"\}",
+                     rb"\"user_id\\?\"\s*:\s*\\?\"?" + uid + rb"(?![0-9])"]
+    return patterns
 
 
 def traces(data: bytes, subject: Subject) -> list[bytes]:
@@ -161,7 +183,7 @@ def test_a_user_is_erased_from_every_master_and_every_nodes_files(persistent_clu
                                                                   tmp_path):
     client = redis_client(persistent_cluster)
     subject = spread_subject(redis_cluster)
-    others = [Subject.of(u, SALT) for u in OTHERS]
+    others = [subject_of(u) for u in OTHERS]
     seed(client, [subject, *others])
     nodes = settled_topology(client)
     files = node_files(client)
@@ -232,13 +254,13 @@ def test_a_user_is_erased_from_every_master_and_every_nodes_files(persistent_clu
         forks, inodes = stats[node.name]
         assert own.info("stats")["total_forks"] == forks + 2, node.name
         assert all(os.stat(p).st_ino != ino for p, ino in zip(files[node.name], inodes)), node.name
-        owner = redis_cluster.master_of(f"hyperlift:tiles:{others[0].hash_tag}").port
+        owner = redis_cluster.master_of(f"hyperlift:tiles:{lake_tag(others[0])}").port
         serves = node.port == owner or own.info("replication").get("master_port") == owner
         for path in files[node.name]:
             data = path.read_bytes()
             assert traces(data, subject) == [], (node.name, path.name)
             # the files' bytes are searchable: another user's tiles are in those of their master and its replica
-            assert (f"hyperlift:tiles:{others[0].hash_tag}".encode() in data) == serves, (node.name, path.name)
+            assert (f"hyperlift:tiles:{lake_tag(others[0])}".encode() in data) == serves, (node.name, path.name)
     assert files_report.files_rewritten == [f"{n.name}:{p}" for n in nodes for p in files[n.name]]
     assert files_report.notes == [f"{n.describe()}: BGREWRITEAOF ok, BGSAVE ok" for n in nodes]
     assert [n.describe() for n in nodes][:3] == [
@@ -252,7 +274,7 @@ def test_a_second_erasure_finds_nothing_and_rewrites_the_files_again(persistent_
     rewrites and reports its files (the wait does not hinge on the last-save time moving)."""
     client = redis_client(persistent_cluster)
     subject = spread_subject(redis_cluster)
-    seed(client, [subject, Subject.of(OTHERS[0], SALT)])
+    seed(client, [subject, subject_of(OTHERS[0])])
     for _ in range(2):
         redis_report, files_report = StoreReport("redis"), StoreReport("redis_files")
         redis_store.erase_redis(client, subject, Anonymiser(), redis_report)
@@ -294,16 +316,19 @@ def test_a_node_that_is_down_fails_the_erasure_after_the_others_are_rewritten(tm
 def test_the_erasure_procedure_runs_on_a_cluster_url(persistent_cluster, redis_cluster, tmp_path):  # noqa: F811
     """`erase` (make erase, the admin API, erasure_job) given REDIS_URL=redis+cluster://: it drains the streams into
     the lake, erases there and in Redis, and the receipt's redis_files report names all six nodes."""
+    from feature_repo.pseudonyms import lake_pseudonymizer
+    from infra import keys
     from infra.audit import AuditLog
     from infra.erasure.procedure import Target, erase
     from infra.settings import HyperliftSettings
 
-    client = redis_client(persistent_cluster)
-    subject = spread_subject(redis_cluster)
-    other = Subject.of(OTHERS[0], SALT)
-    seed(client, [subject, other])
     home = tmp_path / "home"
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    door = lake_pseudonymizer(path=keys.key_file(settings))  # the home's key: the one the procedure reads
+    client = redis_client(persistent_cluster)
+    subject = spread_subject(redis_cluster, door)
+    other = subject_of(OTHERS[0], door)
+    seed(client, [subject, other])
     target = Target(settings, persistent_cluster, SALT, home / "serving" / "decision_wal", former_salts=())
     receipt = erase(subject.user_id, target, actor="test", audit=AuditLog(tmp_path / "audit"))
     assert receipt.complete and receipt.error == ""

@@ -10,15 +10,20 @@ from feature_repo.store import REPO_PATH
 from infra.erasure.__main__ import main
 from infra.erasure.anonymise import Anonymiser
 from infra.erasure.spill import anonymised_payload
-from infra.erasure.subject import ENTITY_KEY_VERSION, FEAST_PROJECT, Subject
+from infra.erasure.subject import ENTITY_KEY_VERSION, FEAST_PROJECT, Subject, entity_key
+from infra.keys import Pseudonymizer
 
 
 def test_the_entity_key_follows_the_feature_store_configuration():
     config = yaml.safe_load((REPO_PATH / "feature_store.yaml").read_text())
     assert FEAST_PROJECT == config["project"].encode()
     assert ENTITY_KEY_VERSION == config["entity_key_serialization_version"]
-    key = Subject.of(17, "salt").entity_key
+    key = entity_key(17)
     assert key.endswith(b"\x11" + b"\x00" * 7 + FEAST_PROJECT) and b"user_id" in key
+    # The subject's Feast rows: by raw id (a store written before the lake was pseudonymous) and by each pseudonym.
+    door = Pseudonymizer("ab" * 32, 1)
+    assert Subject.of(17, "salt").entity_keys == (key,)
+    assert Subject.of(17, "salt", pseudonymizers=(door,)).entity_keys == (key, entity_key(door(17)))
 
 
 @pytest.mark.parametrize("value, owned", [

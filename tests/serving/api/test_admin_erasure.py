@@ -10,9 +10,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from infra.audit import default_log
-from infra.erasure.subject import Subject
+from infra.erasure.subject import Subject, entity_key
 from serving.api.routes import admin
 from serving.main import create_app
+from tests.lake_ids import door
 
 
 @pytest.fixture
@@ -26,9 +27,11 @@ def test_an_erasure_answers_its_receipt_and_leaves_no_online_row(client, served_
     user = int(users["user_id"].iloc[0])
     assert client.post("/v1/decisions", json={"user_id": user, "surface": "home"}).status_code == 200
     assert client.post("/v1/consent", json={"user_id": user, "granted": False}).status_code == 202
-    subject = Subject.of(user, serving_settings.hash_salt)
+    pseudonym = door(settings)(user)  # what Redis holds for the user: the decision's row, the consent entry
+    subject = Subject.of(user, serving_settings.hash_salt, pseudonymizers=(door(settings),))
     store = redis.Redis.from_url(redis_url)
-    assert store.exists(subject.entity_key) and store.exists(f"hyperlift:consent:{{{user}}}")
+    assert store.exists(entity_key(pseudonym)) and store.exists(f"hyperlift:consent:{{{pseudonym}}}")
+    assert not store.exists(entity_key(user)) and not store.exists(f"hyperlift:consent:{{{user}}}")  # never raw
 
     answer = client.post("/v1/admin/erasure", json={"user_id": user, "reason": "ticket 7"})
 
@@ -38,7 +41,8 @@ def test_an_erasure_answers_its_receipt_and_leaves_no_online_row(client, served_
     assert body["touched"]["redis"] >= 2 and body["touched"]["lake"] >= 1
     receipt = json.loads(open(body["receipt"]).read())
     assert receipt["user_key"] == subject.user_key and receipt["reason"] == "ticket 7"
-    assert not store.exists(subject.entity_key) and not store.exists(f"hyperlift:consent:{{{user}}}")
+    assert not any(store.exists(key) for key in subject.entity_keys)
+    assert not store.exists(f"hyperlift:consent:{{{pseudonym}}}") and not store.exists(f"hyperlift:consent:{{{user}}}")
     entry = default_log().entries(action="erasure")[-1]
     assert entry["target"] == f"user_key:{subject.user_key}" and entry["details"]["receipt"] == body["receipt"]
     store.close()

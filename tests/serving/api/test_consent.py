@@ -11,11 +11,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from dagster_project.assets.decisions import consent_events, decision_trace
+from dagster_project.assets.decisions import CONSENT_EVENTS, consent_events, decision_trace
 from dagster_project.checks.decision_log import decisions_honour_consent
 from dagster_project.resources import DataLakeResource, RedisResource
 from serving.decision.identity import user_key
 from serving.main import create_app
+from serving.store.consent import CONSENT_STREAM
+from serving.store.decision_log import CONSENT_FORMAT, read_partitions
+from tests.lake_ids import lake_id
 from tests.serving.api.test_api import users_with
 from tests.serving.conftest import SHOP
 
@@ -35,10 +38,13 @@ def served(client, user: int, n: int = 40) -> set[str]:
 
 
 def write_profile_row(client, user: int, users: pd.DataFrame, consent: int, stamp: pd.Timestamp) -> None:
-    """What a materialization of the CRM snapshot writes for the user: the profile row at its event time."""
-    store = client.app.state.runtime.service.champions[("hyperlift_uplift", "champion")].features.store
+    """What a materialization of the CRM snapshot writes for the user: the profile row at its event time, keyed by
+    the user's pseudonym (the lake's id, feature_repo/pseudonyms.py)."""
+    service = client.app.state.runtime.service
+    store = service.champions[("hyperlift_uplift", "champion")].features.store
     view = store.get_feature_view(PROFILE_VIEW)
-    online = store.get_online_features([f"{PROFILE_VIEW}:{f.name}" for f in view.features], [{"user_id": user}])
+    online = store.get_online_features([f"{PROFILE_VIEW}:{f.name}" for f in view.features],
+                                       [{"user_id": service.pseudonymizer(user)}])
     row = {name: values[0] for name, values in online.to_dict().items()}
     row.update(consent_marketing=consent, event_timestamp=stamp)
     store.write_to_online_store(PROFILE_VIEW, pd.DataFrame([row]))
@@ -55,6 +61,17 @@ def test_a_revocation_holds_until_a_later_event_grants_again(client, served_worl
     assert revoked.json() == {"event_id": "rev-1", "applied": True,
                               "in_effect": {"granted": False, "ts": pytest.approx(now, abs=1e-3), "source": "api"}}
     assert served(client, user) == {NEUTRAL}
+    # Stored by the user's pseudonym, never by the raw id: the consent hash and the audit stream's record.
+    settings = served_world[0]
+    pseudonym = lake_id(settings, user)
+    assert pseudonym != user
+    store = redis.Redis.from_url(serving_settings.redis_url)
+    assert store.hget(f"hyperlift:consent:{{{pseudonym}}}", "consent_marketing") is not None
+    assert not store.exists(f"hyperlift:consent:{{{user}}}")
+    (_, fields), = store.xrevrange(CONSENT_STREAM, count=1)
+    audited = json.loads(fields[b"record"])
+    assert audited["event_id"] == "rev-1" and audited["user_id"] == pseudonym
+    assert audited["user_key"] == user_key(user, client.app.state.runtime.service.salt)
 
     older_grant = client.post("/v1/consent", json={"user_id": user, "granted": True, "ts": now - 3600})
     assert older_grant.status_code == 200 and older_grant.json()["applied"] is False
@@ -76,7 +93,7 @@ def test_a_revocation_holds_until_a_later_event_grants_again(client, served_worl
     write_profile_row(client, user, users, consent=1, stamp=pd.Timestamp(now + 60, unit="s", tz="UTC"))
     assert served(client, user) - {NEUTRAL}
     runtime = client.app.state.runtime
-    runtime.consent.record(user, "consent_marketing", True, ts=now + 60, source="crm", client_id="crm-sync",
+    runtime.consent.record(pseudonym, "consent_marketing", True, ts=now + 60, source="crm", client_id="crm-sync",
                            user_key=user_key(user, runtime.service.salt), received=now)
 
 
@@ -112,6 +129,11 @@ def test_the_decision_log_replayed_against_the_consent_log_finds_no_promotion_af
     honoured = replay(serving_settings, tmp_path / "lake")
     assert honoured.passed, honoured.metadata
     assert honoured.metadata["revocations"].value >= 1 and honoured.metadata["violations"].value == 0
+    # The consent lake knows the user by pseudonym (and user key), never by the raw id.
+    consent_lake = read_partitions(tmp_path / "lake" / CONSENT_EVENTS, record_format=CONSENT_FORMAT)
+    ours = consent_lake.loc[consent_lake["user_key"] == user_key(revoked, service.salt)]
+    assert len(ours) >= 1 and set(ours["user_id"]) == {lake_id(served_world[0], revoked)}
+    assert revoked not in set(consent_lake["user_id"])
 
     service.consent = None  # a service that ignores consent events: its promotions must be caught by the replay
     assert served(client, revoked, n=20) - {NEUTRAL}

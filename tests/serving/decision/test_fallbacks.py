@@ -198,7 +198,10 @@ def test_a_revocation_through_another_worker_keeps_the_cached_grant_from_being_s
     runtime.consent_watcher.start()
     runtime.consent_watcher.stop()  # only its position at the stream's end: the test polls by hand
     worker_b = build_runtime(serving_settings)
-    worker_b.consent.record(revoked_user, "consent_marketing", False, ts=service.clock.time(), client_id="crm")
+    # Worker B's route stores the revocation by the user's pseudonym (serving/api/routes/consent.py)
+    revoked_id = worker_b.service.pseudonymizer(revoked_user)
+    assert revoked_id == service.pseudonymizer(revoked_user) != revoked_user  # both workers: the home's one key
+    worker_b.consent.record(revoked_id, "consent_marketing", False, ts=service.clock.time(), client_id="crm")
     assert runtime.consent_watcher.poll() == 1
     service.client = dead_client()
     refused = service.decide(DecisionRequest(user_id=revoked_user, surface="home"))

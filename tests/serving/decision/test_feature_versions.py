@@ -13,6 +13,7 @@ from serving.decision.champion import FeatureServiceMissing, load_champion
 from serving.core.runtime import build_runtime
 from serving.core.schemas import DecisionRequest
 from tests.feature_repo.versioned_repo import NEW_FEATURE, V2_FEATURES, activity_v2_rows, apply_v2, v2_objects
+from tests.lake_ids import lake_id
 from tests.serving.conftest import ACTIONS, register_model
 from training.learners import TLearner
 from training.lifecycle import promote, rollback
@@ -63,12 +64,14 @@ def test_the_old_versions_champion_serves_while_a_new_versions_model_is_register
     assert service.decide(DecisionRequest(user_id=3, surface="home")).model.version == "1"
     challenger = load_champion(settings.mlflow_uri, "hyperlift_uplift", "challenger", store)
     assert (challenger.ref.version, challenger.features.feature_service_name) == (version, "uplift_v2")
+    # The activity table and the online rows hold pseudonyms: raw user 3 (the request's) is stored as `three`.
+    three = lake_id(settings, 3)
     newest = activity[activity["event_timestamp"] == activity["event_timestamp"].max()].set_index("user_id")
-    old = champion.features.read(3, champion.model.feature_names).by_name
-    new = challenger.features.read(3, challenger.model.feature_names).by_name
-    assert old["mobile_view_share"] == pytest.approx(newest.loc[3, "mobile_view_share"], rel=1e-6)
+    old = champion.features.read(three, champion.model.feature_names).by_name
+    new = challenger.features.read(three, challenger.model.feature_names).by_name
+    assert old["mobile_view_share"] == pytest.approx(newest.loc[three, "mobile_view_share"], rel=1e-6)
     assert NEW_FEATURE not in old and "mobile_view_share" not in new
-    expected = activity_v2_rows(newest.reset_index()).set_index("user_id").loc[3, NEW_FEATURE]
+    expected = activity_v2_rows(newest.reset_index()).set_index("user_id").loc[three, NEW_FEATURE]
     assert new[NEW_FEATURE] == pytest.approx(expected, rel=1e-6)
     assert new["page_views_total"] == old["page_views_total"]
 

@@ -93,10 +93,11 @@ def test_a_stale_view_under_use_is_scored_as_if_fresh_and_counted(serving_settin
 
 
 def activity_row(service: DecisionService, user: int) -> tuple[bytes, list[bytes]]:
-    """The user's Redis key and the hash fields of user_activity_fv (its values, then `_ts:user_activity_fv`)."""
+    """The user's Redis key (by the pseudonym of raw id `user`, the service's key) and the hash fields of
+    user_activity_fv (its values, then `_ts:user_activity_fv`)."""
     (champion,) = service.champions.values()
     view = next(v for v in champion.features._views if v.name == "user_activity_fv")
-    return champion.features._key(user), list(view.fields)
+    return champion.features._key(service.pseudonymizer(user)), list(view.fields)
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def test_values_without_a_timestamp_count_as_stale(serving_settings, served_worl
     user = consented(served_world)[2]
     key, fields = activity_row(service, user)
     hidden_fields(key, [b"_ts:user_activity_fv"])
-    read = service.champions[("hyperlift_uplift", "champion")].features.read(user, ["page_views_total"])
+    read = service.champions[("hyperlift_uplift", "champion")].features.read(service.pseudonymizer(user),
+                                                                             ["page_views_total"])
     assert read.event_timestamps["user_activity_fv"] is None and read.by_name["page_views_total"] is not None
     response = service.decide(DecisionRequest(user_id=user, surface="home"))
     assert response.fallback == STALE_FEATURES and chosen(response) == NEUTRAL

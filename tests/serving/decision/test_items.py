@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from feature_repo.embeddings import EMBEDDING_DIM, USER_EMBEDDING_TABLE, user_embedding_rows
+from feature_repo.pseudonyms import pseudonymize_ids
 from feature_repo.store import feature_store
 from serving.core.runtime import build_runtime
 from serving.core.schemas import DecisionRequest
@@ -26,6 +27,7 @@ from serving.decision.service import (
 from serving.decision.surfaces import PolicyConfigError, load_policy_config
 from serving.policy.exploration import Exploration, action_probabilities
 from simulator import build_shop
+from tests.lake_ids import door
 from tests.serving.conftest import REGIONS, RELAXED, SHOP, SURFACES, write_policy_dir
 
 N_ITEMS = 40
@@ -53,11 +55,12 @@ def publish(root, seed: int, popularity: np.ndarray | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def item_world(served_world, tmp_path_factory):
-    """The served world with user vectors for users 0..149 materialized into Redis, and a published item index."""
+    """The served world with user vectors for users 0..149 materialized into Redis (keyed by their pseudonyms, as
+    the pipeline writes them), and a published item index; `user_vectors` by raw id (what requests carry)."""
     settings, redis_url, users = served_world
     vectors = np.random.default_rng(7).normal(size=(len(WITH_VECTOR_ALL), EMBEDDING_DIM)).astype(np.float32)
     stamp = pd.Timestamp("2024-01-01", tz="UTC")
-    rows = user_embedding_rows(np.array(WITH_VECTOR_ALL), vectors, stamp)
+    rows = user_embedding_rows(pseudonymize_ids(np.array(WITH_VECTOR_ALL), door(settings)), vectors, stamp)
     path = settings.data_dir / USER_EMBEDDING_TABLE
     path.parent.mkdir(parents=True, exist_ok=True)
     rows.to_parquet(path, index=False)

@@ -48,7 +48,7 @@ def greedy_push_users(runtime, served_world) -> list[int]:
     champion = runtime.service.champions[("hyperlift_uplift", "champion")]
     users = []
     for user in standard_consented(served_world):
-        read = champion.features.read(user, champion.model.feature_names)
+        read = champion.features.read(runtime.service.pseudonymizer(user), champion.model.feature_names)
         uplift = dict(zip(champion.model.treatments, champion.model.uplift(read.values[None, :])[0]))
         if uplift[PUSH] - champion.model.action_costs[PUSH] > 0:
             users.append(user)
@@ -194,7 +194,8 @@ def test_uncertainty_bonus_adds_gamma_times_the_actions_standard_error(serving_s
     champion = service.champions[("hyperlift_uplift", "champion")]
     champion.model.uplift_se = {"pct10_sitewide": 5.0, "push_reminder": 0.0}
     user = standard_consented(served_world)[0]
-    read = champion.features.read(user, champion.model.feature_names)
+    read = champion.features.read(service.pseudonymizer(user), champion.model.feature_names)
+    assert read.found
     mu = dict(zip(champion.model.treatments, champion.model.uplift(read.values[None, :])[0]))
     (action,) = service.decide(DecisionRequest(user_id=user, surface="home")).actions
     assert action.action_id == "pct10_sitewide" and action.propensity == 1.0

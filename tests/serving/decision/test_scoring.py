@@ -233,7 +233,10 @@ def test_the_service_scores_its_champion_through_the_compiled_forest(serving_set
         champion = runtime.service.champions[("hyperlift_uplift", "champion")]
         assert isinstance(champion.score.__self__, CompiledUplift)
         _, _, users = served_world
-        rows = np.stack([champion.features.read(int(u), champion.model.feature_names).values for u in users["user_id"]])
+        pseudonym = runtime.service.pseudonymizer  # the online rows are keyed by the users' pseudonyms
+        rows = np.stack([champion.features.read(pseudonym(int(u)), champion.model.feature_names).values
+                         for u in users["user_id"]])
+        assert not np.isnan(rows).all(axis=1).any()  # every user's row was read
         np.testing.assert_array_equal(champion.score(rows), champion.model.uplift(rows))
     finally:
         runtime.stop()

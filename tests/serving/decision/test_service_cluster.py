@@ -4,6 +4,7 @@ from the decision log."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from serving.store.redis_cluster_async import AsyncRedisCluster
 from serving.store.wal_acks import acks_key, writers_key
 from tests.feature_repo.factories import materialize_shop
 from tests.infra.redis_cluster import shared_cluster
+from tests.lake_ids import lake_id
 from tests.serving.conftest import SHOP, write_policy_dir
 
 pytestmark = pytest.mark.redis_cluster
@@ -163,7 +165,11 @@ def test_outcomes_once_per_key_and_refused_events_on_the_cluster(cluster_world, 
     assert client.xlen(OUTCOME_STREAM) == 1
     assert client.exists(claim_key(OUTCOME_STREAM, sent[0].json()["outcome_id"])) == 1
     assert client.xlen(QUARANTINE_STREAM) == 1
-    assert client.get(seen_key(user, "cl-1")) == b"1"  # answered: a resend is a replay
+    (_, fields), = client.xrange(QUARANTINE_STREAM)
+    assert json.loads(fields[b"record"])["event"]["user_id"] == user  # refused: kept as received, by raw id
+    # answered: a resend is a replay; the marker is the user's pseudonym's, never the raw id's
+    assert client.get(seen_key(lake_id(settings, user), "cl-1")) == b"1"
+    assert client.get(seen_key(user, "cl-1")) is None
 
 
 class Traffic:

@@ -74,7 +74,7 @@ def test_a_decision_redrawn_after_a_reservation_conflict_is_logged_counted_and_e
     user = next(
         u for u in consented(served_world)
         if (uplift := dict(zip(champion.model.treatments, champion.model.uplift(
-            champion.features.read(u, champion.model.feature_names).values[None, :])[0])))[PUSH]
+            champion.features.read(service.pseudonymizer(u), champion.model.feature_names).values[None, :])[0])))[PUSH]
         > champion.model.action_costs[PUSH]
     )
     ukey = user_key(user, service.salt)

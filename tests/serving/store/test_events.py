@@ -3,6 +3,8 @@ equals the batch transform, bad input gets a 4xx with the contract rule, faults 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +13,13 @@ from fastapi.testclient import TestClient
 
 from feature_repo.contracts import validate_events
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
-from feature_repo.stream import write_tiles
+from feature_repo.pseudonyms import pseudonymize
+from feature_repo.stream import QUARANTINE_STREAM, seen_key, tiles_key, write_tiles
 from feature_repo.transforms import ACTIVITY_FEATURES, event_tiles, merge_tiles, snapshots_from_tiles
 from serving.store.features import FeatureClient
 from serving.main import create_app
 from simulator import build_shop, simulate_events
+from tests.lake_ids import door, lake_id
 from tests.serving.conftest import SHOP
 
 END = pd.Timestamp(SHOP.end)  # the service's clock (HYPERLIFT_SERVING_NOW, tests/serving/conftest.py)
@@ -23,11 +27,12 @@ END = pd.Timestamp(SHOP.end)  # the service's clock (HYPERLIFT_SERVING_NOW, test
 
 @pytest.fixture(scope="module")
 def batch_tiles(served_world) -> pd.DataFrame:
-    """The tiles of the events the batch accepted for the served shop, loaded into Redis as the pipeline does."""
-    _, redis_url, _ = served_world
+    """The tiles of the events the batch accepted for the served shop, loaded into Redis as the pipeline does (keyed
+    by the users' pseudonyms under the home's key); returned by raw id, what the streamed events carry."""
+    settings, redis_url, _ = served_world
     accepted = validate_events(simulate_events(build_shop(SHOP)), END).accepted
     tiles = event_tiles(accepted)
-    write_tiles(redis.Redis.from_url(redis_url), tiles)
+    write_tiles(redis.Redis.from_url(redis_url), pseudonymize(tiles, door(settings)))
     return tiles
 
 
@@ -43,20 +48,39 @@ def page_view(event_id: str, user: int, ts: pd.Timestamp, **fields) -> dict:
             "device": "mobile", "region": "south", **fields}
 
 
-def online(client: TestClient, user: int):
+def online(client: TestClient, settings, user: int):
+    """The online activity row of raw id `user`: stored by its pseudonym under the home's key."""
     store = client.app.state.runtime.events.updater.writer.store
-    return FeatureClient(store, UPLIFT_FEATURE_SERVICE).read(user, list(ACTIVITY_FEATURES))
+    return FeatureClient(store, UPLIFT_FEATURE_SERVICE).read(lake_id(settings, user), list(ACTIVITY_FEATURES))
 
 
-def test_a_streamed_event_adds_to_the_batch_state_and_the_row_equals_the_batch_transform(client, batch_tiles):
+def quarantined(redis_url: str, n: int) -> list[dict]:
+    """The last `n` records of the quarantine stream, oldest first."""
+    entries = redis.Redis.from_url(redis_url).xrevrange(QUARANTINE_STREAM, count=n)
+    return [json.loads(fields[b"record"]) for _, fields in reversed(entries)]
+
+
+def test_a_streamed_event_adds_to_the_batch_state_and_the_row_equals_the_batch_transform(
+    client, batch_tiles, served_world
+):
+    settings, redis_url, _ = served_world
     user = int(batch_tiles["user_id"].iloc[0])
-    before = online(client, user)
+    before = online(client, settings, user)
+    assert before.found
     events = [page_view("s1", user, END - pd.Timedelta(hours=2)), page_view("s2", user, END - pd.Timedelta(days=1, hours=3))]
     response = client.post("/v1/events", json={"events": events})
     assert response.status_code == 202
     assert response.json() == {"accepted": 2, "rejected": [], "users_updated": 1, "rows_written": 1}
-    after = online(client, user)
+    after = online(client, settings, user)
     assert after.by_name["page_views_total"] == before.by_name["page_views_total"] + 2
+    # Tiles, seen markers and the row are keyed by the user's pseudonym; the raw id reaches no key.
+    pseudonym = lake_id(settings, user)
+    assert pseudonym != user
+    store = redis.Redis.from_url(redis_url)
+    assert store.exists(tiles_key(pseudonym)) and not store.exists(tiles_key(user))
+    assert all(store.exists(seen_key(pseudonym, e)) and not store.exists(seen_key(user, e)) for e in ("s1", "s2"))
+    assert not FeatureClient(client.app.state.runtime.events.updater.writer.store, UPLIFT_FEATURE_SERVICE).read(
+        user, list(ACTIVITY_FEATURES)).found
     streamed = pd.DataFrame(events).assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
     for name in ("item_id", "category_id", "user_id", "event_version"):
         streamed[name] = streamed[name].astype("Int64")
@@ -72,7 +96,8 @@ def test_a_streamed_event_adds_to_the_batch_state_and_the_row_equals_the_batch_t
     assert "hyperlift_events_accepted_total 2.0" in metrics
 
 
-def test_a_replay_is_200_and_a_bad_event_is_422_with_its_rule(client, batch_tiles):
+def test_a_replay_is_200_and_a_bad_event_is_422_with_its_rule(client, batch_tiles, served_world):
+    settings, redis_url, _ = served_world
     user = int(batch_tiles["user_id"].iloc[1])
     event = page_view("r1", user, END - pd.Timedelta(hours=1))
     assert client.post("/v1/events", json={"events": [event]}).status_code == 202
@@ -95,6 +120,12 @@ def test_a_replay_is_200_and_a_bad_event_is_422_with_its_rule(client, batch_tile
         assert [r["rule"] for r in response.json()["detail"]["rejected"]] == [rule]
     counted = client.get("/metrics").text
     assert 'hyperlift_events_rejected_total{rule="ts.beyond_watermark"} 1.0' in counted
+    # The accepted event's marker is the pseudonym's; the refused ones are quarantined as received: raw ids.
+    store = redis.Redis.from_url(redis_url)
+    assert store.exists(seen_key(lake_id(settings, user), "r1")) and not store.exists(seen_key(user, "r1"))
+    kept = quarantined(redis_url, len(cases))
+    assert [r["event_id"] for r in kept] == [bad.get("event_id") for bad, _ in cases]
+    assert [r["event"]["user_id"] for r in kept] == [bad["user_id"] for bad, _ in cases]
 
 
 def test_malformed_and_oversized_calls_are_refused_before_the_contracts(client, batch_tiles):
@@ -116,11 +147,14 @@ def test_redis_failing_gives_503_and_is_counted(client, batch_tiles):
     assert "hyperlift_event_batches_failed_total 1.0" in client.get("/metrics").text
 
 
-def test_a_call_that_fails_part_way_is_a_503_and_its_retry_applies_it_once_rows_included(client, batch_tiles):
+def test_a_call_that_fails_part_way_is_a_503_and_its_retry_applies_it_once_rows_included(
+    client, batch_tiles, served_world
+):
+    settings = served_world[0]
     runtime = client.app.state.runtime
     updater = runtime.events.updater
     users = [int(u) for u in batch_tiles["user_id"].unique()[2:5]]
-    before = {u: online(client, u).by_name["page_views_total"] for u in users}
+    before = {u: online(client, settings, u).by_name["page_views_total"] for u in users}
     events = [page_view(f"m{u}", u, END - pd.Timedelta(hours=1)) for u in users]
     events.append({**events[0], "event_id": "m-bad", "price": 9.2e12})
     original = updater._write_rows
@@ -137,12 +171,12 @@ def test_a_call_that_fails_part_way_is_a_503_and_its_retry_applies_it_once_rows_
     assert failed.status_code == 503
     assert failed.json()["detail"] == "events not applied, retry the same call (it is applied once): Redis " \
                                       "connection failed (ConnectionError)"  # not the error's text (docs/security.md)
-    assert [online(client, u).by_name["page_views_total"] for u in users] == [before[u] for u in users]  # stale
+    assert [online(client, settings, u).by_name["page_views_total"] for u in users] == [before[u] for u in users]  # stale
     retry = client.post("/v1/events", json={"events": events})
     assert retry.status_code == 202
     assert retry.json() == {"accepted": 3, "users_updated": 3, "rows_written": 3, "rejected": [
         {"index": 3, "event_id": "m-bad", "rule": "price.range", "reason": "price must be <= 1000000.0"}]}
-    assert [online(client, u).by_name["page_views_total"] for u in users] == [before[u] + 1 for u in users]
+    assert [online(client, settings, u).by_name["page_views_total"] for u in users] == [before[u] + 1 for u in users]
     metrics = client.get("/metrics").text  # in = accepted + quarantined, counted once
     assert "hyperlift_events_accepted_total 3.0" in metrics
     assert 'hyperlift_events_rejected_total{rule="price.range"} 1.0' in metrics

@@ -8,14 +8,21 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from feature_repo.store import feature_store
 from serving.store.features import FeatureClient, _python, decode_value
+from tests.lake_ids import door
 from tests.serving.conftest import FEATURES
+
+
+def lake_ids(settings, users) -> list[int]:
+    """The ids the online store holds for the shop's users: their pseudonyms under the home's key."""
+    pseudonym = door(settings)
+    return [pseudonym(int(u)) for u in users["user_id"]]
 
 
 def test_reader_matches_feast_get_online_features_for_every_user(served_world):
     settings, redis_url, users = served_world
     store = feature_store(redis_url, settings)
     client = FeatureClient(store, "uplift_v1")
-    user_ids = [int(u) for u in users["user_id"]] + [10**9]  # every known user and one unknown
+    user_ids = lake_ids(settings, users) + [10**9]  # every known user (by pseudonym, as stored) and one unknown
     expected = store.get_online_features(
         features=store.get_feature_service("uplift_v1"), entity_rows=[{"user_id": u} for u in user_ids]
     ).to_dict()
@@ -27,11 +34,12 @@ def test_reader_matches_feast_get_online_features_for_every_user(served_world):
             assert (want is None and got is None) or math.isclose(float(want), got, rel_tol=1e-6), (user, name, want, got)
         assert read.found is any(expected[name][i] is not None for name in FEATURES)
         assert np.array_equal(np.isnan(read.values), np.array([expected[n][i] is None for n in FEATURES]))
+        assert read.found is (user != 10**9)  # every user of the shop has rows
 
 
 def test_event_timestamps_are_those_of_the_materialized_rows(served_world):
     settings, redis_url, users = served_world
-    read = FeatureClient(feature_store(redis_url, settings), "uplift_v1").read(int(users["user_id"].iloc[0]), FEATURES)
+    read = FeatureClient(feature_store(redis_url, settings), "uplift_v1").read(lake_ids(settings, users)[0], FEATURES)
     assert set(read.event_timestamps) == {"user_activity_fv", "user_profile_fv"}
     assert all(ts is not None and ts.tzinfo is not None for ts in read.event_timestamps.values())
     unknown = FeatureClient(feature_store(redis_url, settings), "uplift_v1").read(10**9, FEATURES)
@@ -43,11 +51,13 @@ def test_reads_share_a_pipeline_with_other_commands(served_world):
     client = FeatureClient(feature_store(redis_url, settings), "uplift_v1")
     pipe = redis.Redis.from_url(redis_url).pipeline(transaction=False)
     pipe.ping()
-    parse = client.queue(pipe, int(users["user_id"].iloc[0]), list(reversed(FEATURES)))
+    user = lake_ids(settings, users)[0]
+    parse = client.queue(pipe, user, list(reversed(FEATURES)))
     pipe.ping()
     replies = pipe.execute()
     read = parse(replies)
-    direct = client.read(int(users["user_id"].iloc[0]), FEATURES)
+    direct = client.read(user, FEATURES)
+    assert direct.found
     assert replies[0] is True and replies[-1] is True
     assert np.array_equal(read.values, direct.values[::-1], equal_nan=True)
 
@@ -81,7 +91,7 @@ def test_values_decode_as_feasts_protobuf_parse():
 def test_values_and_timestamps_equal_feasts_entity_parse_for_every_user(served_world):
     settings, redis_url, users = served_world
     client = FeatureClient(feature_store(redis_url, settings), "uplift_v1")
-    for user in [int(u) for u in users["user_id"]] + [10**9]:
+    for user in lake_ids(settings, users) + [10**9]:
         pipe = client.client.pipeline(transaction=False)
         parse = client.queue(pipe, user, FEATURES)
         replies = pipe.execute()

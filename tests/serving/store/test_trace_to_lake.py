@@ -14,6 +14,7 @@ from feature_repo.store import feature_store
 from serving.store.decision_log import DECISION_FORMAT, OUTCOME_FORMAT, StreamDrain, read_partitions
 from serving.decision.identity import user_key
 from serving.main import create_app
+from tests.lake_ids import lake_id
 from tests.serving.conftest import FEATURES, SHOP
 from training.learners import TLearner
 from training.lifecycle import promote, rollback
@@ -78,11 +79,12 @@ def test_a_record_logs_the_features_read_every_slot_and_the_clock(serving_settin
     for j, (action, p) in enumerate(zip(chosen, first["chosen_probabilities"])):
         assert slots[j][candidates.index(action)] == p and sum(slots[j]) == pytest.approx(1.0, abs=1e-12)
         assert all(slots[j][candidates.index(earlier)] == 0.0 for earlier in chosen[:j])
-    # The logged values are Feast's online values of this user, view by view, with the rows' event times.
+    # The logged values are Feast's online values of this user (stored by pseudonym), view by view, with the rows'
+    # event times.
     logged = json.loads(first["features"])
     store = feature_store(redis_url, settings)
     online = store.get_online_features(
-        features=store.get_feature_service("uplift_v1"), entity_rows=[{"user_id": user}]
+        features=store.get_feature_service("uplift_v1"), entity_rows=[{"user_id": lake_id(settings, user)}]
     ).to_dict()
     values = {name: value for view in logged.values() for name, value in view["values"].items()}
     assert set(values) == set(FEATURES) and set(logged) == {"user_activity_fv", "user_profile_fv"}
