@@ -23,6 +23,8 @@ import pandas as pd
 from bench.report import DOCS, write_section
 from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import user_vectors
+from feature_repo.pseudonyms import lake_pseudonymizer, raw_ids
+from infra import keys
 from infra.settings import HyperliftSettings
 from serving.decision.candidates import HnswParams, ItemIndex, recall_at_k
 from simulator import ShopConfig, build_shop
@@ -92,7 +94,8 @@ def demo_catalogue(settings: HyperliftSettings, n_queries: int) -> tuple[np.ndar
 
 def embedding_quality(settings: HyperliftSettings, shop_config: ShopConfig, holdout_days: int = 6, k: int = 20) -> dict:
     """Recall@k of the items each user touches in the last `holdout_days`, ranked by ALS (fitted on the days
-    before), by popularity, and by the simulator's true P(i | u); users sampled: 3,000 with held-out items."""
+    before), by popularity, and by the simulator's true P(i | u) (of the raw ids behind the validated events'
+    pseudonyms); users sampled: 3,000 with held-out items."""
     events = pd.read_parquet(settings.data_dir / VALIDATED_EVENTS, columns=["event_type", "ts", "user_id", "item_id"])
     cut = pd.Timestamp(shop_config.end) - pd.Timedelta(days=holdout_days)
     train = interaction_matrix(events[events["ts"] < cut])
@@ -105,7 +108,8 @@ def embedding_quality(settings: HyperliftSettings, shop_config: ShopConfig, hold
     model = ImplicitALS().fit(train.matrix)
     fit_s = time.perf_counter() - started
     shop = build_shop(shop_config)
-    users = later.user_ids[pick]
+    keyed_by = lake_pseudonymizer(create=False, path=keys.key_file(settings))
+    users = raw_ids(later.user_ids[pick], shop.users["user_id"], keyed_by)
     items = shop.items.set_index("item_id").loc[train.item_ids]
     rankers = {
         "ALS (ImplicitALS defaults)": model.scores(model.user_factors_[rows[pick]]),

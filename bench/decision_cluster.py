@@ -27,6 +27,7 @@ import yaml
 from feature_repo.contracts import validate_events
 from feature_repo.definitions import ACTIVITY_TABLE, PROFILE_TABLE, UPLIFT_FEATURE_SERVICE, build_repo
 from feature_repo.online_writer import OnlineWriter
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize
 from feature_repo.store import feature_store
 from feature_repo.transforms import (
     ACTIVITY_FEATURES,
@@ -35,6 +36,7 @@ from feature_repo.transforms import (
     user_activity_snapshots,
     user_profile_rows,
 )
+from infra import keys
 from infra.redis_cluster_server import LocalRedisCluster
 from infra.redis_server import EmbeddedRedis
 from infra.settings import HyperliftSettings
@@ -58,13 +60,17 @@ REGIONS = {"standard": {"name": "standard", "default": True, "regions": ["north"
 
 
 def world(home: Path, urls: list[str]) -> list[int]:
-    """The shop's features written into every online store of `urls`, and a champion; returns the user ids."""
+    """The shop's features written into every online store of `urls`, and a champion; returns the (raw) user ids.
+    The features are keyed by the users' pseudonyms under the home's key (made here, as the pipeline's first run
+    makes it), as the pipeline keys them: the service maps each request's raw id to the same pseudonym."""
     settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    door = lake_pseudonymizer(path=keys.key_file(settings))
     shop = build_shop(SHOP)
     accepted = validate_events(simulate_events(shop), pd.Timestamp(SHOP.end)).accepted
     window = SnapshotWindow(pd.Timestamp(SHOP.start), SHOP.n_days)
-    activity = user_activity_snapshots(accepted, shop.users["user_id"].to_numpy(), window)
-    profile = user_profile_rows(shop.users)
+    users = pseudonymize(shop.users, door)
+    activity = user_activity_snapshots(pseudonymize(accepted, door), users["user_id"].to_numpy(), window)
+    profile = user_profile_rows(users)
     for path, frame in ((ACTIVITY_TABLE + "/all.parquet", activity), (PROFILE_TABLE, profile)):
         (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(settings.data_dir / path, index=False)

@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 
 from demo.traffic import wait_healthy
+from feature_repo.pseudonyms import pseudonymize_ids
 from infra.launch import project_environment
 from simulator import ShopConfig
 from infra.redis_server import free_port
@@ -155,14 +156,17 @@ def main(n: int = 2000) -> None:
         if champion is None:
             raise SystemExit("no champion registered: run `make demo` first")
         users = np.random.default_rng(0).integers(0, 20_000, size=n + 50)
-        row = champion.features.read(1, champion.model.feature_names).values[None, :]
+        # Requests carry raw ids; the online store is keyed by their pseudonyms (the service maps them at its
+        # edge), so the paths that read it directly read the same users' rows by pseudonym.
+        keyed = pseudonymize_ids(users, service.pseudonymizer)
+        row = champion.features.read(service.pseudonymizer(1), champion.model.feature_names).values[None, :]
         results: dict[str, np.ndarray] = {}
 
-        def measure(name: str, call: Callable[[int], object]) -> None:
+        def measure(name: str, call: Callable[[int], object], ids: np.ndarray = users) -> None:
             print(f"  {name}: {n} calls ...", flush=True)  # six paths, ~10–30 s each on 2 cores
-            results[name] = timed(n, call, users)
+            results[name] = timed(n, call, ids)
 
-        measure("feast_sdk_read", lambda u: champion.features.read(u, champion.model.feature_names))
+        measure("feast_sdk_read", lambda u: champion.features.read(u, champion.model.feature_names), keyed)
         measure("model_score", lambda u: champion.score(row))
         measure("model_score_xgboost", lambda u: champion.model.uplift(row))
         measure("decide_in_process", lambda u: service.decide(DecisionRequest(user_id=u, surface="home")))
@@ -180,7 +184,7 @@ def main(n: int = 2000) -> None:
                 measure("feast_serve_http", lambda u: client.post(
                     "/get-online-features",
                     json={"feature_service": champion.features.feature_service_name, "entities": {"user_id": [u]}},
-                ).raise_for_status())
+                ).raise_for_status(), keyed)
         finally:
             for process in (api, feast):
                 process.terminate()

@@ -33,7 +33,10 @@ import yaml
 from bench.loadgen import LoadResult, encode_post, run_load
 from bench.decision_latency import start
 from bench.report import machine_line
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize_ids
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
+from infra import keys
+from infra.keys import Pseudonymizer
 from infra.launch import project_environment
 from simulator import ShopConfig
 from infra.redis_server import free_port
@@ -112,10 +115,12 @@ def decision_requests(port: int, surface: str, users: np.ndarray):
     return lambda i: encoded[i % len(encoded)]
 
 
-def feast_requests(port: int, users: np.ndarray):
-    """Request i: get-online-features of uplift_v1 for users[i]."""
+def feast_requests(port: int, users: np.ndarray, pseudonymizer: Pseudonymizer):
+    """Request i: get-online-features of uplift_v1 for users[i] (raw ids, as the decisions carry them), by the
+    pseudonym the online store keys the user's rows by (the decision service maps the raw id itself)."""
     encoded = [encode_post(f"127.0.0.1:{port}", "/get-online-features",
-                           {"feature_service": "uplift_v1", "entities": {"user_id": [int(u)]}}) for u in users]
+                           {"feature_service": "uplift_v1", "entities": {"user_id": [int(u)]}})
+               for u in pseudonymize_ids(users, pseudonymizer)]
     return lambda i: encoded[i % len(encoded)]
 
 
@@ -259,7 +264,7 @@ def main() -> None:
         feast = start([str(VENV_BIN / "feast"), "-c", "feature_repo", "serve", "-p", str(port), "--no-access-log",
                        "--workers", "1"], env, f"http://127.0.0.1:{port}/health")
         try:
-            requests = feast_requests(port, users)
+            requests = feast_requests(port, users, lake_pseudonymizer(create=False, path=keys.key_file(settings)))
             run_load("127.0.0.1", port, requests, 1000, rate=0, connections=8)
             print(f"feast serve: open loop {args.rate:.0f}/s ...", flush=True)
             cpu_before = tree_cpu_s(feast.pid)

@@ -52,9 +52,9 @@ def main() -> None:
     settings = HyperliftSettings()
     catalogue = pd.read_parquet(settings.data_dir / ACTION_CATALOGUE)
     costs = dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float)))
-    users = latest_features(settings.data_dir)
-    users = users[users["consent_marketing"] == 1].reset_index(drop=True)
     shop = build_shop(ShopConfig.from_env())
+    users = latest_features(settings, shop.users["user_id"])
+    users = users[users["consent_marketing"] == 1].reset_index(drop=True)
     ids = users["user_id"].to_numpy()
     net = expected_revenue(shop, ids, WINDOW_HOURS) - np.array([costs.get(a, 0.0) for a in ACTION_IDS])
     uplift = net - net[:, [0]]

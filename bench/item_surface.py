@@ -46,6 +46,8 @@ from bench.loadgen import LoadResult, encode_post, run_load
 from bench.report import DOCS, machine_line, write_section
 from dagster_project.resources.data_lake import ITEM_INDEX_DIR, USER_EMBEDDING, VALIDATED_EVENTS
 from feature_repo.embeddings import EMBEDDING_DIM, user_vectors
+from feature_repo.pseudonyms import with_raw_ids
+from infra import keys
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
@@ -82,10 +84,12 @@ def demo_index(settings: HyperliftSettings) -> ItemIndex:
     return index
 
 
-def newest_user_vectors(settings: HyperliftSettings) -> pd.DataFrame:
-    """Each user's newest vector row."""
+def newest_user_vectors(settings: HyperliftSettings, known: pd.Series) -> pd.DataFrame:
+    """Each user's newest vector row, indexed by raw id (the lake's pseudonyms mapped back among the shop's `known`
+    users): the ids the requests carry and the simulator's truth is indexed by."""
     table = pd.read_parquet(settings.data_dir / USER_EMBEDDING)
-    return table.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id").sort_index()
+    newest = table.sort_values("event_timestamp").groupby("user_id").tail(1)
+    return with_raw_ids(newest, known, keys.key_file(settings)).set_index("user_id").sort_index()
 
 
 def recall_rows(label: str, index: ItemIndex, queries: np.ndarray) -> list[str]:
@@ -278,7 +282,9 @@ def main() -> None:
     machine = machine_line()
     print(machine, flush=True)
     index = demo_index(settings)
-    vectors = newest_user_vectors(settings)
+    shop_config = ShopConfig.from_env()
+    shop = build_shop(shop_config)
+    vectors = newest_user_vectors(settings, shop.users["user_id"])
     queries = user_vectors(vectors.sample(min(args.queries, len(vectors)), random_state=0))
     print("recall@k vs exact search ...", flush=True)
     recall = recall_rows(f"demo shop: {len(index.item_ids)} items × d={index.dim}", index, queries)
@@ -288,8 +294,6 @@ def main() -> None:
     build_s = time.perf_counter() - started
     recall += recall_rows(f"synthetic: {args.items:,} items × d={EMBEDDING_DIM}", synthetic, synthetic_queries)
 
-    shop_config = ShopConfig.from_env()
-    shop = build_shop(shop_config)
     n_open = int(args.rate * args.seconds)
     rng = np.random.default_rng(0)
     load_users = rng.integers(0, shop.n_users, size=n_open)

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET, USER_ACTIVITY, USER_PROFILE
+from feature_repo.pseudonyms import with_raw_ids
 from feature_repo.transforms import ACTIVITY_FEATURES, PROFILE_FEATURES
+from infra import keys
 from infra.settings import HyperliftSettings
 from simulator import ACTION_IDS, Shop, ShopConfig, build_shop, expected_revenue, policy_value
 from training.learners import LEARNERS
@@ -38,22 +40,28 @@ ROWS: dict[str, tuple[str, dict]] = {
 }
 
 
-def latest_features(data_dir) -> pd.DataFrame:
-    """Each user's newest activity snapshot joined with the profile: what serving reads online."""
+def latest_features(settings: HyperliftSettings, known: np.ndarray | pd.Series) -> pd.DataFrame:
+    """Each user's newest activity snapshot joined with the profile: what serving reads online. By raw id (the
+    lake's pseudonyms mapped back among the `known` users of the simulator, under the home's key), which the
+    simulator's truth is indexed by."""
+    data_dir = settings.data_dir
     activity = pd.read_parquet(data_dir / USER_ACTIVITY)
     activity = activity[activity["event_timestamp"] == activity["event_timestamp"].max()]
     profile = pd.read_parquet(data_dir / USER_PROFILE).drop(columns="event_timestamp")
-    return activity.merge(profile, on="user_id").sort_values("user_id").reset_index(drop=True)
+    users = with_raw_ids(activity.merge(profile, on="user_id"), known, keys.key_file(settings))
+    return users.sort_values("user_id").reset_index(drop=True)
 
 
 def demo_inputs(settings: HyperliftSettings) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame, Shop]:
-    """What `make demo` left to fit and score on: its training set, each action's unit cost, the consented users'
-    latest features, and the simulated shop (its ground truth)."""
+    """What `make demo` left to fit and score on: its training set (keyed by pseudonym, as the pipeline fits it),
+    each action's unit cost, the consented users' latest features (by raw id), and the simulated shop (its ground
+    truth)."""
     data = pd.read_parquet(settings.data_dir / TRAINING_SET)
     catalogue = pd.read_parquet(settings.data_dir / ACTION_CATALOGUE)
     costs = dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float)))
-    users = latest_features(settings.data_dir)
-    return data, costs, users[users["consent_marketing"] == 1], build_shop(ShopConfig.from_env())
+    shop = build_shop(ShopConfig.from_env())
+    users = latest_features(settings, shop.users["user_id"])
+    return data, costs, users[users["consent_marketing"] == 1], shop
 
 
 def main() -> None:

@@ -34,8 +34,10 @@ import pandas as pd
 from bench.learner_settings import FEATURES, WINDOW_HOURS, demo_inputs, latest_features
 from bench.report import machine_line, write_section
 from dagster_project.resources.data_lake import ACTION_CATALOGUE, TRAINING_SET
+from feature_repo.pseudonyms import with_raw_ids
+from infra import keys
 from infra.settings import HyperliftSettings
-from simulator import ACTION_IDS, Shop, ShopConfig, build_shop, expected_revenue
+from simulator import ACTION_IDS, Shop, build_shop, expected_revenue
 from simulator.config import shop_config
 from training.learners import MultiArmUpliftLearner, SLearner, TwoPartLearner
 from training.train import greedy_actions, train_uplift
@@ -68,23 +70,30 @@ def home_for(seed: int) -> Path:
     return HyperliftSettings().home / "loop_learner" / f"default-{seed}"
 
 
+def settings_for(seed: int) -> HyperliftSettings:
+    """The settings of one shop seed's bootstrap home (its lake, and its key file: the lake's pseudonym key)."""
+    home = home_for(seed)
+    return HyperliftSettings(home=home, reports_dir=home / "reports")
+
+
 def build_home(seed: int) -> None:
     """The loop's bootstrap (demo.loop step 1) on a fresh home: hyperlift_job on the shop's history."""
     from demo.run import run_pipeline
     from infra.launch import project_environment
 
-    home = home_for(seed)
-    shutil.rmtree(home, ignore_errors=True)
-    settings = HyperliftSettings(home=home, reports_dir=home / "reports")
+    shutil.rmtree(home_for(seed), ignore_errors=True)
+    settings = settings_for(seed)
     with project_environment(settings) as env:
         os.environ.update(env)
         run_pipeline(settings, env["REDIS_URL"], shop_config("default", n_users=USERS, n_days=HISTORY_DAYS, seed=seed))
 
 
-def loop_inputs(seed: int) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
-    """A bootstrap home's training set, unit costs and consented users' latest features; the home is built first
-    (child process) if it has no training set yet."""
-    data_dir = home_for(seed) / "data"
+def loop_inputs(seed: int, known: pd.Series) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+    """A bootstrap home's training set (by pseudonym, as the pipeline fits it), unit costs and consented users'
+    latest features (by raw id, among the shop's `known` users); the home is built first (child process) if it has
+    no training set yet."""
+    settings = settings_for(seed)
+    data_dir = settings.data_dir
     if not (data_dir / TRAINING_SET).exists():
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "bench.loop_learner", "--build-home", str(seed)], check=True,
@@ -93,7 +102,7 @@ def loop_inputs(seed: int) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame
     data = pd.read_parquet(data_dir / TRAINING_SET)
     catalogue = pd.read_parquet(data_dir / ACTION_CATALOGUE)
     costs = dict(zip(catalogue["action_id"], catalogue["unit_cost"].astype(float)))
-    users = latest_features(data_dir)
+    users = latest_features(settings, known)
     return data, costs, users[users["consent_marketing"] == 1].reset_index(drop=True)
 
 
@@ -125,11 +134,14 @@ def fit_actions(name: str, seed: int, data: pd.DataFrame, costs: dict[str, float
     return greedy_actions(trained.model, trained.model.uplift(users[FEATURES].to_numpy(np.float32)))
 
 
-def noise_free_actions(data: pd.DataFrame, costs: dict[str, float], users: pd.DataFrame, world: Shop) -> np.ndarray:
+def noise_free_actions(data: pd.DataFrame, costs: dict[str, float], users: pd.DataFrame, world: Shop,
+                       key_path: Path) -> np.ndarray:
     """Reference only: the default S-learner fitted as the pipeline fits, on the same rows with each label replaced
     by its expectation under the simulator (E[revenue | user, logged action], 72 h): what the learner would find
-    without the purchases' noise. Never a candidate: it reads the truth."""
-    expected = expected_revenue(world, data["user_id"].to_numpy(), WINDOW_HOURS)
+    without the purchases' noise. Never a candidate: it reads the truth, by the raw ids behind the rows' pseudonyms
+    (under the key file `key_path` of the home the rows came from)."""
+    logged_users = with_raw_ids(data[["user_id"]], world.users["user_id"], key_path)["user_id"].to_numpy()
+    expected = expected_revenue(world, logged_users, WINDOW_HOURS)
     logged = [ACTION_IDS.index(a) for a in data["action_id"]]
     smooth = data.assign(label_revenue=expected[np.arange(len(data)), logged])
     trained = train_uplift(smooth, FEATURES, costs, SLearner(n_jobs=1))
@@ -162,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     refs: dict[str, list[dict[str, float]]] = {shop: [] for shop in SHOPS}
     rows = []
     for shop_seed in shop_seeds:
-        data, costs, users = loop_inputs(shop_seed)
         worlds = {shop: build_shop(shop_config(shop, n_users=USERS, n_days=HISTORY_DAYS, seed=shop_seed))
                   for shop in SHOPS}
+        data, costs, users = loop_inputs(shop_seed, worlds[SHOPS[0]].users["user_id"])
+        key_path = keys.key_file(settings_for(shop_seed))
         truths = {shop: Truth(world, users["user_id"].to_numpy(), costs) for shop, world in worlds.items()}
         for shop, truth in truths.items():
             refs[shop].append(truth.references())
-            refs[shop][-1]["noise_free"] = truth.value(noise_free_actions(data, costs, users, worlds[shop]))[0]
+            noise_free = noise_free_actions(data, costs, users, worlds[shop], key_path)
+            refs[shop][-1]["noise_free"] = truth.value(noise_free)[0]
         rows.append(len(data))
         print(f"seed {shop_seed}: {len(data)} training rows, {len(users)} consented users; "
               f"{ {s: {k: round(x, 3) for k, x in t.references().items()} for s, t in truths.items()} }", flush=True)
@@ -198,9 +212,9 @@ def demo(args: argparse.Namespace) -> int:
     machine = machine_line()
     started = time.perf_counter()
     settings = HyperliftSettings()
-    data, costs, users, _ = demo_inputs(settings)
+    data, costs, users, shop = demo_inputs(settings)
     users = users.reset_index(drop=True)
-    truth = Truth(build_shop(ShopConfig.from_env()), users["user_id"].to_numpy(), costs)
+    truth = Truth(shop, users["user_id"].to_numpy(), costs)
     lines = []
     for name in args.settings.split(","):
         decision, user = [], []

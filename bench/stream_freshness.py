@@ -28,7 +28,10 @@ from bench.report import DOCS, write_section
 from dagster_project.assets.stream_state import online_tiles
 from dagster_project.resources import build_resources
 from feature_repo.definitions import UPLIFT_FEATURE_SERVICE
+from feature_repo.pseudonyms import lake_pseudonymizer
 from feature_repo.store import feature_store
+from infra import keys
+from infra.keys import Pseudonymizer
 from infra.launch import project_environment
 from infra.redis_server import free_port
 from infra.settings import HyperliftSettings
@@ -52,11 +55,13 @@ def page_views(first_id: int, users: np.ndarray, end: pd.Timestamp, rng: np.rand
 
 
 class Probe(threading.Thread):
-    """Every 50 ms: one event for a fresh probe user, then poll its online row until the event is visible."""
+    """Every 50 ms: one event for a fresh probe user, then poll its online row until the event is visible. The event
+    carries the raw id; the row is read by the pseudonym the service keys it by (`pseudonymizer`: the lake's key)."""
 
-    def __init__(self, port: int, reader: FeatureClient, end: pd.Timestamp, stop: threading.Event):
+    def __init__(self, port: int, reader: FeatureClient, pseudonymizer: Pseudonymizer, end: pd.Timestamp,
+                 stop: threading.Event):
         super().__init__(daemon=True)
-        self.port, self.reader, self.end, self.stop = port, reader, end, stop
+        self.port, self.reader, self.pseudonymizer, self.end, self.stop = port, reader, pseudonymizer, end, stop
         self.visible_ms: list[float] = []
         self.never_visible = 0
 
@@ -66,13 +71,14 @@ class Probe(threading.Thread):
             k = 0
             while not self.stop.is_set():
                 user = PROBE_USER_BASE + k
+                row = self.pseudonymizer(user)
                 body = {"events": page_views(50_000_000 + k, np.array([user]), self.end, rng)}
                 sent = time.perf_counter()
                 done = threading.Event()
                 thread = threading.Thread(target=lambda: (client.post("/v1/events", json=body), done.set()))
                 thread.start()
                 while True:  # poll from the side: an independent reader of Feast's keys, not the response
-                    if self.reader.read(user, ["page_views_total"]).by_name["page_views_total"] == 1.0:
+                    if self.reader.read(row, ["page_views_total"]).by_name["page_views_total"] == 1.0:
                         self.visible_ms.append((time.perf_counter() - sent) * 1000.0)
                         break
                     if done.is_set() and time.perf_counter() - sent > 2.0:
@@ -135,7 +141,7 @@ def main() -> None:
         try:
             reader = FeatureClient(feature_store(env["REDIS_URL"], settings), UPLIFT_FEATURE_SERVICE)
             stop = threading.Event()
-            probe = Probe(port, reader, end, stop)
+            probe = Probe(port, reader, lake_pseudonymizer(create=False, path=keys.key_file(settings)), end, stop)
             print(f"streaming {args.rate:.0f} events/s for {args.seconds:.0f} s ({args.workers} worker(s)) with a probe ...",
                   flush=True)
             probe.start()

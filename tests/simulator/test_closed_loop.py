@@ -19,8 +19,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from feature_repo.contracts import RAW_COLUMNS, validate_events
+from feature_repo.pseudonyms import lake_pseudonymizer, pseudonymize
 from feature_repo.stream import write_tiles
 from feature_repo.transforms import event_tiles
+from infra import keys
 from serving.core.schemas import MAX_EVENTS_PER_CALL as SERVICE_MAX_EVENTS
 from serving.main import MAX_BODY_BYTES as SERVICE_MAX_BODY, create_app
 from serving.store.decision_log import DECISION_FORMAT, OUTCOME_FORMAT, StreamDrain, read_partitions
@@ -265,10 +267,12 @@ def test_without_events_only_outcomes_are_posted(fake_shop):
 
 @pytest.fixture(scope="module")
 def batch_tiles(served_world) -> None:
-    """The batch's tiles of the served shop in Redis (the online_tiles asset), so streamed events add to them."""
-    _, redis_url, _ = served_world
+    """The batch's tiles of the served shop in Redis (the online_tiles asset), so streamed events add to them: keyed
+    by the users' pseudonyms under the served home's key, as the pipeline and the service key them."""
+    settings, redis_url, _ = served_world
     accepted = validate_events(simulate_events(build_shop(SHOP)), pd.Timestamp(SHOP.end)).accepted
-    write_tiles(redis.Redis.from_url(redis_url), event_tiles(accepted))
+    door = lake_pseudonymizer(path=keys.key_file(settings))
+    write_tiles(redis.Redis.from_url(redis_url), event_tiles(pseudonymize(accepted, door)))
 
 
 def test_the_client_says_what_to_do_about_a_wall_clock_service_and_a_missing_admin_token(serving_settings, batch_tiles):
