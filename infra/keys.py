@@ -2,7 +2,7 @@
 
     python -m infra.keys show                                     # versions and dates, never the secrets
     python -m infra.keys rotate trace-salt|pseudonym [--reason ...] [--compromised] [--reshuffle-experiments]
-    python -m infra.keys adopt                                    # HYPERLIFT_SERVING_HASH_SALT into the key file
+    python -m infra.keys adopt [trace-salt|pseudonym]             # HYPERLIFT_SERVING_HASH_SALT / _PSEUDONYM_KEY in
 
 Two keys (docs/privacy.md, "Keys and pseudonyms"):
 - `trace-salt`: the HMAC key of the decision log's `user_key`, of `context_hash`, of idempotent outcome ids and of the
@@ -14,8 +14,9 @@ They live in one JSON file, mode 0600 in a 0700 folder: HYPERLIFT_KEYS_FILE (a d
 versions; the newest is current (writes), the older ones are retired but kept for reading: erasure finds a user's
 rows written under any version, and outcomes of decisions made before a rotation still pass the decision-id check
 (unless the rotation was marked `--compromised`). Deleting a retired version from the file makes what was written
-under it unlinkable for good. HYPERLIFT_SERVING_HASH_SALT, when set, overrides the current trace salt (the file's
-versions stay readable as retired ones); rotating needs the salt in the file (`adopt`).
+under it unlinkable for good. HYPERLIFT_SERVING_HASH_SALT and HYPERLIFT_PSEUDONYM_KEY, when set, override the current
+trace salt and pseudonym key (the file's versions stay readable as retired ones); rotating needs the key in the file
+(`adopt`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ TRACE_SALT = "trace-salt"
 PSEUDONYM = "pseudonym"
 KEY_NAMES = (TRACE_SALT, PSEUDONYM)
 TRACE_SALT_ENV = "HYPERLIFT_SERVING_HASH_SALT"
+PSEUDONYM_ENV = "HYPERLIFT_PSEUDONYM_KEY"
+"""A deployment's pseudonym key as a secret variable (64 hex characters; compose and Kubernetes hand it to every
+container that keys or reads the lake): it overrides the key file's current version, as HYPERLIFT_SERVING_HASH_SALT
+does the trace salt's."""
+ENV_OF = {TRACE_SALT: TRACE_SALT_ENV, PSEUDONYM: PSEUDONYM_ENV}
 KEYS_FILE_ENV = "HYPERLIFT_KEYS_FILE"
 FILE_FORMAT = 1
 SECRET_BYTES = 32
@@ -184,9 +190,10 @@ def former_salts(current: str, *, path: Path | None = None) -> tuple[str, ...]:
 def rotate(name: str, actor: str, reason: str, *, compromised: bool = False, path: Path | None = None,
            audit: AuditLog | None = None) -> KeyVersion:
     """Make a new current version of key `name`; the previous ones are retired (kept for reading). Audited."""
-    if name == TRACE_SALT and os.environ.get(TRACE_SALT_ENV):
-        raise KeysError(f"the trace salt is set by {TRACE_SALT_ENV}: run `python -m infra.keys adopt` to keep it in "
-                        f"the key file, unset {TRACE_SALT_ENV} everywhere the service and the erasure run, then rotate")
+    if os.environ.get(ENV_OF[name]):
+        raise KeysError(f"the {name} key is set by {ENV_OF[name]}: run `python -m infra.keys adopt {name}` to keep it "
+                        f"in the key file, unset {ENV_OF[name]} everywhere the service, Dagster and the erasure run, "
+                        "then rotate")
     path = path or key_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with file_lock(path.with_name(path.name + ".lock")):
@@ -208,25 +215,30 @@ def rotate(name: str, actor: str, reason: str, *, compromised: bool = False, pat
     return new
 
 
-def adopt(actor: str, *, path: Path | None = None, audit: AuditLog | None = None) -> KeyVersion:
-    """Store HYPERLIFT_SERVING_HASH_SALT in the key file as the current trace salt (a new version unless it is the
-    current one already), so it can be rotated; audited."""
-    configured = os.environ.get(TRACE_SALT_ENV)
+def adopt(actor: str, *, name: str = TRACE_SALT, path: Path | None = None,
+          audit: AuditLog | None = None) -> KeyVersion:
+    """Store the key `name` set by its variable (HYPERLIFT_SERVING_HASH_SALT, HYPERLIFT_PSEUDONYM_KEY) in the key
+    file as its current version (a new version unless it is the current one already), so it can be rotated;
+    audited."""
+    variable = ENV_OF[name]
+    configured = os.environ.get(variable)
     if not configured:
-        raise KeysError(f"{TRACE_SALT_ENV} is not set: nothing to adopt (the key file already holds the trace salt)")
+        raise KeysError(f"{variable} is not set: nothing to adopt (the key file already holds the {name} key)")
+    if name == PSEUDONYM:
+        _check_pseudonym_secret(configured)
     path = path or key_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with file_lock(path.with_name(path.name + ".lock")):
         keys = _read(path)
-        old = keys.get(TRACE_SALT, [])
+        old = keys.get(name, [])
         if old and old[-1].secret == configured:
             return old[-1]
         now = time.time()
         adopted = KeyVersion(max((v.version for v in old), default=0) + 1, configured, now)
-        keys[TRACE_SALT] = [KeyVersion(v.version, v.secret, v.created, v.retired or now, v.compromised)
-                            for v in old] + [adopted]
+        keys[name] = [KeyVersion(v.version, v.secret, v.created, v.retired or now, v.compromised)
+                      for v in old] + [adopted]
         _write(path, keys)
-    (audit or default_log()).record(actor, "key.adopt", target=f"key:{TRACE_SALT}", reason=f"from {TRACE_SALT_ENV}",
+    (audit or default_log()).record(actor, "key.adopt", target=f"key:{name}", reason=f"from {variable}",
                                     version=adopted.version)
     return adopted
 
@@ -252,8 +264,29 @@ class Pseudonymizer:
 
 
 def pseudonymizers(*, create: bool = False, path: Path | None = None) -> tuple[Pseudonymizer, ...]:
-    """One per stored version of the pseudonym key, current first (writes use the first, erasure all of them)."""
-    return tuple(Pseudonymizer(v.secret, v.version) for v in versions(PSEUDONYM, create=create, path=path))
+    """One per version of the pseudonym key, current first (writes use the first, erasure all of them).
+    HYPERLIFT_PSEUDONYM_KEY, when set, is the current one (its stored version's number, or the next one) and the
+    file's other versions are retired ones; nothing is made then."""
+    configured = os.environ.get(PSEUDONYM_ENV)
+    stored = versions(PSEUDONYM, create=create and not configured, path=path)
+    if not configured:
+        return tuple(Pseudonymizer(v.secret, v.version) for v in stored)
+    _check_pseudonym_secret(configured)
+    number = next((v.version for v in stored if v.secret == configured),
+                  max((v.version for v in stored), default=0) + 1)
+    return (Pseudonymizer(configured, number),
+            *(Pseudonymizer(v.secret, v.version) for v in stored if v.secret != configured))
+
+
+def _check_pseudonym_secret(secret: str) -> None:
+    if len(secret) < 2 * 16 or len(secret) % 2:
+        raise KeysError(f"{PSEUDONYM_ENV} must be at least 32 hex characters (64 recommended: "
+                        "python -c 'import secrets; print(secrets.token_hex(32))')")
+    try:
+        bytes.fromhex(secret)
+    except ValueError as exc:
+        raise KeysError(f"{PSEUDONYM_ENV} is not hex: make one with "
+                        "python -c 'import secrets; print(secrets.token_hex(32))'") from exc
 
 
 def running_experiments() -> list[str]:
@@ -280,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                             help="the old versions leaked: decision ids checked under them are refused from now on")
     rotate_cmd.add_argument("--reshuffle-experiments", action="store_true",
                             help="rotate the trace salt although experiments are configured (their users are re-drawn)")
-    commands.add_parser("adopt", help=f"keep {TRACE_SALT_ENV} in the key file as the current trace salt")
+    adopt_cmd = commands.add_parser("adopt", help=f"keep {TRACE_SALT_ENV} (or {PSEUDONYM_ENV}) in the key file as "
+                                                  "the key's current version")
+    adopt_cmd.add_argument("name", nargs="?", choices=KEY_NAMES, default=TRACE_SALT)
     args = parser.parse_args(argv)
     try:
         path = key_file()
@@ -298,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
                       "; frequency caps count from zero under the new user_key" if args.name == TRACE_SALT else ""),
                   file=sys.stderr)
         elif args.command == "adopt":
-            print(json.dumps({"key": TRACE_SALT, "file": str(path), **adopt(cli_actor(), path=path).public()}))
+            adopted = adopt(cli_actor(), name=args.name, path=path)
+            print(json.dumps({"key": args.name, "file": str(path), **adopted.public()}))
         else:
             shown = {name: [v.public() for v in versions(name, path=path)] for name in KEY_NAMES}
-            print(json.dumps({"file": str(path), "trace_salt_from_env": TRACE_SALT_ENV in os.environ, "keys": shown},
-                             indent=2))
+            print(json.dumps({"file": str(path), "trace_salt_from_env": TRACE_SALT_ENV in os.environ,
+                              "pseudonym_key_from_env": PSEUDONYM_ENV in os.environ, "keys": shown}, indent=2))
     except KeysError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

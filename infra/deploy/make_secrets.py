@@ -1,9 +1,11 @@
-"""Write the secrets compose.yaml reads, once: a hash salt, a Postgres password and URL, and an API keys file.
+"""Write the secrets compose.yaml reads, once: a hash salt, the lake's pseudonym key, a Postgres password and URL,
+and an API keys file.
 
     python -m infra.deploy.make_secrets infra/deploy/secrets [--key-id shop] [--scopes decide,outcomes,events]
 
 Prints the API key's secret once (only its SHA-256 is stored). Refuses to overwrite: the salt keys the trace's user
-hashes, so a new one on a running deployment would split every user's history in two. The folder is made 0700 and
+hashes and the pseudonym key the lake's user ids, so a new one on a running deployment would split every user's
+history in two (a pseudonym key is rotated with `infra.keys` and `infra.rekey`, docs/privacy.md). The folder is made 0700 and
 the files 0644: compose (without swarm) bind-mounts secret files as they are, and the containers' user (uid 10001)
 must read them; the folder's mode keeps other users of the host out. For Kubernetes the same files feed
 `kubectl create secret` (docs/deploy.md).
@@ -18,12 +20,12 @@ from pathlib import Path
 
 from serving.ops.api_keys import KeysFileError, create
 
-FILES = ("hash_salt", "postgres_password", "postgres_url", "api_keys.yaml")
+FILES = ("hash_salt", "pseudonym_key", "postgres_password", "postgres_url", "api_keys.yaml")
 POSTGRES_USER, POSTGRES_HOST, POSTGRES_DATABASE = "hyperlift", "postgres", "hyperlift"
 
 
 def make_secrets(directory: Path, key_id: str, scopes: list[str]) -> str:
-    """Write the four files into `directory` (which must hold none of them); returns the API key's secret."""
+    """Write the five files into `directory` (which must hold none of them); returns the API key's secret."""
     existing = [name for name in FILES if (directory / name).exists()]
     if existing:
         raise FileExistsError(
@@ -35,6 +37,7 @@ def make_secrets(directory: Path, key_id: str, scopes: list[str]) -> str:
     password = secrets.token_urlsafe(24)
     contents = {
         "hash_salt": secrets.token_urlsafe(32),
+        "pseudonym_key": secrets.token_hex(32),  # HYPERLIFT_PSEUDONYM_KEY: 256 bits as hex (infra/keys.py)
         "postgres_password": password,
         "postgres_url": f"postgresql://{POSTGRES_USER}:{password}@{POSTGRES_HOST}:5432/{POSTGRES_DATABASE}",
     }

@@ -65,8 +65,8 @@ def test_the_environment_variable_overrides_the_current_trace_salt(key_home, mon
     monkeypatch.setenv(keys.TRACE_SALT_ENV, "from-the-environment-0123456789")
     assert ServingSettings(redis_url="redis://localhost:1/0").hash_salt == "from-the-environment-0123456789"
     assert keys.trace_salts() == ("from-the-environment-0123456789", stored)
-    with pytest.raises(KeysError, match=r"the trace salt is set by HYPERLIFT_SERVING_HASH_SALT: run `python -m "
-                                        r"infra.keys adopt` to keep it in the key file, unset"):
+    with pytest.raises(KeysError, match=r"the trace-salt key is set by HYPERLIFT_SERVING_HASH_SALT: run `python -m "
+                                        r"infra.keys adopt trace-salt` to keep it in the key file, unset"):
         keys.rotate(TRACE_SALT, "cli:test", "test")
     adopted = keys.adopt("cli:test")
     assert adopted.version == 2 and adopted.secret == "from-the-environment-0123456789"
@@ -74,6 +74,28 @@ def test_the_environment_variable_overrides_the_current_trace_salt(key_home, mon
     monkeypatch.delenv(keys.TRACE_SALT_ENV)
     assert keys.trace_salts() == ("from-the-environment-0123456789", stored)
     assert [e["action"] for e in audit_lines(key_home)] == ["key.adopt"]
+
+
+def test_the_environment_variable_is_the_current_pseudonym_key_and_can_be_adopted(key_home, monkeypatch):
+    (stored,) = keys.pseudonymizers(create=True)
+    secret = "cd" * 32
+    monkeypatch.setenv(keys.PSEUDONYM_ENV, secret)
+    current, retired = keys.pseudonymizers(create=True)  # nothing is made while the variable is set
+    assert (current.version, retired.version) == (2, 1) and current(42) == Pseudonymizer(secret)(42) != stored(42)
+    assert len(keys.versions(PSEUDONYM)) == 1
+    with pytest.raises(KeysError, match=r"the pseudonym key is set by HYPERLIFT_PSEUDONYM_KEY: run `python -m "
+                                        r"infra.keys adopt pseudonym`"):
+        keys.rotate(PSEUDONYM, "cli:test", "test")
+    assert keys.main(["adopt", "pseudonym"]) == 0
+    assert [v.version for v in keys.versions(PSEUDONYM)] == [2, 1] and keys.pseudonymizers()[0].version == 2
+    monkeypatch.delenv(keys.PSEUDONYM_ENV)
+    assert keys.pseudonymizers()[0](42) == Pseudonymizer(secret)(42)  # adopted: the file's current version now
+    monkeypatch.setenv(keys.PSEUDONYM_ENV, "not-hex-" * 8)
+    with pytest.raises(KeysError, match="HYPERLIFT_PSEUDONYM_KEY is not hex: make one with"):
+        keys.pseudonymizers()
+    monkeypatch.setenv(keys.PSEUDONYM_ENV, "ab" * 8)
+    with pytest.raises(KeysError, match="at least 32 hex characters"):
+        keys.pseudonymizers()
 
 
 def test_rotation_keeps_the_old_salt_readable_and_is_audited_without_the_secret(key_home):

@@ -11,7 +11,9 @@ import threading
 
 import pytest
 
+from infra import keys
 from infra.deploy import make_secrets, probe, secrets_env
+from infra.keys import Pseudonymizer
 from serving.ops.api_keys import hash_secret, load_keys
 from tests.infra.deploy.stack import free_port
 
@@ -97,6 +99,11 @@ def test_make_secrets_writes_the_four_files_readable_by_the_containers_user(tmp_
     password = (directory / "postgres_password").read_text().strip()
     assert (directory / "postgres_url").read_text() == f"postgresql://hyperlift:{password}@postgres:5432/hyperlift\n"
     assert len((directory / "hash_salt").read_text().strip()) >= 16  # production mode refuses shorter salts
+    pseudonym_key = (directory / "pseudonym_key").read_text().strip()
+    assert len(bytes.fromhex(pseudonym_key)) == 32  # HYPERLIFT_PSEUDONYM_KEY: what infra.keys accepts
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(keys.PSEUDONYM_ENV, pseudonym_key)
+        assert keys.pseudonymizers(path=tmp_path / "none.json")[0](7) == Pseudonymizer(pseudonym_key)(7)
     [key] = load_keys(directory / "api_keys.yaml").keys
     assert (key.id, key.sha256, list(key.scopes)) == ("shop", hash_secret(secret), ["decide", "outcomes"])
 
@@ -104,6 +111,6 @@ def test_make_secrets_writes_the_four_files_readable_by_the_containers_user(tmp_
 def test_make_secrets_never_overwrites_a_deployment_s_secrets(tmp_path):
     make_secrets.make_secrets(tmp_path, "shop", ["decide"])
     salt = (tmp_path / "hash_salt").read_text()
-    with pytest.raises(FileExistsError, match="already holds hash_salt, postgres_password, postgres_url, api_keys.yaml"):
+    with pytest.raises(FileExistsError, match="already holds hash_salt, pseudonym_key, postgres_password, postgres_url, api_keys.yaml"):
         make_secrets.make_secrets(tmp_path, "shop", ["decide"])
     assert (tmp_path / "hash_salt").read_text() == salt

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.deploy import check
+from infra.deploy import check, secrets_env
 from serving.api.routes import health
 from tests.infra.deploy import stack
 
@@ -142,8 +142,8 @@ def test_each_kubernetes_container_gets_the_variables_compose_gives(name):
     container, _ = k8s_containers()[name]
     config = k8s_resource("ConfigMap", "hyperlift-env")["data"]
     k8s = set(config) | {e["name"] for e in container.get("env", [])}
-    compose = {k.removesuffix("_FILE") if k.endswith(("URL_FILE", "SALT_FILE")) else k
-               for k in stack.compose()["services"][name]["environment"]}
+    compose = {k.removesuffix("_FILE") if k.removesuffix("_FILE") in secrets_env.SECRET_VARIABLES else k
+               for k in stack.compose()["services"][name]["environment"]}  # a secret file there, a variable here
     assert k8s == compose
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from serving.api.auth import STATE_KEY, client_id
 from serving.api.fast_path import DecisionFastPath
+from infra.keys import KeysError
 from serving.core.config import ServingSettings
 from serving.main import create_app
 from serving.ops.api_keys import (
@@ -229,6 +230,20 @@ def test_production_refuses_to_start_with_the_default_salt_or_without_keys(servi
     with pytest.raises(UnsafeProduction):
         with TestClient(create_app(unsafe)):
             pass
+
+
+def test_production_refuses_to_start_without_the_pseudonym_key_and_makes_none(serving_settings, secrets_, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("HYPERLIFT_KEYS_FILE", str(tmp_path / "keys" / "keys.json"))  # a key file with no key yet
+    monkeypatch.delenv("HYPERLIFT_PSEUDONYM_KEY", raising=False)
+    production = serving_settings.model_copy(
+        update={"mode": "production", "hash_salt": SALT, "api_keys_file": secrets_["file"]})
+    build_key_ring(production)  # the keys and the salt are fine: the pseudonym key is what is missing
+    with pytest.raises(KeysError, match=r"no pseudonym key in .*keys.json: the lake is keyed by it. Point "
+                                        r"HYPERLIFT_KEYS_FILE at the key file the pipeline uses"):
+        with TestClient(create_app(production)):
+            pass
+    assert not (tmp_path / "keys" / "keys.json").exists()  # production never makes a key
 
 
 def test_dev_mode_is_open_except_admin_with_a_token_and_says_so_once(serving_settings, served_world):
