@@ -290,18 +290,8 @@ def rekey_file(path: Path, pmap: PseudonymMap) -> tuple[bool, int, int, int] | N
     table = _read(path)
     index = table.schema.get_field_index(USER_COLUMN)
     table = table.set_column(index, table.schema.field(index), rekeyed)
-    write_atomically(path, table)
-    _fsync_dir(path.parent)
+    write_atomically(path, table)  # fsyncs the file, renames it, fsyncs the folder
     return True, mapped, current, left
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def rekey_lake(data_dir: Path, pmap: PseudonymMap, report: RekeyReport, progress: bool = True) -> None:

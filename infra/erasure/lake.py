@@ -127,7 +127,8 @@ def anonymise_rows(table: pa.Table, mask: np.ndarray, anonymiser: Anonymiser) ->
 
 
 def write_atomically(path: Path, table: pa.Table) -> None:
-    """Replace `path` by `table` through a temp file in the same folder, fsynced, then renamed."""
+    """Replace `path` by `table` through a temp file in the same folder, fsynced, then renamed; the folder is fsynced
+    too, so the rename survives a crash."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp)
@@ -136,6 +137,11 @@ def write_atomically(path: Path, table: pa.Table) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def erase_lake(root: Path, home: Path, subject: Subject, anonymiser: Anonymiser, report: StoreReport) -> None:
