@@ -367,9 +367,10 @@ class StreamUpdater:
         return StreamResult(int(ours.sum()), sorted(rejected, key=lambda r: r["index"]), updated, rows_written)
 
     def refresh(self, users: Sequence[int], chunk: int = 2_000) -> int:
-        """Recompute the rows of `users` (lake ids: pseudonyms) from their tiles as of now and write them (newer or equal): what the nightly batch
-        does for users without new events, so their rows roll forward (decays, recency) and stay fresh. Each user's
-        days behind the watermark − margin are folded on the way (`tile_fold`), so this nightly pass bounds them."""
+        """Recompute the rows of `users` (lake ids: pseudonyms) from their tiles as of now and write them (newer or
+        equal): what the nightly batch does for users without new events, so their rows roll forward (decays,
+        recency) and stay fresh. Each user's days behind the watermark − margin are folded on the way (`tile_fold`),
+        so this nightly pass bounds them."""
         now = pd.Timestamp(self.now()).tz_convert("UTC")
         users = sorted({int(u) for u in users})
         return sum(self._write_rows(users[i:i + chunk], now) for i in range(0, len(users), chunk))

@@ -5,9 +5,9 @@ and an API keys file.
 
 Prints the API key's secret once (only its SHA-256 is stored). Refuses to overwrite: the salt keys the trace's user
 hashes and the pseudonym key the lake's user ids, so a new one on a running deployment would split every user's
-history in two (a pseudonym key is rotated with `infra.keys` and `infra.rekey`, docs/privacy.md). The folder is made 0700 and
-the files 0644: compose (without swarm) bind-mounts secret files as they are, and the containers' user (uid 10001)
-must read them; the folder's mode keeps other users of the host out. For Kubernetes the same files feed
+history in two (a pseudonym key is rotated with `infra.keys` and `infra.rekey`, docs/privacy.md). The folder is
+made 0700 and the files 0644: compose (without swarm) bind-mounts secret files as they are, and the containers'
+user (uid 10001) must read them; the folder's mode keeps other users of the host out. For Kubernetes the same files feed
 `kubectl create secret` (docs/deploy.md).
 """
 

@@ -5,7 +5,8 @@ Keys, by what names them:
   before the lake was pseudonymous: `Subject.ids`): Feast's online row (one hash per entity: every `user` feature
   view, the embedding included), the stream tiles `hyperlift:tiles:{id}`, seen-event markers
   `hyperlift:seen:{id}:*`, consent `hyperlift:consent:{id}`;
-- the user key (the trace salt's hash): frequency caps `hyperlift:caps:{user_key}:*` and item caps `hyperlift:item_caps:{user_key}:*`;
+- the user key (the trace salt's hash): frequency caps `hyperlift:caps:{user_key}:*` and item caps
+  `hyperlift:item_caps:{user_key}:*`;
 - the user's outcome ids: idempotency claims `{hyperlift:outcomes}:idempotency:<outcome_id>` (a hash of the outcome
   as sent, user id included; `hyperlift:outcomes:idempotency:<outcome_id>` for claims made before 2026-12-07).
 

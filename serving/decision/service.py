@@ -575,8 +575,8 @@ class DecisionService:
     def _read(
         self, champion: Champion, surface: Surface, user_id: int, ukey: str, actions: list[str]
     ) -> Steps[tuple[FeatureRead | None, set[str] | None, str | None]]:
-        """One round trip for the features of `user_id` (the pseudonym: the stores' id) and the surface's cap and budget counters: (features, actions
-        ruled out by caps or budgets, fallback). When Redis fails: the user's last known good features, counters
+        """One round trip for the features of `user_id` (the pseudonym: the stores' id) and the surface's cap and
+        budget counters: (features, actions ruled out by caps or budgets, fallback). When Redis fails: the user's last known good features, counters
         unknown (None), and the reason; or no features at all."""
         key = (champion.ref.version, user_id)  # the value order belongs to one model version
         if self.breaker.allow():

@@ -131,8 +131,8 @@ CONSENT_FORMAT = RecordFormat(
     ]),
 )
 """Consent calls (`POST /v1/consent`, stream `hyperlift:consent_events`, serving/store/consent.py), applied or not:
-the event's time `ts`, the user (pseudonym, as in the lake, and the trace salt's keyed hash), purpose, granted, who sent it and when the service took it
-(`received`, its clock)."""
+the event's time `ts`, the user (pseudonym, as in the lake, and the trace salt's keyed hash), purpose, granted, who
+sent it and when the service took it (`received`, its clock)."""
 
 
 @dataclass(frozen=True)

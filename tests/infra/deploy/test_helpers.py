@@ -111,6 +111,7 @@ def test_make_secrets_writes_the_four_files_readable_by_the_containers_user(tmp_
 def test_make_secrets_never_overwrites_a_deployment_s_secrets(tmp_path):
     make_secrets.make_secrets(tmp_path, "shop", ["decide"])
     salt = (tmp_path / "hash_salt").read_text()
-    with pytest.raises(FileExistsError, match="already holds hash_salt, pseudonym_key, postgres_password, postgres_url, api_keys.yaml"):
+    with pytest.raises(FileExistsError,
+                       match="already holds hash_salt, pseudonym_key, postgres_password, postgres_url, api_keys.yaml"):
         make_secrets.make_secrets(tmp_path, "shop", ["decide"])
     assert (tmp_path / "hash_salt").read_text() == salt
