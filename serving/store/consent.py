@@ -19,8 +19,8 @@ others; a cached read of the user from before the revocation is then never serve
 
 Keys: `hyperlift:consent:{<user_id>}`, where the id is the user's pseudonym (as every feature row's: the routes map
 the raw id at the edge, feature_repo/pseudonyms.py), a hash of purpose (the consent feature's name) →
-`"<0|1> <ts ms> <source>"`; the user's hash tag keeps the entry on the user's slot. Every call (applied or not) is appended to the audit stream
-`hyperlift:consent_events` with the API key that made it.
+`"<0|1> <ts ms> <source>"`; the user's hash tag keeps the entry on the user's slot. Every call (applied or not) is
+appended to the audit stream `hyperlift:consent_events` with the API key that made it.
 """
 
 from __future__ import annotations
