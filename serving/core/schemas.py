@@ -29,8 +29,9 @@ def _whole_number(value: object) -> object:
 
 UserId = Annotated[
     int,
-    Field(ge=0, le=MAX_ID, description="The shopper's id (the Feast `user` entity key): a JSON integer, at most "
-                                       "2^53 - 1 (the largest a JSON number holds exactly)."),
+    Field(ge=0, le=MAX_ID, description="The shopper's id, as the shop knows it (the service reads the Feast `user` "
+                                       "entity by its keyed pseudonym): a JSON integer, at most 2^53 - 1 (the "
+                                       "largest a JSON number holds exactly)."),
     BeforeValidator(_whole_number),
 ]
 CONTEXT_SCHEMA = {
