@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 LAUNCH := $(BIN)/python -m infra.launch --
 DEV    := HYPERLIFT_SERVING_MODE=dev# the decision service without API keys: one machine only (docs/security.md)
 
-.PHONY: install demo pipeline loop test bench serve dagster mlflow feast-apply models rollback audit erase export clean
+.PHONY: install demo pipeline loop test bench serve dagster mlflow feast-apply models rollback audit erase rekey export clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
@@ -81,6 +81,9 @@ audit: install  ## the audit trail: admin calls, consent changes, promotions and
 erase: install  ## erase one user from every store, with a receipt (USER=<user id>; docs/privacy.md)
 	@test "$(origin USER)" = "command line" || { echo "usage: make erase USER=<user id>" >&2; exit 2; }
 	$(LAUNCH) env USER="$$(id -un 2>/dev/null || echo unknown)" $(BIN)/python -m infra.erasure erase --user '$(USER)'
+
+rekey: install  ## after `python -m infra.keys rotate pseudonym`: lake and Redis onto the new pseudonyms (docs/privacy.md)
+	$(LAUNCH) $(BIN)/python -m infra.rekey --reason '$(or $(REASON),pseudonym key rotation)'
 
 export: install  ## everything held about one user, as files (USER=<user id>; docs/privacy.md)
 	@test "$(origin USER)" = "command line" || { echo "usage: make export USER=<user id>" >&2; exit 2; }
