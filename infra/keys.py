@@ -190,6 +190,8 @@ def former_salts(current: str, *, path: Path | None = None) -> tuple[str, ...]:
 def rotate(name: str, actor: str, reason: str, *, compromised: bool = False, path: Path | None = None,
            audit: AuditLog | None = None) -> KeyVersion:
     """Make a new current version of key `name`; the previous ones are retired (kept for reading). Audited."""
+    if name not in KEY_NAMES:
+        raise KeysError(f"unknown key {name!r}: the keys are {list(KEY_NAMES)}")
     if os.environ.get(ENV_OF[name]):
         raise KeysError(f"the {name} key is set by {ENV_OF[name]}: run `python -m infra.keys adopt {name}` to keep it "
                         f"in the key file, unset {ENV_OF[name]} everywhere the service, Dagster and the erasure run, "
@@ -220,6 +222,8 @@ def adopt(actor: str, *, name: str = TRACE_SALT, path: Path | None = None,
     """Store the key `name` set by its variable (HYPERLIFT_SERVING_HASH_SALT, HYPERLIFT_PSEUDONYM_KEY) in the key
     file as its current version (a new version unless it is the current one already), so it can be rotated;
     audited."""
+    if name not in KEY_NAMES:
+        raise KeysError(f"unknown key {name!r}: the keys are {list(KEY_NAMES)}")
     variable = ENV_OF[name]
     configured = os.environ.get(variable)
     if not configured:

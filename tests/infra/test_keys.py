@@ -96,6 +96,9 @@ def test_the_environment_variable_is_the_current_pseudonym_key_and_can_be_adopte
     monkeypatch.setenv(keys.PSEUDONYM_ENV, "ab" * 8)
     with pytest.raises(KeysError, match="at least 32 hex characters"):
         keys.pseudonymizers()
+    for call in (lambda: keys.rotate("salt", "cli:test", "test"), lambda: keys.adopt("cli:test", name="salt")):
+        with pytest.raises(KeysError, match=r"unknown key 'salt': the keys are \['trace-salt', 'pseudonym'\]"):
+            call()
 
 
 def test_rotation_keeps_the_old_salt_readable_and_is_audited_without_the_secret(key_home):
