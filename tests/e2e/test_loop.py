@@ -88,7 +88,13 @@ def test_service_decides_with_the_registered_champion(pipeline, e2e_redis_url, m
         assert len(body["actions"]) == 1 and 0 < body["actions"][0]["propensity"] <= 1
         slate = client.post("/v1/decisions", json={"user_id": 5, "surface": "checkout"}).json()
         assert 1 <= len(slate["actions"]) <= 3 and slate["fallback"] is None
-        cold = client.post("/v1/decisions", json={"user_id": 10_000_000, "surface": "home"}).json()
+        # A never-seen user outside the shipped policy_holdout experiment's holdout arm, which serves the neutral
+        # action before reading features (5 % of users, drawn from this home's random trace salt).
+        for user in range(10_000_000, 10_000_050):
+            cold = client.post("/v1/decisions", json={"user_id": user, "surface": "home"}).json()
+            if cold["experiments"].get("policy_holdout") != "holdout":
+                break
+        assert cold["experiments"].get("policy_holdout") != "holdout", cold
         assert cold["fallback"] == "cold_start_unknown_user"
         assert cold["actions"] == [{"action_id": "no_action", "score": 0.0, "propensity": 1.0}]
 
